@@ -1,0 +1,187 @@
+"""Training examples from split pairs: positives, hard-negative triplets, labeled pairs; the component sampler."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler
+
+from contrastive.data import question_key
+
+
+def _rank(values: Sequence[str], seed: int) -> np.ndarray:
+    """A seeded, order-independent pseudo-random rank for each string."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{v}".encode(), digest_size=8).digest(), "big") for v in values],
+        dtype=np.uint64,
+    )
+
+
+def cap_pairs(frame: pd.DataFrame, max_pairs: int | None, seed: int = 0) -> pd.DataFrame:
+    """Keep at most `max_pairs` rows, chosen by a seeded hash of the pair: same rows whatever the input order."""
+    if not max_pairs or len(frame) <= max_pairs:
+        return frame
+    ids = (frame["key1"] + "\0" + frame["key2"]).tolist()
+    keep = np.argsort(_rank(ids, seed), kind="stable")[: int(max_pairs)]
+    return frame.iloc[np.sort(keep)].reset_index(drop=True)
+
+
+def positives(frame: pd.DataFrame, both_orders: bool = False) -> pd.DataFrame:
+    """(anchor, positive) from label=1 pairs; with `both_orders` also (positive, anchor)."""
+    dup = frame[frame["label"] == 1]
+    out = pd.DataFrame({"anchor": dup["question1"].astype(str), "positive": dup["question2"].astype(str),
+                        "comp": dup["comp1"]})
+    if both_orders:
+        rev = pd.DataFrame({"anchor": out["positive"], "positive": out["anchor"], "comp": out["comp"]})
+        out = pd.concat([out, rev], ignore_index=True)
+    return out.reset_index(drop=True)
+
+
+def negatives_by_component(frame: pd.DataFrame) -> dict[int, list[str]]:
+    """For each duplicate component, the texts labeled non-duplicate of any of its members (other components)."""
+    neg = frame[(frame["label"] == 0) & (frame["comp1"] != frame["comp2"])]
+    found: dict[int, set[str]] = {}
+    for comp, text in zip(neg["comp1"], neg["question2"].astype(str)):
+        found.setdefault(int(comp), set()).add(text)
+    for comp, text in zip(neg["comp2"], neg["question1"].astype(str)):
+        found.setdefault(int(comp), set()).add(text)
+    return {comp: sorted(texts) for comp, texts in found.items()}
+
+
+def triplets(frame: pd.DataFrame, both_orders: bool = False, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split positives into (anchor, positive, negative) triplets and the pairs that have no labeled negative.
+
+    The negative of a positive pair is a question labeled non-duplicate of a member of its duplicate
+    component (never a member of that component), picked by a seeded hash so the choice is stable.
+    """
+    pos = positives(frame, both_orders)
+    pool = negatives_by_component(frame)
+    has = pos["comp"].map(lambda c: int(c) in pool)
+    with_neg = pos[has].reset_index(drop=True)
+    ranks = _rank((with_neg["anchor"] + "\0" + with_neg["positive"]).tolist(), seed)
+    with_neg["negative"] = [
+        pool[int(c)][int(r % len(pool[int(c)]))] for c, r in zip(with_neg["comp"], ranks)
+    ]
+    return with_neg[["anchor", "positive", "negative", "comp"]], pos[~has].reset_index(drop=True)
+
+
+def labeled_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """(sentence1, sentence2, label) with a float label, for the auxiliary pair loss."""
+    return pd.DataFrame({
+        "sentence1": frame["question1"].astype(str).to_numpy(),
+        "sentence2": frame["question2"].astype(str).to_numpy(),
+        "label": frame["label"].astype(float).to_numpy(),
+    })
+
+
+def component_lookup(frames: Sequence[pd.DataFrame]) -> dict[str, int]:
+    """Map each normalized question text to its duplicate component id."""
+    lookup: dict[str, int] = {}
+    for frame in frames:
+        lookup.update(zip(frame["key1"], frame["comp1"].astype(int)))
+        lookup.update(zip(frame["key2"], frame["comp2"].astype(int)))
+    return lookup
+
+
+class ComponentBatchSampler(BatchSampler):
+    """Batches in which no two examples share a duplicate component, so no in-batch negative is a duplicate.
+
+    Each example's components are those of all its texts (anchor, positive, hard negative). Indices are
+    shuffled with `seed + epoch`; an example that would clash with its batch is deferred to a later batch.
+    Datasets with a `label` column (the auxiliary pairs) have no in-batch negatives and are batched plainly.
+    After an epoch, `stats` holds how many examples were deferred and dropped.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        drop_last: bool,
+        valid_label_columns: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        lookup: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(range(len(dataset)), batch_size=batch_size, drop_last=drop_last)
+        self.generator = generator
+        self.seed = seed
+        self.epoch = 0
+        labels = set(valid_label_columns or ["label", "score"])
+        self.text_columns = [c for c in dataset.column_names if c not in labels]
+        self.plain = bool(labels & set(dataset.column_names))
+        self.groups = self._example_groups(dataset, lookup or {})
+        self.stats: dict[str, int] = {"examples": len(dataset), "deferred": 0, "dropped": 0}
+
+    def _example_groups(self, dataset: Any, lookup: Mapping[str, int]) -> list[frozenset]:
+        columns = [dataset[c] for c in self.text_columns]
+        groups = []
+        for texts in zip(*columns):
+            keys = [question_key(t) for t in texts]
+            groups.append(frozenset(lookup.get(k, k) for k in keys))
+        return groups
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.groups), generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        remaining = self._order()
+        if self.plain:
+            yield from self._plain(remaining)
+            return
+        deferred_once: set[int] = set()
+        while remaining:
+            batch: list[int] = []
+            used: set = set()
+            rest: list[int] = []
+            for idx in remaining:
+                if len(batch) < self.batch_size and not (self.groups[idx] & used):
+                    batch.append(idx)
+                    used |= self.groups[idx]
+                else:
+                    if len(batch) < self.batch_size:
+                        deferred_once.add(idx)
+                    rest.append(idx)
+            remaining = rest
+            if len(batch) < self.batch_size and self.drop_last:
+                self.stats["dropped"] += len(batch) + len(remaining)
+                break
+            yield batch
+        self.stats["deferred"] = len(deferred_once)
+
+    def _plain(self, order: list[int]) -> Iterator[list[int]]:
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                self.stats["dropped"] += len(batch)
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        full, part = divmod(len(self.groups), self.batch_size)
+        return full if self.drop_last or not part else full + 1
+
+
+def build_examples(frame: pd.DataFrame, hard_negatives: bool, with_aux: bool, both_orders: bool = False,
+                   seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs) and their sizes."""
+    datasets: dict[str, pd.DataFrame] = {}
+    if hard_negatives:
+        trip, rest = triplets(frame, both_orders, seed)
+        datasets["mnrl_triplets"] = trip.drop(columns="comp")
+        datasets["mnrl_pairs"] = rest.drop(columns="comp")
+    else:
+        datasets["mnrl_pairs"] = positives(frame, both_orders).drop(columns="comp")
+    if with_aux:
+        datasets["aux_pairs"] = labeled_pairs(frame)
+    datasets = {name: df for name, df in datasets.items() if len(df)}
+    sizes = {f"examples_{name}": len(df) for name, df in datasets.items()}
+    return datasets, sizes
