@@ -1,30 +1,246 @@
-"""The Hydra entry point: `python -m contrastive.train [overrides]` runs one training job."""
+"""The Hydra entry point: `python -m contrastive.train [overrides]` runs one training job.
+
+data -> pairs -> model -> SentenceTransformerTrainer -> evaluate beside the baseline -> viz -> MLflow -> save.
+Returns the objective (`eval.objective`; a list of values when it is a list) for a sweeper.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+import torch
+from datasets import Dataset
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
 
-from contrastive import CONF_DIR
+from contrastive import CONF_DIR, evaluate, tracking, viz
 from contrastive.cli import user_errors
 from contrastive.config import check_train_config
-from contrastive.data import format_summary, prepare
+from contrastive.data import PreparedData, format_summary, prepare
+from contrastive.losses import build_losses
+from contrastive.model import fingerprint, load_model
+from contrastive.pairs import ComponentBatchSampler, build_examples, cap_pairs, component_lookup
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> float:
-    """One job; returns the objective."""
+def output_dir(cfg: DictConfig) -> Path:
+    """This job's directory: Hydra's output dir, or `paths.output_dir` outside Hydra."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, Dataset], dict[str, int]]:
+    """The train split, capped by `data.max_pairs`, as named datasets for the Trainer."""
+    train = cap_pairs(data.splits["train"], cfg.data.max_pairs, cfg.data.split.seed)
+    frames, sizes = build_examples(
+        train, hard_negatives=cfg.loss.hard_negatives, with_aux=cfg.loss.aux_weight > 0,
+        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed,
+    )
+    sizes = {"train_pairs_used": len(train), **sizes}
+    return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
+
+
+class SamplerFactory:
+    """Builds the configured batch sampler for each dataset and keeps them, to report what they deferred."""
+
+    def __init__(self, kind: str, lookup: dict[str, int]) -> None:
+        self.kind = kind
+        self.lookup = lookup
+        self.samplers: list[Any] = []
+
+    def __call__(self, dataset: Dataset, **kwargs: Any):
+        from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+
+        if self.kind == "component":
+            sampler = ComponentBatchSampler(dataset, lookup=self.lookup, **kwargs)
+        elif self.kind == "no_duplicates":
+            sampler = NoDuplicatesBatchSampler(dataset, **kwargs)
+        else:
+            sampler = DefaultBatchSampler(dataset, **kwargs)
+        self.samplers.append(sampler)
+        return sampler
+
+    def report(self) -> dict[str, int]:
+        """Examples deferred to a later batch and dropped, summed over our component samplers."""
+        stats = [s.stats for s in self.samplers if isinstance(s, ComponentBatchSampler) and not s.plain]
+        return {
+            "sampler_deferred": sum(s["deferred"] for s in stats),
+            "sampler_dropped": sum(s["dropped"] for s in stats),
+        } if stats else {}
+
+
+def training_args(cfg: DictConfig, out: Path, sampler: Callable):
+    """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
+
+    tr = cfg.trainer
+    device = tr.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    interleave = {"proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
+                  "round_robin": MultiDatasetBatchSamplers.ROUND_ROBIN}[cfg.loss.interleave]
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=float(tr.epochs),
+        max_steps=int(tr.max_steps),
+        per_device_train_batch_size=int(cfg.batch.size),
+        learning_rate=float(tr.lr),
+        warmup_steps=float(tr.warmup_ratio),
+        weight_decay=float(tr.weight_decay),
+        seed=int(tr.seed),
+        data_seed=int(tr.seed),
+        logging_steps=int(tr.logging_steps),
+        logging_first_step=True,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        dataloader_num_workers=int(tr.dataloader_workers),
+        batch_sampler=sampler,
+        multi_dataset_batch_sampler=interleave,
+        disable_tqdm=False,
+    )
+
+
+class ObjectiveCallback(TrainerCallback):
+    """Every `trainer.eval_steps`: score the objective on the eval split, log it, report it to the sweeper."""
+
+    def __init__(self, score: Callable[[], float], every: int, reporter: Any = None) -> None:
+        self.score = score
+        self.every = every
+        self.reporter = reporter
+        self.history: list[tuple[int, float]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            value = self.score()
+            self.history.append((state.global_step, value))
+            tracking.log_metrics({"objective": value}, step=state.global_step, prefix="intermediate/")
+            log.info("step %d: objective %.4f", state.global_step, value)
+            if self.reporter is not None:
+                self.reporter.report(value, state.global_step)  # raises optuna.TrialPruned when told
+
+
+def save_checkpoint(model, out: Path) -> Path:
+    """Save to a temporary directory, then rename: a crash never leaves a half model under `model/`."""
+    final = out / "model"
+    tmp = out / f".model.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def objective_values(cfg: DictConfig, results: dict[str, Any]) -> float | list[float]:
+    """The metric(s) named by `eval.objective`, from the fine-tuned results."""
+    names = cfg.eval.objective
+    if isinstance(names, str):
+        return float(results["finetuned"][names])
+    return [float(results["finetuned"][n]) for n in names]
+
+
+def trial_reporter(cfg: DictConfig):
+    """The sweeper's pruning reporter when this job is an Optuna trial, else None."""
+    try:
+        from contrastive.pruning import reporter_from_cfg
+    except ImportError:
+        return None
+    return reporter_from_cfg(cfg)
+
+
+def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]:
+    """Train the model in place; returns the loss history, sizes and sampler report."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    datasets, sizes = training_datasets(data, cfg)
+    tracking.log_metrics(sizes, prefix="data/")
+    print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
+    sampler = SamplerFactory(cfg.batch.sampler, component_lookup([data.splits["train"]]))
+    eval_split = cfg.eval.split
+    objective = functools.partial(evaluate.objective_value, model, cfg, data, eval_split)
+    callback = ObjectiveCallback(objective, int(cfg.trainer.eval_steps), trial_reporter(cfg))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_args(cfg, out, sampler),
+        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
+        loss=build_losses(model, cfg.loss, datasets) if len(datasets) > 1
+        else next(iter(build_losses(model, cfg.loss, datasets).values())),
+        callbacks=[tracking.MlflowLossCallback(), callback] if cfg.tracking.enabled else [callback],
+    )
+    trainer.train()
+    history = [e for e in trainer.state.log_history if "loss" in e]
+    return {"history": history, "sizes": sizes, "sampler": sampler.report(),
+            "steps": trainer.state.global_step, "intermediate": callback.history}
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def run(cfg: DictConfig) -> float | list[float]:
+    """One job end to end; returns the objective."""
     check_train_config(cfg)
+    started = time.time()
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = prepare(cfg.data)
     print(format_summary(data.summary), flush=True)
-    return float("nan")
+    model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.trainer.device)
+    tags = {"git_commit": tracking.git_commit(), "data_fingerprint": data.fingerprint,
+            "model_fingerprint": fingerprint(cfg.model.name_or_path), "output_dir": str(out)}
+    with tracking.run(cfg, cfg.run_name or out.name, tags) as run_id:
+        if run_id:
+            tracking.log_params(tracking.config_params(cfg))
+            tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
+            tracking.log_dict(data.summary, "data_summary.json")
+            tracking.log_artifact(out / "config.yaml")
+        trained = fit(model, cfg, data, out)
+        results = evaluate.evaluate_run(model, cfg, data)
+        results["objective"] = {"name": OmegaConf.to_container(cfg.eval.objective)
+                                if not isinstance(cfg.eval.objective, str) else cfg.eval.objective,
+                                "value": objective_values(cfg, results)}
+        results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}
+        results["wall_time_s"] = round(time.time() - started, 1)
+        results["mlflow_run_id"] = run_id
+        write_json(evaluate.to_json(results), out / "metrics.json")
+        figures = viz.write_figures(out / "figures", model, cfg, data, results) if cfg.eval.umap.enabled else []
+        checkpoint = save_checkpoint(model, out) if cfg.save_model else None
+        if run_id:
+            tracking.log_loss_curve(trained["history"])
+            tracking.log_metrics(trained["sampler"], prefix="train/")
+            tracking.log_metrics({"finetuned": results["finetuned"], "baseline": results["baseline"],
+                                  "delta": results.get("delta", {})})
+            tracking.log_metrics({"objective": results["objective"]["value"]}
+                                 if isinstance(results["objective"]["value"], float) else {})
+            tracking.log_metrics({"wall_time_s": results["wall_time_s"]})
+            tracking.log_artifact(out / "metrics.json")
+            for fig in figures:
+                tracking.log_artifact(fig, "figures")
+            if checkpoint and cfg.tracking.log_model:
+                tracking.log_model_dir(checkpoint)
+    print(evaluate.format_table(results), flush=True)
+    print(f"output dir: {out}\nmlflow run: {run_id}  ({cfg.tracking.tracking_uri})", flush=True)
+    return results["objective"]["value"]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     with user_errors():
         return run(cfg)
 

@@ -1,0 +1,49 @@
+# contrastive: `make train` runs the main job, `make test` passes the tests; each installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+ARGS ?=
+
+.PHONY: install train test test-fast lint sweep evaluate app bench reproduce mlflow clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel this machine carries: otherwise pip pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) check
+	touch $(STAMP)
+
+train: install                        ## one training run on the default config (ARGS="loss.aux_weight=0.3 ...")
+	$(PY) -m contrastive.train $(ARGS)
+
+test: install                         ## the whole suite (unit + end-to-end on the fixture + browser)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install                    ## unit tests only
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check contrastive tests || true
+
+sweep: install                        ## the design card's Optuna sweep (batch size x loss balance)
+	$(PY) -m contrastive.train -m +sweeps=loss_balance $(ARGS)
+
+evaluate: install                     ## score a checkpoint beside the baseline: make evaluate ARGS="model=DIR split=test"
+	$(PY) -m contrastive.evaluate $(ARGS)
+
+app: install                          ## Gradio demo on the best checkpoint (127.0.0.1:7860)
+	$(PY) -m contrastive.app $(ARGS)
+
+mlflow: install                       ## the MLflow UI on the embedded store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db
+
+clean:
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

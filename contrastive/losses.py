@@ -1,0 +1,88 @@
+r"""The training objective: MNRL (InfoNCE on cosine, optional hard negatives) plus a weighted auxiliary pair loss.
+
+.. math::
+
+    \mathcal{L} = \underbrace{-\frac{1}{B}\sum_{i=1}^{B}
+        \log\frac{e^{s\,\cos(a_i, p_i)}}{\sum_{j=1}^{B} e^{s\,\cos(a_i, p_j)} + \sum_{j=1}^{B} e^{s\,\cos(a_i, n_j)}}}
+        _{\text{MNRL: in-batch negatives } p_{j\ne i} \text{ and hard negatives } n_j}
+    \;+\; w \cdot \mathcal{L}_{\text{aux}}(q_1, q_2, y)
+
+with scale :math:`s` (``loss.scale``), weight :math:`w` (``loss.aux_weight``) and, by default,
+:math:`\mathcal{L}_{\text{aux}} = \frac{1}{B}\sum (y - \cos(q_1, q_2))^2` (CosineSimilarityLoss).
+
+The two terms train on separate datasets (MNRL on positives / triplets, the auxiliary loss on labeled
+pairs); the Trainer draws each batch from one dataset (``loss.interleave``: ``proportional`` to dataset
+sizes, or ``round_robin``), so :math:`w` multiplies every auxiliary batch's loss and hence its gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import losses as st_losses
+from torch import Tensor, nn
+
+from contrastive.errors import ConfigError, TrainingDiverged
+
+
+class WeightedLoss(nn.Module):
+    """`weight * inner(features, labels)`, refusing non-finite values with TrainingDiverged."""
+
+    def __init__(self, inner: nn.Module, weight: float, name: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.weight = float(weight)
+        self.name = name
+        self.model = inner.model
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        value = self.inner(sentence_features, labels)
+        if not torch.isfinite(value).all():
+            raise TrainingDiverged(f"loss {self.name} became {value.item()} (non-finite); lower trainer.lr?")
+        return self.weight * value
+
+    def get_config_dict(self) -> dict[str, Any]:
+        inner = self.inner.get_config_dict() if hasattr(self.inner, "get_config_dict") else {}
+        return {"weight": self.weight, **inner}
+
+
+def mnrl(model: SentenceTransformer, cfg: Mapping[str, Any]) -> nn.Module:
+    """MultipleNegativesRankingLoss, or its cached (GradCache) variant when `loss.cached`."""
+    if cfg["cached"]:
+        return st_losses.CachedMultipleNegativesRankingLoss(
+            model, scale=float(cfg["scale"]), mini_batch_size=int(cfg["mini_batch_size"])
+        )
+    return st_losses.MultipleNegativesRankingLoss(model, scale=float(cfg["scale"]))
+
+
+def auxiliary(model: SentenceTransformer, cfg: Mapping[str, Any]) -> nn.Module:
+    """The auxiliary pair loss on the binary label (`loss.aux`)."""
+    kind = cfg.get("aux", "cosine")
+    if kind == "cosine":
+        return st_losses.CosineSimilarityLoss(model)
+    if kind == "cosent":
+        return st_losses.CoSENTLoss(model)
+    if kind == "online_contrastive":
+        return st_losses.OnlineContrastiveLoss(model, margin=float(cfg.get("aux_margin", 0.5)))
+    raise ConfigError(f"loss.aux={kind!r}: choose one of cosine, cosent, online_contrastive")
+
+
+def build_losses(model: SentenceTransformer, cfg: Mapping[str, Any], datasets: Iterable[str]) -> dict[str, nn.Module]:
+    """One loss per training dataset: MNRL for mnrl_* datasets, the weighted auxiliary loss for aux_pairs."""
+    weight = float(cfg["aux_weight"])
+    if weight < 0 or math.isnan(weight):
+        raise ConfigError(f"loss.aux_weight={weight!r}: must be >= 0")
+    shared_mnrl = WeightedLoss(mnrl(model, cfg), 1.0, "mnrl")
+    out: dict[str, nn.Module] = {}
+    for name in datasets:
+        if name.startswith("mnrl"):
+            out[name] = shared_mnrl
+        elif name == "aux_pairs":
+            out[name] = WeightedLoss(auxiliary(model, cfg), weight, f"aux_{cfg.get('aux', 'cosine')}")
+        else:
+            raise ValueError(f"no loss for dataset {name!r}")
+    return out
