@@ -22,6 +22,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Reject values that would fail or mislead later, before any data is read or any model loaded."""
     loss, batch, trainer, ev = cfg.loss, cfg.batch, cfg.trainer, cfg.eval
@@ -31,26 +35,26 @@ def check_train_config(cfg: DictConfig) -> None:
     _need(loss.interleave in INTERLEAVE, "loss.interleave", loss.interleave, f"choose one of {', '.join(INTERLEAVE)}")
     _need(isinstance(loss.hard_negatives, bool), "loss.hard_negatives", loss.hard_negatives, "must be true or false")
     _need(isinstance(loss.cached, bool), "loss.cached", loss.cached, "must be true or false")
-    _need(isinstance(loss.mini_batch_size, int) and loss.mini_batch_size >= 1, "loss.mini_batch_size",
+    _need(_integer(loss.mini_batch_size) and loss.mini_batch_size >= 1, "loss.mini_batch_size",
           loss.mini_batch_size, "must be an integer >= 1")
-    _need(isinstance(batch.size, int) and batch.size >= 2, "batch.size", batch.size,
+    _need(_integer(batch.size) and batch.size >= 2, "batch.size", batch.size,
           "MNRL needs at least 2 examples per batch (in-batch negatives)")
     _need(batch.sampler in SAMPLERS, "batch.sampler", batch.sampler, f"choose one of {', '.join(SAMPLERS)}")
     _need(_number(trainer.lr) and trainer.lr > 0, "trainer.lr", trainer.lr, "must be > 0")
     _need(_number(trainer.epochs) and trainer.epochs > 0, "trainer.epochs", trainer.epochs, "must be > 0")
-    _need(isinstance(trainer.max_steps, int), "trainer.max_steps", trainer.max_steps, "must be an integer")
+    _need(_integer(trainer.max_steps), "trainer.max_steps", trainer.max_steps, "must be an integer")
     _need(_number(trainer.warmup_ratio) and 0 <= trainer.warmup_ratio < 1, "trainer.warmup_ratio",
           trainer.warmup_ratio, "must be in [0, 1)")
     _need(_number(trainer.weight_decay) and trainer.weight_decay >= 0, "trainer.weight_decay",
           trainer.weight_decay, "must be >= 0")
-    _need(isinstance(trainer.eval_steps, int) and trainer.eval_steps >= 0, "trainer.eval_steps",
+    _need(_integer(trainer.eval_steps) and trainer.eval_steps >= 0, "trainer.eval_steps",
           trainer.eval_steps, "must be an integer >= 0")
-    _need(isinstance(trainer.logging_steps, int) and trainer.logging_steps >= 1, "trainer.logging_steps",
+    _need(_integer(trainer.logging_steps) and trainer.logging_steps >= 1, "trainer.logging_steps",
           trainer.logging_steps, "must be an integer >= 1")
     max_pairs = cfg.data.get("max_pairs")
-    _need(max_pairs is None or (isinstance(max_pairs, int) and max_pairs > 0), "data.max_pairs", max_pairs,
+    _need(max_pairs is None or (_integer(max_pairs) and max_pairs > 0), "data.max_pairs", max_pairs,
           "must be null or a positive integer")
     _need(ev.split in ("train", "val", "test"), "eval.split", ev.split, "choose train, val or test")
-    _need(isinstance(ev.k, int) and ev.k >= 1, "eval.k", ev.k, "must be an integer >= 1")
-    _need(isinstance(ev.n_boot, int) and ev.n_boot >= 0, "eval.n_boot", ev.n_boot, "must be an integer >= 0")
+    _need(_integer(ev.k) and ev.k >= 1, "eval.k", ev.k, "must be an integer >= 1")
+    _need(_integer(ev.n_boot) and ev.n_boot >= 0, "eval.n_boot", ev.n_boot, "must be an integer >= 0")
     _need(_number(ev.ci) and 0 < ev.ci < 1, "eval.ci", ev.ci, "must be in (0, 1)")

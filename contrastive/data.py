@@ -56,7 +56,9 @@ def file_format(path: str | Path, fmt: str | None = None) -> str:
         return fmt
     suffixes = [s.lower() for s in Path(path).suffixes if s.lower() != ".gz"]
     if not suffixes or suffixes[-1] not in FORMATS:
-        raise DataError(f"data.path: cannot tell the format of {path} (use .parquet/.csv/.tsv/.jsonl or set data.format)")
+        raise DataError(
+            f"data.path: cannot tell the format of {path} (use .parquet/.csv/.tsv/.jsonl or set data.format)"
+        )
     return FORMATS[suffixes[-1]]
 
 
@@ -133,11 +135,11 @@ def _coerce_labels(values: pd.Series, column: str) -> pd.Series:
     coerced = text.map(mapping)
     bad = coerced.isna()
     if bad.any():
-        rows = list(np.flatnonzero(bad.to_numpy())[:10])
-        shown = [values.iloc[i] for i in rows]
+        rows = np.flatnonzero(bad.to_numpy())[:10].tolist()
+        shown = [v.item() if isinstance(v, np.generic) else v for v in values.iloc[rows]]
         raise DataError(
             f"data.columns.label: column {column!r} has {int(bad.sum())} value(s) outside {{0,1}}, "
-            f"e.g. rows {rows} = {shown}"
+            f"e.g. rows {rows} = {shown} (rows count data rows from 0)"
         )
     return coerced.astype(int)
 
@@ -166,8 +168,9 @@ def validate(raw: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, d
     empty = frame["question1"].fillna("").str.strip().eq("") | frame["question2"].fillna("").str.strip().eq("")
     stats["dropped_empty_question"] = int(empty.sum())
     if empty.any() and cfg.get("on_empty", "drop") == "error":
-        rows = list(np.flatnonzero(empty.to_numpy())[:10])
-        raise DataError(f"data.on_empty=error: {int(empty.sum())} empty or blank question(s), e.g. rows {rows}")
+        rows = np.flatnonzero(empty.to_numpy())[:10].tolist()
+        raise DataError(f"data.on_empty=error: {int(empty.sum())} empty or blank question(s), e.g. rows {rows} "
+                        "(rows count data rows from 0)")
     if cfg.get("on_empty", "drop") not in ("drop", "error"):
         raise DataError(f"data.on_empty: unknown value {cfg.get('on_empty')!r} (choose drop, error)")
     frame = frame[~empty].copy()

@@ -109,7 +109,7 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
             model_kwargs={"use_safetensors": True},
             local_files_only=Path(resolved).is_dir(),
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing files / not a model directory (no config, unknown type)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model.name_or_path: cannot load {name_or_path!r}: {first}") from exc
     if max_seq_length:

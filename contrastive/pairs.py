@@ -26,7 +26,7 @@ def cap_pairs(frame: pd.DataFrame, max_pairs: int | None, seed: int = 0) -> pd.D
     """Keep at most `max_pairs` rows, chosen by a seeded hash of the pair: same rows whatever the input order."""
     if not max_pairs or len(frame) <= max_pairs:
         return frame
-    ids = (frame["key1"] + "\0" + frame["key2"]).tolist()
+    ids = (frame["key1"] + "\0" + frame["key2"] + "\0" + frame["label"].astype(str)).tolist()
     keep = np.argsort(_rank(ids, seed), kind="stable")[: int(max_pairs)]
     return frame.iloc[np.sort(keep)].reset_index(drop=True)
 
@@ -93,8 +93,11 @@ class ComponentBatchSampler(BatchSampler):
 
     Each example's components are those of all its texts (anchor, positive, hard negative). Indices are
     shuffled with `seed + epoch`; an example that would clash with its batch is deferred to a later batch.
+    Once a batch can no longer be filled (the rest all share a few large components), the epoch ends there:
+    those examples are dropped from this epoch (a reshuffle gives them a chance in the next one).
     Datasets with a `label` column (the auxiliary pairs) have no in-batch negatives and are batched plainly.
-    After an epoch, `stats` holds how many examples were deferred and dropped.
+    Each epoch's batches are planned once, so `len()` is exact (multi-dataset samplers draw `len()` batches);
+    `stats` holds how many examples that epoch deferred and dropped.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class ComponentBatchSampler(BatchSampler):
         self.plain = bool(labels & set(dataset.column_names))
         self.groups = self._example_groups(dataset, lookup or {})
         self.stats: dict[str, int] = {"examples": len(dataset), "deferred": 0, "dropped": 0}
+        self._planned: tuple[tuple[int, int], list[list[int]]] | None = None
 
     def _example_groups(self, dataset: Any, lookup: Mapping[str, int]) -> list[frozenset]:
         columns = [dataset[c] for c in self.text_columns]
@@ -132,42 +136,57 @@ class ComponentBatchSampler(BatchSampler):
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(len(self.groups), generator=gen).tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
-        remaining = self._order()
-        if self.plain:
-            yield from self._plain(remaining)
-            return
+    def _plan(self) -> list[list[int]]:
+        """This epoch's batches, computed once per epoch so that `__len__` matches what `__iter__` yields."""
+        if self._planned is not None and self._planned[0] == (self.seed, self.epoch):
+            return self._planned[1]
+        order = self._order()
+        self.stats = {"examples": len(self.groups), "deferred": 0, "dropped": 0}
+        batches = self._plain(order) if self.plain else self._component_batches(order)
+        self._planned = ((self.seed, self.epoch), batches)
+        return batches
+
+    def _component_batches(self, remaining: list[int]) -> list[list[int]]:
+        batches: list[list[int]] = []
         deferred_once: set[int] = set()
         while remaining:
             batch: list[int] = []
             used: set = set()
             rest: list[int] = []
-            for idx in remaining:
-                if len(batch) < self.batch_size and not (self.groups[idx] & used):
+            for pos, idx in enumerate(remaining):
+                if len(batch) == self.batch_size:
+                    rest.extend(remaining[pos:])
+                    break
+                if self.groups[idx] & used:
+                    deferred_once.add(idx)
+                    rest.append(idx)
+                else:
                     batch.append(idx)
                     used |= self.groups[idx]
-                else:
-                    if len(batch) < self.batch_size:
-                        deferred_once.add(idx)
-                    rest.append(idx)
             remaining = rest
-            if len(batch) < self.batch_size and self.drop_last:
-                self.stats["dropped"] += len(batch) + len(remaining)
+            if len(batch) < self.batch_size:
+                # short batch: what is left all clashes (a few large components). Rather than a tail of
+                # tiny batches with almost no in-batch negatives, leave those examples out of this epoch.
+                self.stats["dropped"] += len(remaining) + (len(batch) if self.drop_last else 0)
+                deferred_once.difference_update(remaining)
+                if not self.drop_last:
+                    batches.append(batch)
                 break
-            yield batch
+            batches.append(batch)
         self.stats["deferred"] = len(deferred_once)
+        return batches
 
-    def _plain(self, order: list[int]) -> Iterator[list[int]]:
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            if len(batch) < self.batch_size and self.drop_last:
-                self.stats["dropped"] += len(batch)
-                return
-            yield batch
+    def _plain(self, order: list[int]) -> list[list[int]]:
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        if batches and len(batches[-1]) < self.batch_size and self.drop_last:
+            self.stats["dropped"] += len(batches.pop())
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from (list(batch) for batch in self._plan())
 
     def __len__(self) -> int:
-        full, part = divmod(len(self.groups), self.batch_size)
-        return full if self.drop_last or not part else full + 1
+        return len(self._plan())
 
 
 def build_examples(frame: pd.DataFrame, hard_negatives: bool, with_aux: bool, both_orders: bool = False,

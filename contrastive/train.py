@@ -17,19 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback
 
-from contrastive import CONF_DIR, evaluate, tracking, viz
+from contrastive import CONF_DIR
 from contrastive.cli import user_errors
 from contrastive.config import check_train_config
 from contrastive.data import PreparedData, format_summary, prepare
-from contrastive.losses import build_losses
-from contrastive.model import fingerprint, load_model
 from contrastive.pairs import ComponentBatchSampler, build_examples, cap_pairs, component_lookup
+
+# torch, sentence-transformers and mlflow are imported inside the functions that need them, so that
+# `--help`, `--cfg job` and config errors answer in a second instead of after ~8 s of imports.
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +39,10 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, Dataset], dict[str, int]]:
+def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, int]]:
     """The train split, capped by `data.max_pairs`, as named datasets for the Trainer."""
+    from datasets import Dataset
+
     train = cap_pairs(data.splits["train"], cfg.data.max_pairs, cfg.data.split.seed)
     frames, sizes = build_examples(
         train, hard_negatives=cfg.loss.hard_negatives, with_aux=cfg.loss.aux_weight > 0,
@@ -60,7 +60,7 @@ class SamplerFactory:
         self.lookup = lookup
         self.samplers: list[Any] = []
 
-    def __call__(self, dataset: Dataset, **kwargs: Any):
+    def __call__(self, dataset: Any, **kwargs: Any):
         from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
         if self.kind == "component":
@@ -83,6 +83,7 @@ class SamplerFactory:
 
 def training_args(cfg: DictConfig, out: Path, sampler: Callable):
     """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting."""
+    import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
 
@@ -113,23 +114,28 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
     )
 
 
-class ObjectiveCallback(TrainerCallback):
-    """Every `trainer.eval_steps`: score the objective on the eval split, log it, report it to the sweeper."""
+def objective_callback(score: Callable[[], float], every: int, reporter: Any, log_to_mlflow: bool):
+    """A TrainerCallback that, every `every` steps, scores the objective, logs it and reports it to the sweeper."""
+    from transformers import TrainerCallback
 
-    def __init__(self, score: Callable[[], float], every: int, reporter: Any = None) -> None:
-        self.score = score
-        self.every = every
-        self.reporter = reporter
-        self.history: list[tuple[int, float]] = []
+    from contrastive import tracking
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            value = self.score()
-            self.history.append((state.global_step, value))
-            tracking.log_metrics({"objective": value}, step=state.global_step, prefix="intermediate/")
-            log.info("step %d: objective %.4f", state.global_step, value)
-            if self.reporter is not None:
-                self.reporter.report(value, state.global_step)  # raises optuna.TrialPruned when told
+    class ObjectiveCallback(TrainerCallback):
+        history: list[tuple[int, float]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if every and state.global_step % every == 0 and state.global_step < state.max_steps:
+                value = score()
+                self.history.append((state.global_step, value))
+                if log_to_mlflow:
+                    tracking.log_metrics({"objective": value}, step=state.global_step, prefix="intermediate/")
+                log.info("step %d: objective %.4f", state.global_step, value)
+                if reporter is not None:
+                    reporter.report(value, state.global_step)  # raises optuna.TrialPruned when told
+
+    callback = ObjectiveCallback()
+    callback.history = []
+    return callback
 
 
 def save_checkpoint(model, out: Path) -> Path:
@@ -142,14 +148,6 @@ def save_checkpoint(model, out: Path) -> Path:
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
-
-
-def objective_values(cfg: DictConfig, results: dict[str, Any]) -> float | list[float]:
-    """The metric(s) named by `eval.objective`, from the fine-tuned results."""
-    names = cfg.eval.objective
-    if isinstance(names, str):
-        return float(results["finetuned"][names])
-    return [float(results["finetuned"][n]) for n in names]
 
 
 def trial_reporter(cfg: DictConfig):
@@ -165,13 +163,17 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
     """Train the model in place; returns the loss history, sizes and sampler report."""
     from sentence_transformers import SentenceTransformerTrainer
 
+    from contrastive import evaluate, tracking
+    from contrastive.losses import build_losses
+
     datasets, sizes = training_datasets(data, cfg)
-    tracking.log_metrics(sizes, prefix="data/")
+    if cfg.tracking.enabled:
+        tracking.log_metrics(sizes, prefix="data/")
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     sampler = SamplerFactory(cfg.batch.sampler, component_lookup([data.splits["train"]]))
-    eval_split = cfg.eval.split
-    objective = functools.partial(evaluate.objective_value, model, cfg, data, eval_split)
-    callback = ObjectiveCallback(objective, int(cfg.trainer.eval_steps), trial_reporter(cfg))
+    objective = functools.partial(evaluate.objective_value, model, cfg, data, cfg.eval.split)
+    callback = objective_callback(objective, int(cfg.trainer.eval_steps), trial_reporter(cfg),
+                                  bool(cfg.tracking.enabled))
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args(cfg, out, sampler),
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
@@ -195,6 +197,9 @@ def write_json(obj: Any, path: Path) -> Path:
 def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective."""
     check_train_config(cfg)
+    from contrastive import evaluate, tracking, viz
+    from contrastive.model import fingerprint, load_model
+
     started = time.time()
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,9 +217,6 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_artifact(out / "config.yaml")
         trained = fit(model, cfg, data, out)
         results = evaluate.evaluate_run(model, cfg, data)
-        results["objective"] = {"name": OmegaConf.to_container(cfg.eval.objective)
-                                if not isinstance(cfg.eval.objective, str) else cfg.eval.objective,
-                                "value": objective_values(cfg, results)}
         results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}
         results["wall_time_s"] = round(time.time() - started, 1)
         results["mlflow_run_id"] = run_id

@@ -1,0 +1,133 @@
+"""model.py: resolving names (the packaged, sha-checked MiniLM offline), fingerprints and one real load."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contrastive.errors import ModelError
+from contrastive.model import (
+    DEFAULT_MODEL_ID,
+    PACKAGED_SHA256,
+    fingerprint,
+    load_model,
+    packaged_model_dir,
+    resolve_model,
+    sha256_file,
+    weights_file,
+    weights_sha256,
+)
+
+
+def test_default_id_and_alias_resolve_to_the_checked_packaged_dir():
+    directory = packaged_model_dir()
+    assert (directory / "model.safetensors").is_file()
+    assert (directory / "modules.json").is_file()
+    assert weights_sha256(directory / "model.safetensors") == PACKAGED_SHA256
+    assert resolve_model(DEFAULT_MODEL_ID) == str(directory)
+    assert resolve_model("all-MiniLM-L6-v2") == str(directory)
+
+
+def test_mismatching_sha_refuses_the_weights():
+    with pytest.raises(ModelError) as err:
+        packaged_model_dir(expected_sha256="0" * 64)
+    message = str(err.value)
+    assert message.startswith("model.name_or_path: packaged weights")
+    assert f"have sha256 {PACKAGED_SHA256}" in message
+    assert f"expected {'0' * 64}; refusing to use them" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./no-such-model", "~/no/such/model", "a/b/c"])
+def test_nonexistent_path_is_a_one_line_model_error(name):
+    with pytest.raises(ModelError) as err:
+        resolve_model(name)
+    assert str(err.value) == f"model.name_or_path: path {name} does not exist"
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_empty_name(name):
+    with pytest.raises(ModelError, match=r"model\.name_or_path: empty value"):
+        resolve_model(name)
+
+
+def test_file_instead_of_directory(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"abc")
+    with pytest.raises(ModelError, match=r"model\.name_or_path: .*model\.safetensors is a file"):
+        resolve_model(str(weights))
+
+
+def test_existing_local_dir_resolves_to_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("my-model") == str(tmp_path / "my-model")
+    assert resolve_model(str(tmp_path / "my-model")) == str(tmp_path / "my-model")
+
+
+def test_hub_id_passes_through():
+    assert resolve_model("someone/some-model") == "someone/some-model"
+
+
+def test_fingerprint_of_packaged_model_is_stable():
+    assert fingerprint(DEFAULT_MODEL_ID) == fingerprint("all-MiniLM-L6-v2") == PACKAGED_SHA256[:16]
+
+
+def test_fingerprint_of_local_dir_follows_its_weights(tmp_path):
+    model_dir = tmp_path / "ckpt"
+    (model_dir / "0_Transformer").mkdir(parents=True)
+    nested = model_dir / "0_Transformer" / "model.safetensors"
+    nested.write_bytes(b"weights v1")
+    assert weights_file(model_dir) == nested
+    assert fingerprint(str(model_dir)) == hashlib.sha256(b"weights v1").hexdigest()[:16]
+    top = model_dir / "model.safetensors"
+    top.write_bytes(b"weights v2, longer")
+    assert weights_file(model_dir) == top  # the top-level file wins
+    assert fingerprint(str(model_dir)) == hashlib.sha256(b"weights v2, longer").hexdigest()[:16]
+    assert fingerprint(str(model_dir)) == fingerprint(str(model_dir))
+
+
+def test_weights_sha256_sees_rewritten_files(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"one")
+    first = weights_sha256(weights)
+    assert first == hashlib.sha256(b"one").hexdigest()
+    weights.write_bytes(b"two!")  # memoised on (path, size, mtime): a rewrite is noticed
+    assert weights_sha256(weights) == hashlib.sha256(b"two!").hexdigest()
+
+
+def test_sha256_file_reads_in_chunks(tmp_path):
+    blob = os.urandom(10_000)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(blob)
+    assert sha256_file(path, chunk=1024) == hashlib.sha256(blob).hexdigest()
+
+
+def test_fingerprint_of_hub_id_and_dir_without_weights(tmp_path):
+    assert fingerprint("someone/some-model") == fingerprint("someone/some-model")
+    assert fingerprint("someone/some-model").startswith("hub-")
+    assert fingerprint("someone/some-model") != fingerprint("someone/other-model")
+    assert weights_file(tmp_path) is None
+
+
+def test_loading_a_directory_that_is_no_model_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError) as err:
+        load_model(str(tmp_path))
+    message = str(err.value)
+    assert message.startswith(f"model.name_or_path: cannot load {str(tmp_path)!r}")
+    assert "\n" not in message
+
+
+def test_load_model_encodes_384_d_unit_vectors(minilm):
+    assert minilm.max_seq_length == 128
+    texts = ["How do I learn Python?", "What is the best way to learn Python?", "How do I grow tomatoes?"]
+    emb = minilm.encode(texts, convert_to_numpy=True)
+    assert emb.shape == (3, 384)
+    assert emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2])  # a duplicate is nearer than another topic
+    assert Path(resolve_model(DEFAULT_MODEL_ID)).is_dir()
