@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler
 
-from contrastive.data import question_key
+from contrastive.data import components, question_key
 
 
 def _rank(values: Sequence[str], seed: int) -> np.ndarray:
@@ -23,12 +23,24 @@ def _rank(values: Sequence[str], seed: int) -> np.ndarray:
 
 
 def cap_pairs(frame: pd.DataFrame, max_pairs: int | None, seed: int = 0) -> pd.DataFrame:
-    """Keep at most `max_pairs` rows, chosen by a seeded hash of the pair: same rows whatever the input order."""
+    """Keep at most `max_pairs` rows, taking whole groups of linked pairs in a seeded hash order.
+
+    A group is a connected component of all labeled pairs, so a capped set keeps duplicate chains and the
+    labeled non-duplicates of their members together (hard-negative triplets survive the cap). The same
+    rows are chosen whatever the input order.
+    """
     if not max_pairs or len(frame) <= max_pairs:
         return frame
-    ids = (frame["key1"] + "\0" + frame["key2"] + "\0" + frame["label"].astype(str)).tolist()
-    keep = np.argsort(_rank(ids, seed), kind="stable")[: int(max_pairs)]
-    return frame.iloc[np.sort(keep)].reset_index(drop=True)
+    group_of = components(frame, labels=(0, 1))
+    group = frame["key1"].map(group_of).to_numpy()
+    first_key: dict[int, str] = {}
+    for key, g in group_of.items():
+        first_key[g] = min(first_key.get(g, key), key)
+    group_rank = dict(zip(first_key, _rank(list(first_key.values()), seed)))
+    row_ids = (frame["key1"] + "\0" + frame["key2"] + "\0" + frame["label"].astype(str)).tolist()
+    order = sorted(range(len(frame)), key=lambda i: (group_rank[group[i]], row_ids[i]))
+    keep = np.sort(np.array(order[: int(max_pairs)]))
+    return frame.iloc[keep].reset_index(drop=True)
 
 
 def positives(frame: pd.DataFrame, both_orders: bool = False) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from datasets import Dataset
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler, ProportionalBatchSampler
 from torch.utils.data import ConcatDataset
 
-from contrastive.data import COLUMNS, question_key, split_pairs, validate
+from contrastive.data import COLUMNS, components, question_key, split_pairs, validate
 from contrastive.pairs import (
     ComponentBatchSampler,
     build_examples,
@@ -293,3 +293,20 @@ def test_no_duplicates_sampler_clashes_on_the_fixture(fixture_examples):
     ours = list(ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lookup=lookup))
     assert _clashes(dataset, theirs, lookup) > 0
     assert _clashes(dataset, ours, lookup) == 0
+
+
+def test_cap_pairs_keeps_linked_groups_whole(fixture_data):
+    """Whole groups of linked pairs are kept, so hard-negative triplets survive a budget cap."""
+    train = fixture_data.splits["train"]
+    capped = cap_pairs(train, 60, seed=0)
+    full_trip, _ = triplets(train)
+    cap_trip, _ = triplets(capped)
+    assert len(cap_trip) / max(1, (capped["label"] == 1).sum()) >= 0.5 * len(full_trip) / (train["label"] == 1).sum()
+    group_of = components(train, labels=(0, 1))
+    rows = lambda df: set(zip(df["key1"], df["key2"], df["label"]))  # noqa: E731
+    kept = rows(capped)
+    by_group: dict[int, set[bool]] = {}
+    for row in rows(train):
+        by_group.setdefault(group_of[row[0]], set()).add(row in kept)
+    partial = [g for g, seen in by_group.items() if seen == {True, False}]
+    assert len(partial) <= 1  # at most the group cut by the budget

@@ -1,0 +1,205 @@
+"""Semantic search and duplicate grouping over L2-normalized embeddings, and reading question lists (pasted
+text, CSV or TXT uploads) within limits. No model and no UI in here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from contrastive.data import UnionFind, question_key
+from contrastive.errors import DataError
+
+QUESTION_COLUMNS = ("question", "text", "questions")  # CSV columns read as questions, in this order
+PAIR_COLUMNS = ("question1", "question2")  # a QQP-style pairs CSV contributes both columns
+
+
+# ---------------------------------------------------------------- ranking
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest entries of each row (best first): argpartition, then a small sort."""
+    scores = np.atleast_2d(scores)
+    n = scores.shape[1]
+    k = max(0, min(int(k), n))
+    if k == 0:
+        empty = np.empty((scores.shape[0], 0))
+        return empty.astype(np.int64), empty.astype(scores.dtype)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+@dataclass
+class CorpusIndex:
+    """Texts and their L2-normalized float32 embeddings (row i embeds texts[i]); cosine = dot product."""
+
+    texts: list[str]
+    embeddings: np.ndarray
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+        if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.texts):
+            raise ValueError(f"embeddings of shape {self.embeddings.shape} do not match {len(self.texts)} texts")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """For each query embedding (normalized), the k nearest corpus rows as (row, cosine), best first."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        idx, vals = top_k(queries @ self.embeddings.T, k)
+        return [[(int(i), float(v)) for i, v in zip(ri, rv)] for ri, rv in zip(idx, vals)]
+
+
+# ---------------------------------------------------------------- duplicate groups
+def similar_pairs(embeddings: np.ndarray, threshold: float, chunk_size: int = 1024) -> list[tuple[int, int, float]]:
+    """Every pair i < j with cosine >= threshold, scored one block of rows at a time (never N x N at once)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    pairs: list[tuple[int, int, float]] = []
+    for start in range(0, len(emb), chunk_size):
+        block = emb[start:start + chunk_size] @ emb.T
+        rows, cols = np.nonzero(block >= threshold)
+        rows = rows + start
+        keep = cols > rows
+        pairs.extend(zip(rows[keep].tolist(), cols[keep].tolist(), block[rows[keep] - start, cols[keep]].tolist()))
+    return pairs
+
+
+def duplicate_groups(embeddings: np.ndarray, threshold: float, chunk_size: int = 1024) -> list[list[int]]:
+    """Connected components of the pairs with cosine >= threshold; every row is in exactly one group.
+
+    Groups are ordered by size (largest first), then by their first row; rows inside a group ascend.
+    """
+    sets = UnionFind()
+    for i in range(len(embeddings)):
+        sets.find(i)
+    for i, j, _ in similar_pairs(embeddings, threshold, chunk_size):
+        sets.union(i, j)
+    members: dict[int, list[int]] = {}
+    for i in range(len(embeddings)):
+        members.setdefault(sets.find(i), []).append(i)
+    return sorted(members.values(), key=lambda g: (-len(g), g[0]))
+
+
+def groups_table(texts: Sequence[str], groups: Sequence[Sequence[int]], embeddings: np.ndarray) -> pd.DataFrame:
+    """One row per question: group number (1 = largest), group size, the group's first question, and the
+    question's cosine to that representative."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    rows = []
+    for number, group in enumerate(groups, start=1):
+        rep = group[0]
+        for i in group:
+            rows.append({
+                "group": number,
+                "size": len(group),
+                "question": texts[i],
+                "cosine_to_first": round(float(emb[i] @ emb[rep]), 4),
+                "representative": texts[rep],
+            })
+    return pd.DataFrame(rows, columns=["group", "size", "question", "cosine_to_first", "representative"])
+
+
+# ---------------------------------------------------------------- corpus identity
+def corpus_fingerprint(texts: Iterable[str]) -> str:
+    """A short content hash of an ordered list of texts."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- reading questions within limits
+@dataclass(frozen=True)
+class Limits:
+    """Input limits of the app: characters per question, questions per list, upload size in bytes."""
+
+    max_chars: int
+    max_questions: int
+    max_upload_bytes: int
+
+
+def check_question(text: str | None, limits: Limits, name: str = "question") -> str:
+    """A stripped, non-empty question within the character limit, else a DataError naming it."""
+    text = (text or "").strip()
+    if not text:
+        raise DataError(f"{name}: empty; type a question")
+    if len(text) > limits.max_chars:
+        raise DataError(f"{name}: {len(text):,} characters, the limit is {limits.max_chars:,}")
+    return text
+
+
+def check_questions(texts: Iterable[str], limits: Limits, origin: str) -> list[str]:
+    """Stripped non-empty lines within the per-question and list-size limits, else a DataError."""
+    out = []
+    for number, raw in enumerate(texts, start=1):
+        text = "" if raw is None else str(raw).strip()
+        if not text:
+            continue
+        if len(text) > limits.max_chars:
+            raise DataError(f"{origin}: item {number} has {len(text):,} characters, the limit is {limits.max_chars:,}")
+        out.append(text)
+        if len(out) > limits.max_questions:
+            raise DataError(f"{origin}: more than {limits.max_questions:,} questions, the limit is "
+                            f"{limits.max_questions:,}")
+    if not out:
+        raise DataError(f"{origin}: no questions found")
+    return out
+
+
+def unique_questions(texts: Iterable[str]) -> list[str]:
+    """Texts with repeats (same question_key) removed, first occurrence kept, order preserved."""
+    seen: set[str] = set()
+    out = []
+    for text in texts:
+        key = question_key(text)
+        if key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def _csv_questions(frame: pd.DataFrame, origin: str) -> list:
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    for name in QUESTION_COLUMNS:
+        if name in columns:
+            return frame[columns[name]].tolist()
+    if all(name in columns for name in PAIR_COLUMNS):
+        return frame[columns["question1"]].tolist() + frame[columns["question2"]].tolist()
+    if frame.shape[1] == 1:
+        return [frame.columns[0], *frame.iloc[:, 0].tolist()]  # no header: the first line is a question too
+    raise DataError(f"{origin}: CSV has columns {list(frame.columns)}; name one column 'question' "
+                    "(or give question1/question2, or a single column)")
+
+
+def read_questions_file(path: str | os.PathLike, limits: Limits) -> list[str]:
+    """Questions from an uploaded .txt (one per line) or .csv ('question' column, question1+question2, or
+    a single column), within the upload-size, list-size and length limits."""
+    file = Path(path)
+    origin = f"upload {file.name}"
+    if not file.is_file():
+        raise DataError(f"{origin}: file not found")
+    size = file.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise DataError(f"{origin}: {size / 1e6:.1f} MB, the limit is {limits.max_upload_bytes / 1e6:.1f} MB")
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+            items = _csv_questions(frame, origin)
+        elif suffix in (".txt", ".text", ""):
+            items = file.read_text(encoding="utf-8").splitlines()
+        else:
+            raise DataError(f"{origin}: unsupported file type {suffix!r}; upload .csv or .txt")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{origin}: not UTF-8 text ({exc.reason})") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{origin}: cannot read as CSV: {first}") from exc
+    return check_questions(items, limits, origin)
