@@ -97,6 +97,42 @@ def load_hub(dataset: str, config: str | None, splits: Iterable[str]) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
+QUESTION_COLUMNS = ("question", "questions", "text")
+TEXT_SUFFIXES = (".txt", ".text", "")
+
+
+def _table_questions(table: pd.DataFrame, origin: str) -> list:
+    """The question column(s) of a table: `question`, else question1 + question2, else its only column."""
+    columns = {str(c).strip().lower(): c for c in table.columns}
+    for name in QUESTION_COLUMNS:
+        if name in columns:
+            return table[columns[name]].tolist()
+    if {"question1", "question2"} <= set(columns):
+        return table[columns["question1"]].tolist() + table[columns["question2"]].tolist()
+    if table.shape[1] == 1:
+        return [table.columns[0], *table.iloc[:, 0].tolist()]  # no header: the first line is a question too
+    raise DataError(f"{origin}: file has columns {list(table.columns)}; name one column 'question' "
+                    "(or give question1/question2, or a single column)")
+
+
+def read_questions(path: str | Path, origin: str) -> list[str]:
+    """Questions from a .txt file (one a line) or a table file; errors start with `origin` (the field)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{origin}: file not found: {file}")
+    try:
+        if file.suffix.lower() in TEXT_SUFFIXES:
+            items = file.read_text(encoding="utf-8").splitlines()
+        else:
+            items = _table_questions(load_local(file), origin)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{origin}: not UTF-8 text ({exc.reason})") from exc
+    except DataError as exc:
+        message = str(exc)
+        raise DataError(message if message.startswith(origin) else f"{origin}: {message.split(': ', 1)[-1]}") from exc
+    return [str(v) for v in items if v is not None and not pd.isna(v) and str(v).strip()]
+
+
 def resolve_source(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
     """Decide where the data comes from: ('local', path) or ('hub', None), per `data.source`."""
     source = cfg.get("source", "local")

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from contrastive import CONF_DIR
 from contrastive.cli import user_errors
 from contrastive.config import _need, _number
-from contrastive.data import PreparedData, load_local, question_key
+from contrastive.data import PreparedData, question_key, read_questions
 from contrastive.errors import ConfigError, DataError
 from contrastive.model import fingerprint, load_model
 
@@ -113,29 +113,6 @@ def split_questions(frame: pd.DataFrame) -> pd.DataFrame:
     return unique
 
 
-def _file_questions(path: str) -> list[str]:
-    """Questions from a text file (one a line) or a table (column question, or question1 + question2)."""
-    file = Path(path).expanduser()
-    if file.suffix.lower() in (".txt", ".text", ""):
-        lines = file.read_text(encoding="utf-8").splitlines()
-        return [line for line in lines if line.strip()]
-    try:
-        table = load_local(file)
-    except DataError as exc:
-        raise DataError(f"eval.distractors: {str(exc).split(': ', 1)[-1]}") from exc
-    if "question" in table.columns:
-        columns = ["question"]
-    elif {"question1", "question2"} <= set(table.columns):
-        columns = ["question1", "question2"]
-    elif len(table.columns) == 1:
-        columns = list(table.columns)
-    else:
-        raise DataError(f"eval.distractors: {file} needs a column question (or question1 and question2), "
-                        f"it has {list(table.columns)}")
-    values = pd.concat([table[c] for c in columns], ignore_index=True).dropna().astype(str)
-    return [v for v in values if v.strip()]
-
-
 def distractor_questions(spec: str, data: PreparedData, exclude: set[str], max_n: int | None,
                          seed: int) -> pd.DataFrame:
     """The distractors (key, text) sorted by key: none, the train split's questions, or a file's; capped."""
@@ -146,7 +123,7 @@ def distractor_questions(spec: str, data: PreparedData, exclude: set[str], max_n
             raise ConfigError("eval.distractors='train': the data has no train split")
         pool = split_questions(data.splits["train"])[["key", "text"]]
     else:
-        texts = _file_questions(spec)
+        texts = read_questions(spec, "eval.distractors")
         pool = pd.DataFrame({"key": [question_key(t) for t in texts], "text": texts})
         pool = pool.drop_duplicates("key").sort_values("key", kind="stable")
     pool = pool[~pool["key"].isin(exclude)].reset_index(drop=True)
@@ -522,6 +499,37 @@ def materialize(source: ModelSource, cfg: DictConfig) -> Model:
     return source()
 
 
+def baseline_embeddings(cfg: DictConfig, data: PreparedData, es: EvalSet, source: ModelSource = None,
+                        precomputed: np.ndarray | None = None,
+                        show_progress: bool = True) -> tuple[np.ndarray, bool, Path]:
+    """The untuned model's embeddings of an eval set: from the cache, else computed and cached.
+
+    On a miss: `precomputed` when given, else encoded by `source` (an untuned model, a loader, or None
+    to load cfg.model.name_or_path). Returns (embeddings, cache hit, cache path).
+    """
+    key = baseline_cache_key(cfg, data, es)
+    path = cache_path(cfg.eval.cache_dir, key)
+
+    def compute() -> np.ndarray:
+        if precomputed is not None:
+            return precomputed
+        log.info("baseline cache miss: encoding %d questions with %s", len(es.texts), cfg.model.name_or_path)
+        return encode(materialize(source, cfg), es.texts, cfg.eval.batch_size, show_progress)
+
+    emb, hit = cached_embeddings(path, key, len(es.texts), compute)
+    return emb, hit, path
+
+
+def warm_baseline(untuned: Model, cfg: DictConfig, data: PreparedData, split: str | None = None) -> bool:
+    """Fill the baseline cache with a model that is still untuned (before training): no second model load.
+
+    Returns True when the cache already held the embeddings.
+    """
+    if not cfg.eval.baseline:
+        return True
+    return baseline_embeddings(cfg, data, cached_eval_set(cfg, data, split), untuned, None)[1]
+
+
 # ---------------------------------------------------------------- one run
 @dataclass
 class EvalDetails:
@@ -566,17 +574,9 @@ def evaluate_run(model: Model, cfg: DictConfig, data: PreparedData, split: str |
     result: dict[str, Any] = {"split": es.split, "objective": objective_entry(ev.objective, ft.metrics),
                               "finetuned": ft.metrics, "baseline": None, "delta": None}
     if ev.baseline:
-        key = baseline_cache_key(cfg, data, es)
-        path = cache_path(ev.cache_dir, key)
-
-        def compute() -> np.ndarray:
-            if baseline_model is model:
-                return emb
-            log.info("baseline cache miss: encoding %d questions with %s", len(es.texts), cfg.model.name_or_path)
-            return encode(materialize(baseline_model, cfg), es.texts, ev.batch_size, show_progress)
-
         clock = time.perf_counter()
-        base_emb, hit = cached_embeddings(path, key, len(es.texts), compute)
+        reuse = emb if baseline_model is model else None  # the evaluated model is the untuned one
+        base_emb, hit, path = baseline_embeddings(cfg, data, es, baseline_model, reuse, show_progress)
         seconds["baseline_embeddings"] = time.perf_counter() - clock
         base = score_embeddings(base_emb, es, **scoring_args(ev))
         clock = time.perf_counter()

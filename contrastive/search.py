@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contrastive.data import UnionFind, question_key
+from contrastive.data import UnionFind, question_key, read_questions
 from contrastive.errors import DataError
-
-QUESTION_COLUMNS = ("question", "text", "questions")  # CSV columns read as questions, in this order
-PAIR_COLUMNS = ("question1", "question2")  # a QQP-style pairs CSV contributes both columns
 
 
 # ---------------------------------------------------------------- ranking
@@ -165,19 +162,6 @@ def unique_questions(texts: Iterable[str]) -> list[str]:
     return out
 
 
-def _csv_questions(frame: pd.DataFrame, origin: str) -> list:
-    columns = {str(c).strip().lower(): c for c in frame.columns}
-    for name in QUESTION_COLUMNS:
-        if name in columns:
-            return frame[columns[name]].tolist()
-    if all(name in columns for name in PAIR_COLUMNS):
-        return frame[columns["question1"]].tolist() + frame[columns["question2"]].tolist()
-    if frame.shape[1] == 1:
-        return [frame.columns[0], *frame.iloc[:, 0].tolist()]  # no header: the first line is a question too
-    raise DataError(f"{origin}: CSV has columns {list(frame.columns)}; name one column 'question' "
-                    "(or give question1/question2, or a single column)")
-
-
 def read_questions_file(path: str | os.PathLike, limits: Limits) -> list[str]:
     """Questions from an uploaded .txt (one per line) or .csv ('question' column, question1+question2, or
     a single column), within the upload-size, list-size and length limits."""
@@ -188,18 +172,7 @@ def read_questions_file(path: str | os.PathLike, limits: Limits) -> list[str]:
     size = file.stat().st_size
     if size > limits.max_upload_bytes:
         raise DataError(f"{origin}: {size / 1e6:.1f} MB, the limit is {limits.max_upload_bytes / 1e6:.1f} MB")
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(file, dtype=str, keep_default_na=False)
-            items = _csv_questions(frame, origin)
-        elif suffix in (".txt", ".text", ""):
-            items = file.read_text(encoding="utf-8").splitlines()
-        else:
-            raise DataError(f"{origin}: unsupported file type {suffix!r}; upload .csv or .txt")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{origin}: not UTF-8 text ({exc.reason})") from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{origin}: cannot read as CSV: {first}") from exc
+    if file.suffix.lower() not in (".csv", ".txt", ".text", ""):
+        raise DataError(f"{origin}: unsupported file type {file.suffix.lower()!r}; upload .csv or .txt")
+    items = read_questions(file, origin)
     return check_questions(items, limits, origin)

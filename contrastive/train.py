@@ -215,6 +215,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
+        evaluate.warm_baseline(model, cfg, data)  # the model is still untuned: no second load later
         trained = fit(model, cfg, data, out)
         results = evaluate.evaluate_run(model, cfg, data)
         results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}

@@ -200,7 +200,7 @@ def test_read_questions_file(tmp_path, name, content, expected):
     ("q.csv", "a,b\n1,2\n", "name one column 'question'"),
     ("q.txt", "x" * 20_000, "MB, the limit is 0.0 MB"),
     ("q.txt", "\n\n", "no questions found"),
-    ("q.csv", "", "cannot read as CSV"),
+    ("q.csv", "", "is empty"),
 ])
 def test_read_questions_file_errors(tmp_path, name, content, message):
     path = tmp_path / name

@@ -16,6 +16,7 @@ import pytest
 from omegaconf import DictConfig
 
 from contrastive import PROJECT_ROOT, evaluate
+from contrastive.data import read_questions
 from contrastive.errors import ConfigError, DataError, ModelError
 from contrastive.evaluate import (
     EvalSet,
@@ -418,7 +419,7 @@ def test_bad_eval_values_are_one_line_errors(cfg, tmp_path):
             evaluate.check_eval_config(bad)
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="eval.distractors"):
-        evaluate._file_questions(str(tmp_path / "t.csv"))
+        read_questions(str(tmp_path / "t.csv"), "eval.distractors")
 
 
 # ---------------------------------------------------------------- CLI
