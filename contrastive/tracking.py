@@ -178,3 +178,140 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 # ---- sweep-level tracking ----
+# The Optuna sweeper (contrastive/sweeper.py) keeps its parent run off MLflow's fluent run stack, because
+# trial jobs may run in the same process and start their own (child) runs: everything below uses MlflowClient.
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _client(tcfg: DictConfig) -> tuple[MlflowClient, str]:
+    """A client on the configured store, and the experiment id."""
+    experiment_id = configure(tcfg.tracking_uri, tcfg.experiment)
+    return MlflowClient(), experiment_id
+
+
+def _log_param_batch(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items() if v is not None]
+    for start in range(0, len(items), MAX_PARAMS_PER_CALL):
+        client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_CALL])
+
+
+def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, Any], run_id: str | None = None) -> str:
+    """The sweep's parent run: `run_id` reopened when it exists (resumed or shared study), else a new one.
+
+    `settings` (study name, storage, sampler, pruner, search space...) become params; on a reopened run,
+    only new keys are logged (MLflow params cannot change) and changed ones are listed in a tag.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client, experiment_id = _client(tcfg)
+    if run_id:
+        try:
+            found = client.get_run(run_id)
+        except MlflowException:
+            found = None
+        if found is not None and found.info.lifecycle_stage == "active" and found.info.experiment_id == experiment_id:
+            old = found.data.params
+            changed = sorted(k for k, v in settings.items() if k in old and old[k] != str(v)[:MAX_PARAM_LENGTH])
+            _log_param_batch(client, run_id, {k: v for k, v in settings.items() if k not in old})
+            client.update_run(run_id, status="RUNNING")
+            if changed:
+                client.set_tag(run_id, "settings_changed_on_resume", ",".join(changed))
+            return run_id
+    run = client.create_run(experiment_id, run_name=f"sweep-{study_name}",
+                            tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())})
+    _log_param_batch(client, run.info.run_id, settings)
+    return run.info.run_id
+
+
+def find_trial_run(tcfg: DictConfig, parent_run_id: str, trial_number: int) -> str | None:
+    """The child run of a trial: nested under the parent, with param `optuna.trial_number` (latest if several)."""
+    client, experiment_id = _client(tcfg)
+    runs = client.search_runs(
+        [experiment_id], max_results=5, order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                      f"and params.`optuna.trial_number` = '{int(trial_number)}'")
+    return runs[0].info.run_id if runs else None
+
+
+def tag_trial_run(tcfg: DictConfig, parent_run_id: str, trial_number: int, state: str,
+                  values: list[float] | None = None, reason: str | None = None) -> str | None:
+    """Tag a finished trial's child run (trial number, state PRUNED/FAIL/COMPLETE, reason); log its value on the
+    parent at step = trial number. Returns the child run id (None when the job never started a run)."""
+    from mlflow.entities import Metric, RunTag
+
+    client, _ = _client(tcfg)
+    child = find_trial_run(tcfg, parent_run_id, trial_number)
+    if child:
+        tags = [RunTag("trial_number", str(trial_number)), RunTag("trial_state", state)]
+        if reason:
+            tags.append(RunTag("trial_reason", reason[:5000]))
+        client.log_batch(child, tags=tags)
+    if values:
+        now = _now_ms()
+        metrics = [Metric("trial_value" if len(values) == 1 else f"trial_value_{i}", float(v), now, int(trial_number))
+                   for i, v in enumerate(values) if math.isfinite(float(v))]
+        client.log_batch(parent_run_id, metrics=metrics)
+    return child
+
+
+def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts: list[str | Path]) -> None:
+    """Best value(s) and state counts as metrics, best trial and params as tags, files as artifacts."""
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient()
+    now = _now_ms()
+    metrics = [Metric(f"n_{state.lower()}", float(n), now, 0) for state, n in summary.get("states", {}).items()]
+    values = summary.get("best_values") or []
+    metrics += [Metric("best_value" if len(values) == 1 else f"best_value_{i}", float(v), now, 0)
+                for i, v in enumerate(values)]
+    tags = [RunTag("best_trial", str(summary.get("best_trial")))]
+    tags += [RunTag(f"best.{k}", str(v)) for k, v in (summary.get("best_params") or {}).items()]
+    if summary.get("best_mlflow_run_id"):
+        tags.append(RunTag("best_run_id", str(summary["best_mlflow_run_id"])))
+    if summary.get("promoted_dir"):
+        tags.append(RunTag("best_dir", str(summary["promoted_dir"])))
+    client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+    for path in artifacts:
+        client.log_artifact(parent_run_id, str(path))
+
+
+def register_best(tcfg: DictConfig | None, run_id: str | None, best_dir: str | Path) -> dict[str, Any] | None:
+    """Register the promoted checkpoint as a version of `tracking.registered_model` with alias `best`.
+
+    Source: the child run's `model` artifact when it was logged, else the promoted directory. A version with
+    the same source already under the alias is kept (reruns do not pile up versions).
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = tcfg.get("registered_model") if tcfg is not None else None
+    if not name:
+        return None
+    client, _ = _client(tcfg)
+    source = str(Path(best_dir).resolve())
+    if run_id and any(a.path == "model" for a in client.list_artifacts(run_id)):
+        source = f"runs:/{run_id}/model"
+    try:
+        current = client.get_model_version_by_alias(name, "best")
+        if current.source == source or (run_id and current.run_id == run_id):
+            return {"name": name, "version": current.version, "alias": "best", "source": current.source}
+    except MlflowException:
+        pass
+    with contextlib.suppress(MlflowException):  # it may exist already
+        client.create_registered_model(name)
+    version = client.create_model_version(name, source, run_id=run_id,
+                                          tags={"promoted_dir": str(Path(best_dir).resolve())})
+    client.set_registered_model_alias(name, "best", version.version)
+    log.info("registered %s version %s (alias best) from %s", name, version.version, source)
+    return {"name": name, "version": version.version, "alias": "best", "source": source}
+
+
+def end_sweep_run(parent_run_id: str, status: str = "FINISHED") -> None:
+    """Close the parent run (FINISHED, or KILLED when the sweep was interrupted; a rerun reopens it)."""
+    MlflowClient().set_terminated(parent_run_id, status)

@@ -1,0 +1,341 @@
+"""The Optuna sweeper: search-space parsing, budget accounting, pruning through the storage, and whole sweeps.
+
+Whole sweeps run the toy Hydra task (tests/sweep_toy/app.py: objective -(x-2)^2, reported at every
+"eval step") as subprocesses, so resume-after-kill and two processes sharing one storage are real.
+One slow test sweeps the real training job on the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from contrastive import PROJECT_ROOT, pruning, sweeper
+from contrastive.errors import ConfigError
+
+TOY_APP = PROJECT_ROOT / "tests" / "sweep_toy" / "app.py"
+TOY_TIMEOUT_S = 120
+
+
+def toy_objective(x: float) -> float:
+    return -((x - 2.0) ** 2)
+
+
+# ---------------------------------------------------------------- search space and overrides
+
+
+def test_hydra_sweep_syntax_becomes_optuna_distributions():
+    params = {
+        "batch.size": "choice(16, 32, 64)",
+        "loss.aux_weight": "interval(0.0, 1.0)",
+        "trainer.lr": "tag(log, interval(5e-6, 1e-4))",
+        "trainer.max_steps": "range(100, 501, 100)",
+        "loss.hard_negatives": "choice(true, false)",
+        "data.max_pairs": 2000,
+    }
+    space = sweeper.parse_search_space(params, ["loss.aux_weight=0.5", "+extra=tag(int, interval(1, 4))",
+                                                "++skip=tag(log, int, interval(2, 64))"])
+    d = space.distributions
+    assert d["batch.size"] == CategoricalDistribution([16, 32, 64])
+    assert d["trainer.lr"] == FloatDistribution(5e-6, 1e-4, log=True)
+    assert d["trainer.max_steps"] == IntDistribution(100, 500, step=100)
+    assert d["loss.hard_negatives"] == CategoricalDistribution([True, False])
+    assert d["extra"] == IntDistribution(1, 4)
+    assert d["skip"] == IntDistribution(2, 64, log=True)
+    assert space.keys["extra"] == "+extra"
+    # a command-line override of the same key replaces the params entry (here: fixes it)
+    assert "loss.aux_weight" not in d
+    assert space.fixed == {"data.max_pairs": "data.max_pairs=2000", "loss.aux_weight": "loss.aux_weight=0.5"}
+
+
+def test_optuna_form_and_bad_specs():
+    space = sweeper.parse_search_space({
+        "trainer.lr": OmegaConf.create({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}),
+        "batch.size": {"type": "int", "low": 16, "high": 256, "step": 16},
+        "loss.aux": {"type": "categorical", "choices": ["cosine", "cosent"]},
+    }, [])
+    assert space.distributions == {
+        "trainer.lr": FloatDistribution(1e-5, 1e-3, log=True),
+        "batch.size": IntDistribution(16, 256, step=16),
+        "loss.aux": CategoricalDistribution(["cosine", "cosent"]),
+    }
+    with pytest.raises(ConfigError, match="hydra.sweeper.params.x.type='normal'"):
+        sweeper.parse_search_space({"x": {"type": "normal", "low": 0, "high": 1}}, [])
+    with pytest.raises(ConfigError, match="hydra.sweeper.params.x"):
+        sweeper.parse_search_space({"x": {"type": "float", "low": 0}}, [])
+    with pytest.raises(ConfigError, match="not supported"):
+        sweeper.parse_search_space({"data": "glob(*)"}, [])
+    with pytest.raises(ConfigError, match="direction"):
+        sweeper.directions_of("up")
+    assert sweeper.directions_of(["maximize", "MINIMIZE"]) == ["maximize", "minimize"]
+
+
+@pytest.mark.parametrize("value", [True, False, None, 0, 256, 0.1, 3.0e-05, 1e-12, "fixture", "a b", "it's", "1",
+                                   "true", "x,y", "a\\b", "end\\", "x\\'y", "sqlite:////tmp/o.db"])
+def test_sampled_values_round_trip_through_hydra_overrides(value):
+    line = f"key={sweeper.format_value(value)}"
+    parsed = OverridesParser.create().parse_overrides([line])[0].value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_objective_values():
+    assert sweeper.objective_values(0.5, 1) == [0.5]
+    assert sweeper.objective_values([0.5, 2], 2) == [0.5, 2.0]
+    assert sweeper.objective_values({"name": "mrr_at_10", "value": 0.9}, 1) == [0.9]
+    for bad, n in ((float("nan"), 1), ([0.5], 2), (None, 1), ("high", 1)):
+        with pytest.raises(ValueError):
+            sweeper.objective_values(bad, n)
+
+
+# ---------------------------------------------------------------- budget across processes
+
+
+def _trial(number: int, state: TrialState, **system_attrs) -> optuna.trial.FrozenTrial:
+    values = [0.0] if state == TrialState.COMPLETE else None
+    trial = optuna.trial.create_trial(state=state, values=values, system_attrs=system_attrs)
+    trial.number = number
+    return trial
+
+
+def test_budget_counts_the_study_total_and_lets_retries_replace_killed_trials():
+    trials = [
+        _trial(0, TrialState.COMPLETE),
+        _trial(1, TrialState.FAIL),                       # killed, re-queued as trial 3
+        _trial(2, TrialState.PRUNED),
+        _trial(3, TrialState.WAITING, failed_trial=1, retry_history=[1]),
+    ]
+    assert [t.number for t in sweeper.budget_trials(trials)] == [0, 2, 3]
+    assert sweeper.asks_left(trials, n_trials=3) == 1       # only the waiting retry
+    assert sweeper.asks_left(trials, n_trials=5) == 3       # the retry and two new trials
+    assert not sweeper.over_budget(trials, 3, n_trials=3)   # the retry: 2 counted trials before it
+    trials.append(_trial(4, TrialState.RUNNING))
+    assert sweeper.over_budget(trials, 5, n_trials=4)       # a 5th counted trial in a budget of 4
+
+
+def test_trial_seeded_sampler_draws_by_trial_number():
+    spec = {"_target_": "optuna.samplers.RandomSampler", "seed": 7}
+    space = {"x": FloatDistribution(0.0, 1.0)}
+
+    def first_values(n: int) -> list[float]:
+        study = optuna.create_study(sampler=sweeper.TrialSeededSampler(spec, 7))
+        return [study.ask(space).params["x"] for _ in range(n)]
+
+    a, b = first_values(3), first_values(2)
+    assert a[:2] == b                  # trial n draws the same value in any process
+    assert len(set(a)) == 3            # and different trials differ
+
+
+# ---------------------------------------------------------------- the job side: pruning through the storage
+
+
+def _study_with_running_trial(tmp_path: Path, pruner: dict | None, directions=("maximize",)) -> tuple[str, int]:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, directions=list(directions))
+    trial = study.ask()
+    if pruner:
+        trial.set_user_attr(pruning.PRUNER_ATTR, pruner)
+    return url, trial.number
+
+
+def test_reporter_finds_its_trial_through_the_storage_and_prunes(tmp_path):
+    url, number = _study_with_running_trial(tmp_path, {"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})
+    cfg = OmegaConf.create({"x": 1})
+    assert pruning.reporter_from_cfg(cfg) is None                    # not a trial: no reporter
+    overrides = pruning.trial_overrides(url, "s", number)
+    assert all(o.startswith("++optuna.") for o in overrides)
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("++").replace("'", "") for o in overrides]))
+    reporter = pruning.reporter_from_cfg(cfg)
+    reporter.report(0.8, 1)                                          # above the threshold: goes on
+    with pytest.raises(optuna.TrialPruned, match="step 2"):
+        reporter.report(0.2, 2)
+    stored = optuna.load_study(study_name="s", storage=url).trials[number]
+    assert stored.intermediate_values == {1: 0.8, 2: 0.2}
+
+
+def test_no_reporter_for_multi_objective_studies(tmp_path):
+    url, number = _study_with_running_trial(tmp_path, None, directions=("maximize", "minimize"))
+    cfg = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": number}})
+    assert pruning.reporter_from_cfg(cfg) is None
+
+
+def test_sweeper_is_registered_as_a_hydra_plugin():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    names = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Sweeper)}
+    assert "hydra_plugins.contrastive_sweeper.OptunaSweeper" in names
+    target = OmegaConf.load(PROJECT_ROOT / "conf" / "hydra" / "sweeper" / "optuna.yaml")["_target_"]
+    assert target == "hydra_plugins.contrastive_sweeper.OptunaSweeper"
+
+
+# ---------------------------------------------------------------- whole sweeps of the toy task
+
+
+def toy_command(out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(TOY_APP), "-m", f"out={out}", *overrides]
+
+
+def run_toy(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(toy_command(out, *overrides), capture_output=True, text=True, timeout=TOY_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def load_toy_study(out: Path, name: str = "toy") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'sweeps' / name / 'optuna.db'}")
+
+
+def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
+    run_toy(tmp_path, "tracking.enabled=true", "make_model=true")
+    study = load_toy_study(tmp_path)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for t in trials:
+        assert -2.0 <= t.params["x"] <= 6.0
+        assert t.value == pytest.approx(toy_objective(t.params["x"]))
+        assert Path(t.user_attrs["output_dir"]) == tmp_path / "sweeps" / "toy" / f"trial_{t.number}"
+        assert len(t.intermediate_values) == 3                       # every "eval step" reached the storage
+    best = max(trials, key=lambda t: t.value)
+    summary = json.loads((tmp_path / "sweeps" / "toy" / "summary.json").read_text())
+    assert summary["best_trial"] == best.number and summary["states"] == {"COMPLETE": 3}
+    promoted = tmp_path / "sweeps" / "toy" / "best"
+    assert json.loads((promoted / "config.json").read_text())["x"] == best.params["x"]
+    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study_name"] == "toy" and parent.data.params["space.x"] == "float[-2.0, 6.0]"
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "objective_by_trial.png", "param_importances.png", "summary.json"}
+    children = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert sorted(children) == ["0", "1", "2"]
+    assert {r.data.tags["trial_state"] for r in children.values()} == {"COMPLETE"}
+    assert best.user_attrs["mlflow_run_id"] == children[str(best.number)].info.run_id
+    version = client.get_model_version_by_alias("toy-model", "best")
+    assert version.run_id == best.user_attrs["mlflow_run_id"]
+
+
+def test_pruned_and_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    # x > 5 raises ConfigError, x < -1 raises TrainingDiverged; step 1 reports objective(x) - 2, so the
+    # threshold pruner (lower -6) stops exactly the trials with (x - 2)^2 > 4 that did not fail
+    run_toy(tmp_path, "fail_above=5.0", "diverge_below=-1.0", "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=-6.0", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=8")
+    trials = load_toy_study(tmp_path).trials
+    assert len(trials) == 8
+    for t in trials:
+        x = t.params["x"]
+        if x > 5.0:
+            assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("ConfigError: x=")
+        elif x < -1.0:
+            assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("TrainingDiverged: ")
+        elif (x - 2) ** 2 > 4:
+            assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [1]
+        else:
+            assert t.state == TrialState.COMPLETE and t.value == pytest.approx(toy_objective(x))
+        if t.state == TrialState.FAIL:
+            assert "Traceback" in (Path(t.user_attrs["output_dir"]) / "error.txt").read_text()
+    assert {t.state for t in trials} == {TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE}
+
+
+def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
+    marker = tmp_path / "hanging"
+    args = ("hydra.sweeper.n_trials=4", f"hang_marker={marker}", "hang_at_trial=1", "hydra/sweeper/pruner=none")
+    first = subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + TOY_TIMEOUT_S
+        while not marker.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "trial 1 never started"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = load_toy_study(tmp_path).trials
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    run_toy(tmp_path, *args)
+    trials = load_toy_study(tmp_path).trials
+    killed = trials[1]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    counted = sweeper.budget_trials(trials)
+    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert trials[0].value == before[0].value                        # the finished trial was kept, not rerun
+
+
+def test_two_processes_share_one_study(tmp_path):
+    args = ("hydra.sweeper.n_trials=6", "step_sleep=0.1", "hydra/sweeper/pruner=none")
+    procs = [subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=TOY_TIMEOUT_S)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    trials = load_toy_study(tmp_path).trials
+    counted = sweeper.budget_trials(trials)
+    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert all(t.state == TrialState.FAIL for t in trials if t not in counted)   # over-budget asks only
+    assert len({t.params["x"] for t in counted}) == 6                           # no trial sampled twice
+    dirs = {t.user_attrs["output_dir"] for t in counted}
+    assert len(dirs) == 6
+    pids = {(Path(d) / "pid").read_text() for d in dirs}
+    assert len(pids) == 2                                                       # both processes ran trials
+
+
+# ---------------------------------------------------------------- the real training job
+
+
+@pytest.mark.slow
+def test_real_train_sweep_on_the_fixture(tmp_path):
+    out = tmp_path / "outputs"
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = [sys.executable, "-m", "contrastive.train", "+sweeps=fixture_tiny", f"paths.output_root={out}",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"tracking.tracking_uri={uri}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = out / "sweeps" / "fixture_tiny"
+    study = optuna.load_study(study_name="fixture_tiny", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    trials = study.trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        metrics = json.loads((sweep_dir / f"trial_{t.number}" / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["finetuned"]["mrr_at_10"])
+        assert 2 in t.intermediate_values                             # eval_steps=2 reached the trial
+        assert t.params["batch.size"] in (8, 16) and 0.0 <= t.params["loss.aux_weight"] <= 1.0
+        config = OmegaConf.load(sweep_dir / f"trial_{t.number}" / "config.yaml")
+        assert config.batch.size == t.params["batch.size"]
+        assert math.isclose(config.trainer.lr, t.params["trainer.lr"])
+    best = study.best_trial
+    promoted = sweep_dir / "best"
+    assert (promoted / "model.safetensors").is_file()
+    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
+
+    from contrastive import tracking
+
+    tracking.configure(uri, "contrastive")
+    child = tracking.run_info(best.user_attrs["mlflow_run_id"])
+    assert child["tags"]["trial_state"] == "COMPLETE" and child["tags"]["trial_number"] == str(best.number)
+    assert child["metrics"]["finetuned.mrr_at_10"] == pytest.approx(best.value)
+    parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
+    assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
+    assert "param_importances.png" in parent["artifacts"]
