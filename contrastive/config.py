@@ -49,6 +49,8 @@ def check_train_config(cfg: DictConfig) -> None:
           trainer.weight_decay, "must be >= 0")
     _need(_integer(trainer.eval_steps) and trainer.eval_steps >= 0, "trainer.eval_steps",
           trainer.eval_steps, "must be an integer >= 0")
+    _need(_integer(trainer.eval_every_examples) and trainer.eval_every_examples >= 0, "trainer.eval_every_examples",
+          trainer.eval_every_examples, "must be an integer >= 0")
     _need(_integer(trainer.logging_steps) and trainer.logging_steps >= 1, "trainer.logging_steps",
           trainer.logging_steps, "must be an integer >= 1")
     max_pairs = cfg.data.get("max_pairs")

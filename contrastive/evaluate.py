@@ -590,10 +590,27 @@ def evaluate_run(model: Model, cfg: DictConfig, data: PreparedData, split: str |
     return result
 
 
+def intermediate_eval_set(cfg: DictConfig, data: PreparedData, split: str | None = None) -> EvalSet:
+    """The eval set of intermediate objectives: the split itself, or a seeded subset of whole linked groups
+    of at most `eval.intermediate_max_pairs` pairs (cheap enough to evaluate often on a CPU)."""
+    ev = cfg.eval
+    cap = ev.get("intermediate_max_pairs")
+    split = split or ev.split
+    if not cap:
+        return cached_eval_set(cfg, data, split)
+    key = ("intermediate", id(data), data.fingerprint, split, int(cap), int(ev.seed))
+    if key not in _EVAL_SETS:
+        from contrastive.pairs import cap_pairs
+
+        frame = cap_pairs(data.splits[split], int(cap), int(ev.seed))
+        _EVAL_SETS[key] = build_eval_set(frame, split, None, {"distractors": "none", "subset_pairs": int(cap)})
+    return _EVAL_SETS[key]
+
+
 def objective_value(model: Model, cfg: DictConfig, data: PreparedData, split: str | None = None) -> float:
     """The (first) eval.objective of `model` alone, no baseline and no bootstrap: for intermediate steps."""
     ev = cfg.eval
-    es = cached_eval_set(cfg, data, split)
+    es = intermediate_eval_set(cfg, data, split)
     name = ev.objective if isinstance(ev.objective, str) else list(ev.objective)[0]
     emb = encode(model, es.texts, ev.batch_size, show_progress=False)
     if name in PAIR_KEYS:

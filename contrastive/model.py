@@ -1,4 +1,9 @@
-"""Resolve a model name to weights (the packaged all-MiniLM-L6-v2 offline, hub ids online), load, fingerprint."""
+"""Resolve a model name to weights (the packaged all-MiniLM-L6-v2 offline, hub ids online), load, fingerprint.
+
+Inference backends (`model.backend`): torch, onnx (fp32 ONNX Runtime) and onnx-int8 (dynamic int8 quantization,
+per-channel weights). The ONNX files are exported once per weights fingerprint into a cache directory, never
+into the model directory. Training always runs torch.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the published all-MiniLM-L6-v2 model.safetensors; the packaged copy must match it.
 PACKAGED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _PACKAGED_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"}
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_OPSET = 17
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -96,10 +104,19 @@ def fingerprint(name_or_path: str) -> str:
     return weights_sha256(weights)[:16]
 
 
-def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None):
-    """Load a SentenceTransformer from a resolved name: safetensors only, never remote code."""
+def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None,
+               backend: str = "torch", cache_dir: str | os.PathLike | None = None):
+    """Load a SentenceTransformer from a resolved name: safetensors only, never remote code.
+
+    `backend` onnx / onnx-int8 swaps the transformer for an ONNX Runtime session (inference only), exported
+    on first use into `cache_dir` (required then).
+    """
     from sentence_transformers import SentenceTransformer
 
+    if backend not in BACKENDS:
+        raise ModelError(f"model.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend != "torch" and not cache_dir:
+        raise ModelError(f"model.onnx_cache_dir: needed for model.backend={backend} (where ONNX files are exported)")
     resolved = resolve_model(name_or_path)
     try:
         model = SentenceTransformer(
@@ -114,4 +131,120 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
         raise ModelError(f"model.name_or_path: cannot load {name_or_path!r}: {first}") from exc
     if max_seq_length:
         model.max_seq_length = int(max_seq_length)
+    if backend != "torch":
+        path = onnx_file(model, Path(cache_dir).expanduser() / fingerprint(name_or_path), backend)
+        use_onnx(model, path)
+    return model
+
+
+# ---------------------------------------------------------------- ONNX Runtime backend
+def _atomic_target(path: Path) -> Path:
+    """A temporary path beside `path` (same directory, so os.replace is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def export_onnx(model, path: Path) -> Path:
+    """Export the model's transformer (token embeddings, dynamic batch and length) to an fp32 ONNX file."""
+    import warnings
+
+    import torch
+
+    transformer = model[0].model
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = transformer
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    example = model[0].tokenizer(["an example question", "a second, longer example question?"], padding=True,
+                                 return_tensors="pt")
+    dynamic = {name: {0: "batch", 1: "tokens"} for name in (*ONNX_INPUTS, "last_hidden_state")}
+    tmp = _atomic_target(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on shape checks that hold for every input
+        torch.onnx.export(TokenEmbeddings().eval(), tuple(example[n] for n in ONNX_INPUTS), str(tmp), dynamo=False,
+                          input_names=list(ONNX_INPUTS), output_names=["last_hidden_state"],
+                          dynamic_axes=dynamic, opset_version=ONNX_OPSET)
+    os.replace(tmp, path)
+    return path
+
+
+def quantize_onnx(source: Path, path: Path) -> Path:
+    """Dynamic int8 quantization of the MatMul weights, per output channel (activations quantized at run time)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = _atomic_target(path)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice, printed on the root logger
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        logging.getLogger().setLevel(quiet)
+    os.replace(tmp, path)
+    return path
+
+
+def onnx_file(model, directory: Path, backend: str) -> Path:
+    """The ONNX file of `backend` under `directory`, exported (and quantized) when missing."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(f"model.backend={backend}: needs onnxruntime and onnx (pip install -e '.[onnx]')") from exc
+    fp32 = directory / "model.onnx"
+    if not fp32.is_file():
+        export_onnx(model, fp32)
+    if backend == "onnx":
+        return fp32
+    int8 = directory / "model_int8_per_channel.onnx"
+    if not int8.is_file():
+        quantize_onnx(fp32, int8)
+    return int8
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session with all graph optimizations; `threads` intra-op threads (None: one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def use_onnx(model, path: str | os.PathLike, threads: int | None = None):
+    """Swap the model's transformer for an ONNX Runtime session in place; tokenizer and pooling stay as they are."""
+    import torch
+
+    class OnnxTransformer(torch.nn.Module):
+        """Stands in for the Hugging Face model inside sentence-transformers' Transformer module."""
+
+        def __init__(self, session, config) -> None:
+            super().__init__()
+            self.session = session
+            self.config = config
+            self.names = [i.name for i in session.get_inputs()]
+            self.source = str(path)
+
+        @property
+        def device(self) -> torch.device:
+            return torch.device("cpu")
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_: object) -> dict:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            if given["token_type_ids"] is None:
+                given["token_type_ids"] = torch.zeros_like(input_ids)
+            feeds = {n: given[n].detach().cpu().numpy().astype("int64", copy=False) for n in self.names}
+            return {"last_hidden_state": torch.from_numpy(self.session.run(["last_hidden_state"], feeds)[0])}
+
+    module = model[0]
+    module.model = OnnxTransformer(onnx_session(path, threads), module.model.config)
     return model

@@ -100,6 +100,18 @@ def component_lookup(frames: Sequence[pd.DataFrame]) -> dict[str, int]:
     return lookup
 
 
+def length_grouped(order: Sequence[int], lengths: Sequence[int], window: int) -> list[int]:
+    """`order` with each consecutive window of `window` indices sorted by length (stable): shuffled mega-batches
+    whose batches, cut from the sorted windows, hold examples of similar length and so little padding."""
+    if window <= 1:
+        return list(order)
+    out: list[int] = []
+    for start in range(0, len(order), window):
+        chunk = list(order[start:start + window])
+        out.extend(sorted(chunk, key=lambda i: lengths[i]))
+    return out
+
+
 class ComponentBatchSampler(BatchSampler):
     """Batches in which no two examples share a duplicate component, so no in-batch negative is a duplicate.
 
@@ -110,6 +122,12 @@ class ComponentBatchSampler(BatchSampler):
     Datasets with a `label` column (the auxiliary pairs) have no in-batch negatives and are batched plainly.
     Each epoch's batches are planned once, so `len()` is exact (multi-dataset samplers draw `len()` batches);
     `stats` holds how many examples that epoch deferred and dropped.
+
+    Length grouping (`mega_batches` > 1 and per-example `lengths`): the shuffled order is cut into windows of
+    `mega_batches * batch_size` examples, each sorted by length, batches are formed from that order as above
+    (still component-clean), and the full batches are then shuffled (seeded) so an epoch does not run
+    short-to-long. The examples and their epoch stay the same; only which examples share a batch changes,
+    and padding (hence compute) shrinks. `mega_batches` 0 or 1 leaves the order exactly as without grouping.
     """
 
     def __init__(
@@ -121,6 +139,8 @@ class ComponentBatchSampler(BatchSampler):
         generator: torch.Generator | None = None,
         seed: int = 0,
         lookup: Mapping[str, int] | None = None,
+        lengths: Sequence[int] | None = None,
+        mega_batches: int = 0,
     ) -> None:
         super().__init__(range(len(dataset)), batch_size=batch_size, drop_last=drop_last)
         self.generator = generator
@@ -130,6 +150,10 @@ class ComponentBatchSampler(BatchSampler):
         self.text_columns = [c for c in dataset.column_names if c not in labels]
         self.plain = bool(labels & set(dataset.column_names))
         self.groups = self._example_groups(dataset, lookup or {})
+        if lengths is not None and len(lengths) != len(self.groups):
+            raise ValueError(f"lengths: {len(lengths)} values for {len(self.groups)} examples")
+        self.lengths = list(lengths) if lengths is not None else None
+        self.mega_batches = int(mega_batches) if self.lengths is not None else 0
         self.stats: dict[str, int] = {"examples": len(dataset), "deferred": 0, "dropped": 0}
         self._planned: tuple[tuple[int, int], list[list[int]]] | None = None
 
@@ -146,7 +170,19 @@ class ComponentBatchSampler(BatchSampler):
 
     def _order(self) -> list[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(len(self.groups), generator=gen).tolist()
+        order = torch.randperm(len(self.groups), generator=gen).tolist()
+        if self.mega_batches > 1:
+            order = length_grouped(order, self.lengths, self.mega_batches * self.batch_size)
+        return order
+
+    def _shuffle_batches(self, batches: list[list[int]]) -> list[list[int]]:
+        """Full batches in a seeded random order (a short last batch stays last): grouped windows run short
+        to long, and an epoch should not."""
+        if self.mega_batches <= 1 or len(batches) < 2:
+            return batches
+        tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        gen = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003)
+        return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()] + tail
 
     def _plan(self) -> list[list[int]]:
         """This epoch's batches, computed once per epoch so that `__len__` matches what `__iter__` yields."""
@@ -155,6 +191,7 @@ class ComponentBatchSampler(BatchSampler):
         order = self._order()
         self.stats = {"examples": len(self.groups), "deferred": 0, "dropped": 0}
         batches = self._plain(order) if self.plain else self._component_batches(order)
+        batches = self._shuffle_batches(batches)
         self._planned = ((self.seed, self.epoch), batches)
         return batches
 

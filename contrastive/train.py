@@ -53,18 +53,64 @@ def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, An
 
 
 class SamplerFactory:
-    """Builds the configured batch sampler for each dataset and keeps them, to report what they deferred."""
+    """Builds the configured batch sampler for each dataset and keeps them, to report what they deferred.
 
-    def __init__(self, kind: str, lookup: dict[str, int]) -> None:
+    With `length_grouping` > 1 (component sampler only) each example's length is the summed token count of its
+    texts (`count_tokens`), and batches are cut from length-sorted windows of that many batches.
+    """
+
+    def __init__(self, kind: str, lookup: dict[str, int], length_grouping: int = 0,
+                 count_tokens: Callable[[list[str]], list[int]] | None = None) -> None:
         self.kind = kind
         self.lookup = lookup
         self.samplers: list[Any] = []
+        self.group_by_length(length_grouping, count_tokens)
+
+    def group_by_length(self, windows: int, count_tokens: Callable[[list[str]], list[int]] | None) -> None:
+        """Turn length grouping on (windows > 1, with a token counter) or off."""
+        from contrastive.errors import ConfigError
+
+        if not isinstance(windows, int) or isinstance(windows, bool) or windows < 0:
+            raise ConfigError(f"batch.length_grouping: {windows!r} must be an integer >= 0 (0: off)")
+        if windows > 1 and self.kind != "component":
+            raise ConfigError(f"batch.length_grouping={windows}: needs batch.sampler=component (got {self.kind!r}); "
+                              "set 0 for the other samplers")
+        self.length_grouping = windows if count_tokens is not None else 0
+        self.count_tokens = count_tokens
+
+    @staticmethod
+    def token_counter(name_or_path: str, max_seq_length: int | None) -> Callable[[list[str]], list[int]]:
+        """texts -> token counts by the model's tokenizer (special tokens included, truncated as the model is)."""
+        from transformers import AutoTokenizer
+
+        from contrastive.model import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+        limit = int(max_seq_length) if max_seq_length else None
+
+        def count(texts: list[str]) -> list[int]:
+            ids = tokenizer([str(t) for t in texts], truncation=limit is not None, max_length=limit)["input_ids"]
+            return [len(row) for row in ids]
+
+        return count
+
+    def lengths(self, dataset: Any, label_columns: list[str] | None = None) -> list[int]:
+        """Per example, the summed token count of its text columns."""
+        labels = set(label_columns or ["label", "score"])
+        columns = [c for c in dataset.column_names if c not in labels]
+        totals = [0] * len(dataset)
+        for column in columns:
+            totals = [a + b for a, b in zip(totals, self.count_tokens(dataset[column]))]
+        return totals
 
     def __call__(self, dataset: Any, **kwargs: Any):
         from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
         if self.kind == "component":
-            sampler = ComponentBatchSampler(dataset, lookup=self.lookup, **kwargs)
+            grouped = self.length_grouping > 1
+            lengths = self.lengths(dataset, kwargs.get("valid_label_columns")) if grouped else None
+            sampler = ComponentBatchSampler(dataset, lookup=self.lookup, lengths=lengths,
+                                            mega_batches=self.length_grouping, **kwargs)
         elif self.kind == "no_duplicates":
             sampler = NoDuplicatesBatchSampler(dataset, **kwargs)
         else:
@@ -82,11 +128,22 @@ class SamplerFactory:
 
 
 def training_args(cfg: DictConfig, out: Path, sampler: Callable):
-    """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting."""
+    """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting.
+
+    Also applies the batch group's speed settings: length grouping on our sampler factory (`batch.length_grouping`)
+    and torch's intra-op threads (`batch.num_threads`).
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
 
+    batch = cfg.batch
+    windows = batch.get("length_grouping") or 0
+    if isinstance(sampler, SamplerFactory) and windows and sampler.kind == "component":
+        sampler.group_by_length(windows, SamplerFactory.token_counter(cfg.model.name_or_path,
+                                                                      cfg.model.max_seq_length))
+    if batch.get("num_threads"):
+        torch.set_num_threads(int(batch.num_threads))
     tr = cfg.trainer
     device = tr.device or ("cuda" if torch.cuda.is_available() else "cpu")
     interleave = {"proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
@@ -114,24 +171,41 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
     )
 
 
-def objective_callback(score: Callable[[], float], every: int, reporter: Any, log_to_mlflow: bool):
-    """A TrainerCallback that, every `every` steps, scores the objective, logs it and reports it to the sweeper."""
+def eval_due(step: int, batch_size: int, every_steps: int, every_examples: int) -> bool:
+    """Whether an intermediate evaluation falls on this optimiser step (by steps, or by examples seen)."""
+    if every_steps and step % every_steps == 0:
+        return True
+    if every_examples:
+        return (step * batch_size) // every_examples > ((step - 1) * batch_size) // every_examples
+    return False
+
+
+def objective_callback(score: Callable[[], float], cfg: DictConfig, reporter: Any):
+    """A TrainerCallback that scores the objective when an evaluation is due, logs it and reports it to the
+    sweeper. The pruning step is the number of training examples seen, so trials with different batch
+    sizes are compared at the same amount of training."""
     from transformers import TrainerCallback
 
     from contrastive import tracking
+
+    every_steps, every_examples = int(cfg.trainer.eval_steps), int(cfg.trainer.eval_every_examples)
+    batch_size, log_to_mlflow = int(cfg.batch.size), bool(cfg.tracking.enabled)
 
     class ObjectiveCallback(TrainerCallback):
         history: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, **kwargs):
-            if every and state.global_step % every == 0 and state.global_step < state.max_steps:
-                value = score()
-                self.history.append((state.global_step, value))
-                if log_to_mlflow:
-                    tracking.log_metrics({"objective": value}, step=state.global_step, prefix="intermediate/")
-                log.info("step %d: objective %.4f", state.global_step, value)
-                if reporter is not None:
-                    reporter.report(value, state.global_step)  # raises optuna.TrialPruned when told
+            step = state.global_step
+            if step >= state.max_steps or not eval_due(step, batch_size, every_steps, every_examples):
+                return
+            value = score()
+            seen = step * batch_size
+            self.history.append((seen, value))
+            if log_to_mlflow:
+                tracking.log_metrics({"objective": value, "examples_seen": seen}, step=step, prefix="intermediate/")
+            log.info("step %d (%d examples): objective %.4f", step, seen, value)
+            if reporter is not None:
+                reporter.report(value, seen)  # raises optuna.TrialPruned when told
 
     callback = ObjectiveCallback()
     callback.history = []
@@ -172,8 +246,7 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     sampler = SamplerFactory(cfg.batch.sampler, component_lookup([data.splits["train"]]))
     objective = functools.partial(evaluate.objective_value, model, cfg, data, cfg.eval.split)
-    callback = objective_callback(objective, int(cfg.trainer.eval_steps), trial_reporter(cfg),
-                                  bool(cfg.tracking.enabled))
+    callback = objective_callback(objective, cfg, trial_reporter(cfg))
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args(cfg, out, sampler),
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),

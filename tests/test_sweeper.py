@@ -320,7 +320,8 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     for t in trials:
         metrics = json.loads((sweep_dir / f"trial_{t.number}" / "metrics.json").read_text())
         assert t.value == pytest.approx(metrics["finetuned"]["mrr_at_10"])
-        assert 2 in t.intermediate_values                             # eval_steps=2 reached the trial
+        # eval_steps=2 reached the trial, reported at the examples seen by then (step 2 x batch size)
+        assert 2 * t.params["batch.size"] in t.intermediate_values
         assert t.params["batch.size"] in (8, 16) and 0.0 <= t.params["loss.aux_weight"] <= 1.0
         config = OmegaConf.load(sweep_dir / f"trial_{t.number}" / "config.yaml")
         assert config.batch.size == t.params["batch.size"]

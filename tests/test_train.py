@@ -121,3 +121,12 @@ def test_diverging_loss_fails_the_run(tmp_path):
     assert runs and runs[0].info.status == "FAILED"
     assert "TrainingDiverged" in runs[0].data.tags["error"]
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_eval_due_by_steps_or_examples():
+    from contrastive.train import eval_due
+
+    assert [s for s in range(1, 9) if eval_due(s, 64, 3, 0)] == [3, 6]
+    # every 100 examples at batch 64: crossings of 100, 200, 300 happen at steps 2, 4, 5
+    assert [s for s in range(1, 6) if eval_due(s, 64, 0, 100)] == [2, 4, 5]
+    assert not any(eval_due(s, 64, 0, 0) for s in range(1, 20))
