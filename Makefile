@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,onnx]'
 	$(PIP) check
 	touch $(STAMP)
 
@@ -41,6 +41,9 @@ evaluate: install                     ## score a checkpoint beside the baseline:
 
 app: install                          ## Gradio demo on the best checkpoint (127.0.0.1:7860)
 	$(PY) -m contrastive.app $(ARGS)
+
+bench: install                        ## speed ratios + quality, markdown to stdout, JSON to outputs/bench/ (< 20 min)
+	$(PY) -m contrastive.bench $(ARGS)
 
 mlflow: install                       ## the MLflow UI on the embedded store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db

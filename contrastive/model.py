@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import time
 from pathlib import Path
 
-from contrastive.errors import ModelError
+from contrastive.errors import ConfigError, ModelError
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the published all-MiniLM-L6-v2 model.safetensors; the packaged copy must match it.
@@ -21,6 +22,42 @@ _PACKAGED_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"}
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OPSET = 17
+
+
+def idle_cores(interval: float = 0.5) -> float:
+    """Cores that other work leaves idle now: the idle share of /proc/stat over `interval` seconds while this
+    process sleeps (Linux); elsewhere cores minus the 1-minute load average."""
+    cores = os.cpu_count() or 1
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+        return cores * (idle1 - idle0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
+        return max(0.0, cores - os.getloadavg()[0])
+
+
+def cpu_threads(setting: int | str | None, cores: int | None = None, idle: float | None = None,
+                field: str = "num_threads") -> int | None:
+    """Intra-op CPU threads for a setting: an integer as given, None for the library default, or "auto": one per
+    core that other work leaves idle (`idle_cores`, rounded, at least 1). On a shared machine a thread team
+    larger than the idle cores waits on its descheduled members at every parallel region (measured: 3x slower
+    training at 2 threads than at 1 while another process holds one of 2 cores)."""
+    if setting is None or setting == "":
+        return None
+    if setting == "auto":
+        cores = cores if cores is not None else (os.cpu_count() or 1)
+        idle = idle if idle is not None else idle_cores()
+        return max(1, min(cores, round(idle)))
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ConfigError(f"{field}: {setting!r} must be null, auto or an integer >= 1")
+    return int(setting)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

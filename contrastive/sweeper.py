@@ -664,7 +664,8 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
             best.append(running)
         ax.step(xs, best, where="post", color="tab:orange", label="best so far")
     if pruned:
-        ax.scatter(*zip(*pruned), marker="x", color="tab:red", label="pruned (last reported)")
+        ax.scatter(*zip(*pruned), marker="x", color="tab:red",
+                   label="pruned: last intermediate value (on the val subset)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("objective")

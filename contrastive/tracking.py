@@ -50,11 +50,12 @@ def config_params(cfg: DictConfig) -> dict[str, Any]:
     return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(container).items()}
 
 
-def log_params(params: Mapping[str, Any]) -> None:
-    """Log params in batches of at most 100 (MLflow's cap per call)."""
-    items = list(params.items())
+def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
+    """Log params (to the active run, or `run_id`) in batches of at most 100 (MLflow's cap per call)."""
+    items = [(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items() if v is not None]
     for start in range(0, len(items), MAX_PARAMS_PER_CALL):
-        mlflow.log_params(dict(items[start:start + MAX_PARAMS_PER_CALL]))
+        batch = dict(items[start:start + MAX_PARAMS_PER_CALL])
+        mlflow.log_params(batch, run_id=run_id) if run_id else mlflow.log_params(batch)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
@@ -194,14 +195,6 @@ def _client(tcfg: DictConfig) -> tuple[MlflowClient, str]:
     return MlflowClient(), experiment_id
 
 
-def _log_param_batch(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items() if v is not None]
-    for start in range(0, len(items), MAX_PARAMS_PER_CALL):
-        client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_CALL])
-
-
 def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, Any], run_id: str | None = None) -> str:
     """The sweep's parent run: `run_id` reopened when it exists (resumed or shared study), else a new one.
 
@@ -219,14 +212,14 @@ def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, An
         if found is not None and found.info.lifecycle_stage == "active" and found.info.experiment_id == experiment_id:
             old = found.data.params
             changed = sorted(k for k, v in settings.items() if k in old and old[k] != str(v)[:MAX_PARAM_LENGTH])
-            _log_param_batch(client, run_id, {k: v for k, v in settings.items() if k not in old})
+            log_params({k: v for k, v in settings.items() if k not in old}, run_id)
             client.update_run(run_id, status="RUNNING")
             if changed:
                 client.set_tag(run_id, "settings_changed_on_resume", ",".join(changed))
             return run_id
     run = client.create_run(experiment_id, run_name=f"sweep-{study_name}",
                             tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())})
-    _log_param_batch(client, run.info.run_id, settings)
+    log_params(settings, run.info.run_id)
     return run.info.run_id
 
 

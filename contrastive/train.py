@@ -131,19 +131,22 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
     """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting.
 
     Also applies the batch group's speed settings: length grouping on our sampler factory (`batch.length_grouping`)
-    and torch's intra-op threads (`batch.num_threads`).
+    and torch's intra-op threads (`batch.num_threads`: null, auto or N; see model.cpu_threads).
     """
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
+
+    from contrastive.model import cpu_threads
 
     batch = cfg.batch
     windows = batch.get("length_grouping") or 0
     if isinstance(sampler, SamplerFactory) and windows and sampler.kind == "component":
         sampler.group_by_length(windows, SamplerFactory.token_counter(cfg.model.name_or_path,
                                                                       cfg.model.max_seq_length))
-    if batch.get("num_threads"):
-        torch.set_num_threads(int(batch.num_threads))
+    threads = cpu_threads(batch.get("num_threads"), field="batch.num_threads")
+    if threads:
+        torch.set_num_threads(threads)
     tr = cfg.trainer
     device = tr.device or ("cuda" if torch.cuda.is_available() else "cpu")
     interleave = {"proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
