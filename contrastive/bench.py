@@ -532,13 +532,19 @@ def resolve_threads(setting: int | str | None, field: str) -> int:
     return cpu_threads(setting, field=field) or torch.get_num_threads()
 
 
+def rep_ratios(runs: Mapping[str, Sequence[Mapping[str, float]]], a: str, b: str) -> list[float]:
+    """Per rep, variant a's pairs/s over variant b's (the two ran minutes apart at most)."""
+    return [ra["pairs_per_s"] / rb["pairs_per_s"] for ra, rb in zip(runs[a], runs[b])]
+
+
 def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     """Interleaved short runs of the plain Trainer and our variants, then the grouped-vs-ungrouped quality check.
 
-    Variants: the plain script at torch's default threads (what it gets) and at our thread count T, our path
-    ungrouped and length-grouped at T. T is `bench.train.threads` (batch.num_threads: auto = the idle cores),
-    resolved at the start of each rep, as a training run resolves it at its start. Rows decompose the speed-up:
-    ours vs plain as each would run, grouping alone (same threads), our sampler alone, threads alone.
+    Variants: the plain script at torch's default threads (what it gets) and with our thread setting, our path
+    ungrouped and length-grouped with our thread setting (`bench.train.threads` = batch.num_threads; auto is
+    resolved at each run's start, as a training run resolves it). Each ratio is the median over reps of the
+    per-rep ratio, so a rep in which the machine's load changed does not decide it. Rows decompose the
+    speed-up: ours vs plain as each would run, grouping alone, our sampler alone, threads alone.
     """
     import torch
     from datasets import Dataset
@@ -548,6 +554,7 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     bs, steps, seed, warm = int(b.batch_size), int(b.steps), int(cfg.trainer.seed), max(1, int(b.warmup_steps))
     grouping = int(cfg.batch.length_grouping) or 8
     default_threads = torch.get_num_threads()
+    setting = b.get("threads")
     cap = float(b.max_timed_s) if b.get("max_timed_s") else None
 
     def plain(m: Any, o: str, s: int, t: int) -> Any:
@@ -556,15 +563,13 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     def ours(windows: int) -> Callable[[Any, str, int, int], Any]:
         return lambda m, o, s, t: our_trainer(m, dataset, our_config(cfg, bs, steps, s, windows, t), inp.lookup, o)
 
-    variants = {"plain": (plain, False), "plain_T": (plain, True), "ours_ungrouped": (ours(0), True),
-                "ours_grouped": (ours(grouping), True)}
+    # in each rep the compared runs sit next to each other: plain | grouped | plain_T | ungrouped
+    variants = {"plain": (plain, False), "ours_grouped": (ours(grouping), True), "plain_T": (plain, True),
+                "ours_ungrouped": (ours(0), True)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    rep_threads: list[int] = []
     for rep, name in interleaved(list(variants), int(b.reps)):
-        if len(rep_threads) == rep:
-            rep_threads.append(resolve_threads(b.get("threads"), "bench.train.threads"))
-        make, at_t = variants[name]
-        t = rep_threads[rep] if at_t else default_threads
+        make, ours_threads = variants[name]
+        t = resolve_threads(setting, "bench.train.threads") if ours_threads else default_threads
         result = timed_run(lambda m, o, make=make, rep=rep, t=t: make(m, o, seed + rep, t), inp.model, inp.shape,
                            warm, t, cap)
         result["threads"] = t
@@ -575,27 +580,30 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     epoch = sampler_padding(inp, dataset, bs, seed, grouping)
     for name, stats in summary.items():  # the measured token rate over a whole epoch's batches, not the few timed
         e = epoch[name.replace("_T", "")]
-        stats["epoch_pairs_per_s"] = stats["padded_tokens_per_s"] * e["examples"] / e["padded_tokens"]
-    record["train"] = {"runs": runs, "summary": summary, "epoch_padding": epoch, "batch_size": bs,
-                       "steps_per_run": steps, "warmup_steps": warm, "pairs": len(inp.train_pairs),
-                       "length_grouping": grouping, "threads_per_rep": rep_threads,
-                       "default_threads": default_threads, "threads_setting": b.get("threads")}
-    quality = train_quality(inp, dataset, grouping, b.get("threads"), record)
+        stats["epoch_pairs_per_s"] = [r["padded_tokens"] / r["seconds"] * e["examples"] / e["padded_tokens"]
+                                      for r in runs[name]]
+    quality = train_quality(inp, dataset, grouping, setting, record)
     pad = {name: epoch[name.replace("_T", "")]["ratio"] for name in summary}
-    t_label = f"{b.get('threads')}: " + "/".join(str(t) for t in rep_threads) if b.get("threads") == "auto" \
-        else "/".join(str(t) for t in sorted(set(rep_threads)))
+    threads_of = {name: "/".join(str(r["threads"]) for r in rs) for name, rs in runs.items()}
     comparisons = [
-        ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {t_label}) vs "
-                                  f"the plain Trainer script (NO_DUPLICATES, {default_threads} threads)", True),
-        ("ours_grouped", "plain_T", f"grouping alone: ours length-grouped vs plain, both at threads {t_label}",
-         True),
-        ("ours_ungrouped", "plain_T", f"our sampler alone: ours ungrouped vs plain, both at threads {t_label}",
-         False),
-        ("plain_T", "plain", f"threads alone: plain at {t_label} vs {default_threads} threads", False),
+        ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {setting}: "
+                                  f"{threads_of['ours_grouped']}) vs the plain Trainer script (NO_DUPLICATES, "
+                                  f"{default_threads} threads)", True),
+        ("ours_grouped", "plain_T", f"grouping alone: ours length-grouped vs plain, both threads {setting} "
+                                    f"({threads_of['ours_grouped']} vs {threads_of['plain_T']})", True),
+        ("ours_ungrouped", "plain_T", f"our sampler alone: ours ungrouped vs plain, both threads {setting} "
+                                      f"({threads_of['ours_ungrouped']} vs {threads_of['plain_T']})", False),
+        ("plain_T", "plain", f"threads alone: plain at threads {setting} ({threads_of['plain_T']}) vs "
+                             f"{default_threads}", False),
     ]
+    ratios = {}
     rows = []
     for i, (a, bname, label, target) in enumerate(comparisons):
-        ratio = safe_ratio(summary[a]["pairs_per_s"], summary[bname]["pairs_per_s"])
+        per_rep = rep_ratios(runs, a, bname)
+        ratio = float(np.median(per_rep))
+        epoch_ratio = float(np.median([x / y for x, y in zip(summary[a]["epoch_pairs_per_s"],
+                                                              summary[bname]["epoch_pairs_per_s"])]))
+        ratios[f"{a}/{bname}"] = {"median": ratio, "per_rep": per_rep, "epoch_weighted_median": epoch_ratio}
         quality_text = quality["summary"] if a == "ours_grouped" else "same examples, same loss and maths"
         if a == "ours_grouped" and bname == "plain":
             quality_text += (f"; tokenizing (in the collator) is {100 * summary[a]['collate_share']:.1f}% of our "
@@ -603,13 +611,17 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         rows.append({
             "row": f"1{'abcd'[i]}", "what": f"train pairs/s, MNRL bs {bs}, {len(inp.train_pairs):,} QQP pairs: {label}",
             "a": summary[a]["pairs_per_s"], "b": summary[bname]["pairs_per_s"], "ratio": ratio,
-            "target": ">= 1.5x" if target else None, "met": (ratio >= 1.5) if target and ratio else None,
-            "quality": f"{quality_text}; epoch padding x{pad[a]:.2f} vs x{pad[bname]:.2f}; at the timed "
-                       f"token rates over a whole epoch's batches: "
-                       f"{fmt(safe_ratio(summary[a]['epoch_pairs_per_s'], summary[bname]['epoch_pairs_per_s']), 2)}x",
+            "target": ">= 1.5x" if target else None, "met": (ratio >= 1.5) if target else None,
+            "quality": f"{quality_text}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)} (median shown); "
+                       f"epoch padding x{pad[a]:.2f} vs x{pad[bname]:.2f}; at the timed token rates over a "
+                       f"whole epoch's batches: {epoch_ratio:.2f}x",
             "peak": [summary[a]["flops_per_s"], " (useful ", summary[a]["useful_flops_per_s"], ") vs ",
                      summary[bname]["flops_per_s"]],
         })
+    record["train"] = {"runs": runs, "summary": summary, "ratios": ratios, "epoch_padding": epoch,
+                       "batch_size": bs, "steps_per_run": steps, "warmup_steps": warm,
+                       "pairs": len(inp.train_pairs), "length_grouping": grouping, "threads_setting": setting,
+                       "default_threads": default_threads}
     return rows
 
 
@@ -663,6 +675,22 @@ def train_quality(inp: Inputs, dataset: Any, grouping: int, threads_setting: int
 
 
 # ---------------------------------------------------------------- 2. encode throughput
+class RecordingModel:
+    """Passes everything to `inner`, recording the texts of each `encode` call (one padded batch each, as
+    evaluate.encode calls it), so the bench counts the tokens our encode really processes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(list(texts))
+        return self.inner.encode(texts, *args, **kwargs)
+
+
 def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     """Plain SentenceTransformer.encode vs our encode on torch / ONNX fp32 / ONNX int8, interleaved."""
     from contrastive.evaluate import encode, score_embeddings, scoring_args
@@ -699,18 +727,24 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     k = f"mrr_at_{int(cfg.eval.k)}"
     metrics = {name: score_embeddings(emb, es, **scoring_args(cfg.eval)).metrics for name, emb in embeddings.items()}
     tokens = inp.count_tokens(texts)
-    chars = [len(t) for t in texts]
-    work = {"plain": padded_work(tokens, encode_batches(chars, plain_bs), inp.shape),
-            "ours": padded_work(tokens, encode_batches(tokens, bs), inp.shape)}  # evaluate.encode sorts by tokens
+    recorder = RecordingModel(inp.model)
+    encode(recorder, texts, bs, False)  # the batches our encode forms (untimed)
+    ours_batches = [inp.count_tokens(call) for call in recorder.calls]
+    work = {"plain": padded_work(tokens, encode_batches([len(t) for t in texts], plain_bs), inp.shape),
+            "ours": padded_work([n for call in ours_batches for n in call],
+                                np.split(np.arange(len(texts)), np.cumsum([len(c) for c in ours_batches])[:-1]),
+                                inp.shape)}
     rate = {name: len(texts) * len(s) / sum(s) for name, s in seconds.items()}
     record["encode"] = {"questions": len(texts), "seconds": seconds, "q_per_s": rate, "metrics": metrics,
-                        "work": work, "batch_size": bs, "plain_batch_size": plain_bs}
+                        "work": work, "batch_size": bs, "plain_batch_size": plain_bs, "ours_batches": len(ours_batches),
+                        "padding": {name: w["padded_tokens"] / w["useful_tokens"] for name, w in work.items()}}
     ref = metrics["ours_torch"][k]
     rows = []
     labels = {"ours_torch": "ours (evaluate.encode, torch fp32)", "ours_onnx": "ours on ONNX Runtime fp32",
               "ours_onnx_int8": "ours on ONNX Runtime dynamic int8 (per-channel MatMul)"}
     for i, (name, label) in enumerate(labels.items()):
-        ratio = safe_ratio(rate[name], rate["plain"])
+        per_rep = [p / q for p, q in zip(seconds["plain"], seconds[name])]  # same texts: time ratio = rate ratio
+        ratio = float(np.median(per_rep))
         drop = ref - metrics[name][k]
         onnx_row = name != "ours_torch"
         w = work["ours"]
@@ -722,7 +756,9 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
             "target": f">= 2x, {k} within {b.max_mrr_drop}" if onnx_row else None,
             "met": (ratio is not None and ratio >= 2 and abs(drop) <= float(b.max_mrr_drop)) if onnx_row else None,
             "quality": f"{k} {metrics[name][k]:.4f} (torch {ref:.4f}, diff {-drop:+.4f}); pair AP "
-                       f"{metrics[name]['pair_ap']:.4f}",
+                       f"{metrics[name]['pair_ap']:.4f}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)}; "
+                       f"padding x{record['encode']['padding']['ours']:.2f} vs "
+                       f"x{record['encode']['padding']['plain']:.2f}",
             "peak": [rate[name] * per_q, " fp32-equivalent" if name == "ours_onnx_int8" else "", " vs ",
                      rate["plain"] * work["plain"]["flops"] / len(texts)],
         })

@@ -195,9 +195,10 @@ def _dimension(model: Model) -> int:
 def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: bool = True) -> np.ndarray:
     """Embeddings of `texts` as float32 rows of unit length, in input order.
 
-    Batched longest first by token count (the model's tokenizer, truncated at its max_seq_length; characters
-    for a model without one), so each batch pads to a length close to its shortest text: on QQP questions
-    that is ~1.3x fewer padded tokens than sorting by characters.
+    Batched longest first by token count (the model's tokenizer, truncated at its max_seq_length), at most
+    `batch_size` texts and about `batch_size` x the median token count in padded tokens per batch, so the
+    long-text batches are smaller and pad less: on QQP val questions ~1.1x the real tokens, against ~1.3x
+    sorted by characters. A model without a tokenizer is batched by characters, `batch_size` texts at a time.
     """
     from tqdm.auto import tqdm
 
@@ -209,13 +210,19 @@ def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: b
         limit = getattr(model, "max_seq_length", None)
         ids = tokenizer(texts, truncation=bool(limit), max_length=limit)["input_ids"]
         lengths = [len(row) for row in ids]
+        budget = batch_size * max(1.0, float(np.median(lengths)))
     else:
-        lengths = [len(t) for t in texts]
+        lengths, budget = [len(t) for t in texts], float("inf")
     order = np.argsort([-n for n in lengths], kind="stable")
+    batches: list[list[int]] = [[]]
+    for i in order:  # longest first: a batch's first text sets its padded length
+        current = batches[-1]
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[current[0]] > budget):
+            batches.append(current := [])
+        current.append(int(i))
     out: np.ndarray | None = None
     with tqdm(total=len(texts), desc="encode", unit="q", disable=not show_progress, leave=False) as bar:
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in batches:
             emb = model.encode([texts[i] for i in rows], batch_size=len(rows), show_progress_bar=False,
                                convert_to_numpy=True, normalize_embeddings=False)
             emb = np.asarray(emb, dtype=np.float32)

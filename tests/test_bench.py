@@ -140,9 +140,34 @@ def test_counting_collator_records_rows_and_tokens_and_delegates():
     assert record["flops"] == batch_flops(MINILM, 2, 3, True) + batch_flops(MINILM, 2, 2, True)
 
 
+def test_recording_model_sees_each_batch_of_our_encode():
+    class Fake:
+        tokenizer = None
+
+        def get_embedding_dimension(self) -> int:
+            return 4
+
+        def encode(self, texts, **kwargs):
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    from contrastive.evaluate import encode
+
+    recorder = bench.RecordingModel(Fake())
+    out = encode(recorder, ["a", "bbb", "cc", "dddd", "e"], 2, show_progress=False)
+    assert out.shape == (5, 4)
+    assert [len(c) for c in recorder.calls] == [2, 2, 1]
+    assert sorted(t for c in recorder.calls for t in c) == ["a", "bbb", "cc", "dddd", "e"]
+    assert recorder.get_embedding_dimension() == 4
+
+
 # ---------------------------------------------------------------- small helpers
 def test_interleaved_alternates_variants_within_each_rep():
     assert interleaved(["a", "b"], 2) == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+
+
+def test_rep_ratios_pair_the_runs_of_each_rep():
+    runs = {"a": [{"pairs_per_s": 30.0}, {"pairs_per_s": 10.0}], "b": [{"pairs_per_s": 15.0}, {"pairs_per_s": 10.0}]}
+    assert bench.rep_ratios(runs, "a", "b") == [2.0, 1.0]
 
 
 def test_safe_ratio_and_percentiles():
