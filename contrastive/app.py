@@ -579,7 +579,7 @@ def build_index(embed: Embed, texts: list[str], description: str, cache_dir: str
 
 def create_app(cfg: DictConfig):
     """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
-    from contrastive.model import fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model
 
     app = cfg.app
     check_app_config(app)
@@ -592,15 +592,16 @@ def create_app(cfg: DictConfig):
     print(f"thresholds: fine-tuned {thresholds.finetuned:.4f}, baseline {thresholds.baseline:.4f} "
           f"({_fmt_threshold(thresholds)}{': ' + thresholds.note if thresholds.note else ''})", flush=True)
 
-    baseline = load_model(baseline_name, cfg.model.max_seq_length, device)
+    backend = backend_args(cfg.model)
+    baseline = load_model(baseline_name, cfg.model.max_seq_length, device, **backend)
     if checkpoint.path is None:
         served, served_name, embed_baseline = baseline, baseline_name, None
     else:
-        served, served_name = load_model(checkpoint.path, None, device), checkpoint.path
+        served, served_name = load_model(checkpoint.path, None, device, **backend), checkpoint.path
         embed_baseline = encoder(baseline, int(app.batch_size))
     embed = encoder(served, int(app.batch_size))
     served_fp = fingerprint(served_name)
-    model_key = {"model": served_fp, "max_seq_length": int(served.max_seq_length)}
+    model_key = {"model": served_fp, "max_seq_length": int(served.max_seq_length), "backend": backend["backend"]}
 
     limits = Limits(int(app.limits.max_chars), int(app.limits.max_questions),
                     int(float(app.limits.max_upload_mb) * 1_000_000))

@@ -585,15 +585,16 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     quality = train_quality(inp, dataset, grouping, setting, record)
     pad = {name: epoch[name.replace("_T", "")]["ratio"] for name in summary}
     threads_of = {name: "/".join(str(r["threads"]) for r in rs) for name, rs in runs.items()}
+    shown = {None: "default"}.get(setting, setting)  # batch.num_threads as the labels show it
     comparisons = [
-        ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {setting}: "
+        ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {shown}: "
                                   f"{threads_of['ours_grouped']}) vs the plain Trainer script (NO_DUPLICATES, "
                                   f"{default_threads} threads)", True),
-        ("ours_grouped", "plain_T", f"grouping alone: ours length-grouped vs plain, both threads {setting} "
+        ("ours_grouped", "plain_T", f"grouping alone: ours length-grouped vs plain, both threads {shown} "
                                     f"({threads_of['ours_grouped']} vs {threads_of['plain_T']})", True),
-        ("ours_ungrouped", "plain_T", f"our sampler alone: ours ungrouped vs plain, both threads {setting} "
+        ("ours_ungrouped", "plain_T", f"our sampler alone: ours ungrouped vs plain, both threads {shown} "
                                       f"({threads_of['ours_ungrouped']} vs {threads_of['plain_T']})", False),
-        ("plain_T", "plain", f"threads alone: plain at threads {setting} ({threads_of['plain_T']}) vs "
+        ("plain_T", "plain", f"threads alone: plain at threads {shown} ({threads_of['plain_T']}) vs "
                              f"{default_threads}", False),
     ]
     ratios = {}

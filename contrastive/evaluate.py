@@ -28,7 +28,7 @@ from contrastive.cli import user_errors
 from contrastive.config import _need, _number
 from contrastive.data import PreparedData, question_key, read_questions
 from contrastive.errors import ConfigError, DataError
-from contrastive.model import fingerprint, load_model
+from contrastive.model import backend_args, fingerprint, load_model
 
 log = logging.getLogger(__name__)
 
@@ -457,6 +457,7 @@ def baseline_cache_key(cfg: DictConfig, data: PreparedData, es: EvalSet) -> dict
         "split": es.split,
         "corpus": es.corpus_hash,
         "max_seq_length": cfg.model.max_seq_length,
+        "backend": str(cfg.model.get("backend") or "torch"),
         **es.protocol,
     }
 
@@ -512,7 +513,8 @@ def cached_embeddings(path: Path, key: Mapping[str, Any], rows: int,
 def materialize(source: ModelSource, cfg: DictConfig) -> Model:
     """A model from a model, a zero-argument loader, or None (load cfg.model.name_or_path, untuned)."""
     if source is None:
-        return load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.get("trainer", {}).get("device"))
+        return load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.get("trainer", {}).get("device"),
+                          **backend_args(cfg.model))
     if hasattr(source, "encode"):
         return source
     return source()
@@ -752,7 +754,7 @@ def run_cli(argv: Sequence[str]) -> dict[str, Any]:
     check_eval_config(cfg)
     checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
     data = prepare(cfg.data)
-    model = load_model(checkpoint, cfg.model.max_seq_length, cfg.trainer.get("device"))
+    model = load_model(checkpoint, cfg.model.max_seq_length, cfg.trainer.get("device"), **backend_args(cfg.model))
     untuned = cfg.eval.baseline and checkpoint_fp == fingerprint(cfg.model.name_or_path)
     result = evaluate_run(model, cfg, data, baseline_model=model if untuned else None)
     print(format_table(result), flush=True)

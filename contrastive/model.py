@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from contrastive.errors import ConfigError, ModelError
 
@@ -24,7 +25,7 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OPSET = 17
 
 
-def idle_cores(interval: float = 0.5) -> float:
+def idle_cores(interval: float = 1.0) -> float:
     """Cores that other work leaves idle now: the idle share of /proc/stat over `interval` seconds while this
     process sleeps (Linux); elsewhere cores minus the 1-minute load average."""
     cores = os.cpu_count() or 1
@@ -46,15 +47,16 @@ def idle_cores(interval: float = 0.5) -> float:
 def cpu_threads(setting: int | str | None, cores: int | None = None, idle: float | None = None,
                 field: str = "num_threads") -> int | None:
     """Intra-op CPU threads for a setting: an integer as given, None for the library default, or "auto": one per
-    core that other work leaves idle (`idle_cores`, rounded, at least 1). On a shared machine a thread team
-    larger than the idle cores waits on its descheduled members at every parallel region (measured: 3x slower
-    training at 2 threads than at 1 while another process holds one of 2 cores)."""
+    core that other work leaves (nearly) idle, at least 1 (`idle_cores`; a core counts from 0.75 idle). On a
+    shared machine a thread team larger than the idle cores waits on its descheduled members at every parallel
+    region: training measured 2.5-3x slower at 2 threads than at 1 while other work held one of 2 cores, and
+    1.75x faster at 2 on an idle machine."""
     if setting is None or setting == "":
         return None
     if setting == "auto":
         cores = cores if cores is not None else (os.cpu_count() or 1)
         idle = idle if idle is not None else idle_cores()
-        return max(1, min(cores, round(idle)))
+        return max(1, min(cores, int(idle + 0.25)))
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
         raise ConfigError(f"{field}: {setting!r} must be null, auto or an integer >= 1")
     return int(setting)
@@ -139,6 +141,13 @@ def fingerprint(name_or_path: str) -> str:
     if weights is None:
         return "hub-" + hashlib.sha256(resolved.encode()).hexdigest()[:16]
     return weights_sha256(weights)[:16]
+
+
+def backend_args(model_cfg: Any) -> dict[str, Any]:
+    """load_model's `backend` / `cache_dir` keywords from a `model` config block (torch when absent)."""
+    backend = str(model_cfg.get("backend") or "torch")
+    cache = model_cfg.get("onnx_cache_dir") if backend != "torch" else None
+    return {"backend": backend, "cache_dir": cache}
 
 
 def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None,

@@ -352,6 +352,8 @@ def test_cpu_threads_settings():
     assert cpu_threads(None) is None
     assert cpu_threads(3) == 3
     assert cpu_threads("auto", cores=2, idle=2.0) == 2
+    assert cpu_threads("auto", cores=2, idle=1.8) == 2
+    assert cpu_threads("auto", cores=2, idle=1.5) == 1  # another process holds half a core: one thread
     assert cpu_threads("auto", cores=2, idle=0.9) == 1
     assert cpu_threads("auto", cores=2, idle=0.0) == 1  # never zero
     assert cpu_threads("auto", cores=4, idle=9.0) == 4  # never more than the cores

@@ -350,14 +350,24 @@ def test_evaluate_run_shape_and_cache_hit(cfg, fixture_data):
 def test_cache_key_follows_the_protocol(cfg, fixture_data):
     es = evaluate.eval_set_from_cfg(cfg, fixture_data)
     key = evaluate.baseline_cache_key(cfg, fixture_data, es)
-    assert {"model", "data", "split", "corpus", "max_seq_length", "distractors"} <= set(key)
+    assert {"model", "data", "split", "corpus", "max_seq_length", "backend", "distractors"} <= set(key)
+    assert key["backend"] == "torch"
     paths = {evaluate.cache_path(cfg.eval.cache_dir, key)}
-    for override in ({"max_seq_length": 64}, {"split": "test"}, {"data": "other"}):
+    for override in ({"max_seq_length": 64}, {"split": "test"}, {"data": "other"}, {"backend": "onnx-int8"}):
         paths.add(evaluate.cache_path(cfg.eval.cache_dir, {**key, **override}))
     cfg.eval.distractors = "train"
     es_train = evaluate.eval_set_from_cfg(cfg, fixture_data)
     paths.add(evaluate.cache_path(cfg.eval.cache_dir, evaluate.baseline_cache_key(cfg, fixture_data, es_train)))
-    assert len(paths) == 5
+    assert len(paths) == 6
+
+
+def test_materialize_loads_the_configured_backend(cfg, tmp_path):
+    pytest.importorskip("onnxruntime")
+    cfg.model.backend = "onnx"
+    cfg.model.onnx_cache_dir = str(tmp_path / "onnx")
+    model = evaluate.materialize(None, cfg)
+    assert type(model[0].auto_model).__name__ == "OnnxTransformer"
+    assert model[0].auto_model.source.startswith(str(tmp_path / "onnx"))
 
 
 def test_corrupt_cache_is_recomputed(tmp_path):
