@@ -45,6 +45,9 @@ app: install                          ## Gradio demo on the best checkpoint (127
 bench: install                        ## speed ratios + quality, markdown to stdout, JSON to outputs/bench/ (< 20 min)
 	$(PY) -m contrastive.bench $(ARGS)
 
+reproduce: install                    ## the proof on real QQP (~2 h on 2 cores): sweep, final training, ablation,
+	$(PY) -m contrastive.reproduce $(ARGS)   # test-split report -> results/ and README's Results section
+
 mlflow: install                       ## the MLflow UI on the embedded store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db
 

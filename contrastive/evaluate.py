@@ -731,15 +731,15 @@ def parse_args(argv: Sequence[str]) -> tuple[str, list[str], str | None]:
     return checkpoint, overrides, json_out
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """conf/train.yaml composed with the overrides (Hydra's compose API; no run directory)."""
+def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """conf/<config_name>.yaml composed with the overrides (Hydra's compose API; no run directory)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=list(overrides))
+            return compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"overrides {' '.join(overrides)!r}: {first}") from exc

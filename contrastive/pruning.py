@@ -74,11 +74,32 @@ def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     return pruner
 
 
+class FirstObjectiveView:
+    """A multi-objective study as Optuna's pruners see a single-objective one: `direction` is the first
+    objective's, everything else is the study's own (pruners only read trials' intermediate values)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.directions[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
 class Reporter:
-    """Reports a job's intermediate objective to its Optuna trial and raises `optuna.TrialPruned` when told."""
+    """Reports a job's intermediate objective to its Optuna trial and raises `optuna.TrialPruned` when told.
+
+    Multi-objective studies: Optuna's `Trial.report` refuses them, so the value (of the first objective) is
+    written to the storage directly and the pruner judges it through `FirstObjectiveView`: a trial is pruned
+    when it trails the others on the first objective at the same step.
+    """
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
+        self.multi = len(trial.study.directions) > 1
 
     def report(self, value: float, step: int) -> None:
         """Record `value` at `step`; raise optuna.TrialPruned if the study's pruner stops this trial."""
@@ -86,8 +107,14 @@ class Reporter:
         if not math.isfinite(value):
             log.warning("trial %d: not reporting non-finite value %r at step %d", self.trial.number, value, step)
             return
-        self.trial.report(value, int(step))
-        if self.trial.should_prune():
+        if self.multi:
+            self.trial.storage.set_trial_intermediate_value(self.trial._trial_id, int(step), value)
+            frozen = self.trial.storage.get_trial(self.trial._trial_id)
+            prune = self.trial.study.pruner.prune(FirstObjectiveView(self.trial.study), frozen)
+        else:
+            self.trial.report(value, int(step))
+            prune = self.trial.should_prune()
+        if prune:
             raise optuna.TrialPruned(f"trial {self.trial.number} pruned at step {step} (value {value:.4g})")
 
 
@@ -107,8 +134,4 @@ def reporter_from_cfg(cfg: DictConfig | Mapping[str, Any]) -> Reporter | None:
     if not block or block.get("trial_number") is None:
         return None
     trial = load_trial(str(block["storage"]), str(block["study_name"]), int(block["trial_number"]))
-    if len(trial.study.directions) > 1:
-        log.info("trial %d: multi-objective study, intermediate values are not reported (no pruning)",
-                 trial.number)
-        return None
     return Reporter(trial)

@@ -314,7 +314,8 @@ class OptunaSweeper(Sweeper):
                  direction: Any = "maximize", n_trials: int = 20, n_jobs: int = 1, study_name: str | None = None,
                  storage: str | None = None, params: Mapping[str, Any] | None = None,
                  heartbeat_interval: int | None = 30, grace_period: int | None = None, max_retry: int | None = 2,
-                 promote_best: bool = True, best_dir: str | None = None) -> None:
+                 promote_best: bool = True, best_dir: str | None = None,
+                 promote: Mapping[str, Any] | None = None) -> None:
         self.sampler_spec = _plain(sampler) or {"_target_": "optuna.samplers.TPESampler", "seed": 0}
         self.pruner_spec = _plain(pruner) or None
         self.directions = directions_of(direction)
@@ -328,6 +329,7 @@ class OptunaSweeper(Sweeper):
         self.max_retry = max_retry
         self.promote_best = promote_best
         self.best_dir = best_dir
+        self.rule = PromotionRule.from_spec(_plain(promote))
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
@@ -531,11 +533,16 @@ class OptunaSweeper(Sweeper):
 
         Each step only warns when it fails: the trials are safe in the storage and a rerun repeats this.
         """
-        summary = study_summary(study, self.n_trials)
+        best, why = choose_trial(study, self.rule)
+        summary = study_summary(study, self.n_trials, best)
+        summary["promotion"] = {"rule": self.rule.describe(), "why": why}
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        names = self._objective_names()
         figures = [p for p in (_tolerant(plot_history, study, self.sweep_dir / "objective_by_trial.png"),
-                               _tolerant(plot_importances, study, self.sweep_dir / "param_importances.png")) if p]
-        best = best_trial(study)
+                               _tolerant(plot_importances, study, self.sweep_dir / "param_importances.png"),
+                               _tolerant(plot_pareto, study, self.sweep_dir / "pareto_front.png", names, best))
+                   if p]
+        summary["figures"] = [str(p) for p in figures]
         promoted = None
         if best is not None and self.promote_best:
             target = Path(self.best_dir) if self.best_dir else self.sweep_dir / "best"
@@ -555,6 +562,12 @@ class OptunaSweeper(Sweeper):
                                                   best.user_attrs.get("mlflow_run_id"), promoted)
             self._end_tracking("FINISHED")
         return summary
+
+    def _objective_names(self) -> list[str]:
+        """The objectives' metric names (the jobs' eval.objective), for labels; generic names if unknown."""
+        names = OmegaConf.select(self.config, "eval.objective") if self.config is not None else None
+        names = [names] if isinstance(names, str) else list(names or [])
+        return names if len(names) == len(self.directions) else [f"objective {i}" for i in range(len(self.directions))]
 
     # ---- MLflow (only through contrastive.tracking)
 
@@ -607,6 +620,77 @@ class OptunaSweeper(Sweeper):
 # ---------------------------------------------------------------- summary, figures, promotion
 
 
+@dataclass(frozen=True)
+class PromotionRule:
+    """Which COMPLETE trial a sweep promotes (`hydra.sweeper.promote`).
+
+    With `pick` unset: the study's best (single objective), or the Pareto-front trial best on the first
+    objective. With `pick`: the trial with the highest fine-tuned `pick` metric (read from the trial's
+    metrics.json) among the eligible ones, where eligible means `delta[floor_metric] >= floor_delta`
+    (fine-tuned minus untuned baseline) when `floor_metric` is set. When no trial is eligible, the one with
+    the highest floor-metric delta is promoted, and the summary says so.
+    """
+
+    pick: str | None = None
+    floor_metric: str | None = None
+    floor_delta: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> PromotionRule:
+        spec = dict(spec or {})
+        unknown = set(spec) - {"pick", "floor_metric", "floor_delta"}
+        if unknown:
+            raise ConfigError(f"hydra.sweeper.promote: unknown key(s) {sorted(unknown)} (pick, floor_metric, "
+                              "floor_delta)")
+        floor = spec.get("floor_delta", 0.0)
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor):
+            raise ConfigError(f"hydra.sweeper.promote.floor_delta: {floor!r} must be a finite number")
+        return cls(spec.get("pick") or None, spec.get("floor_metric") or None, float(floor))
+
+    def describe(self) -> str:
+        if not self.pick:
+            return "the study's best trial (first objective on the Pareto front)"
+        floor = f" among trials with {self.floor_metric} delta >= {self.floor_delta:+g}" if self.floor_metric else ""
+        return f"highest {self.pick}{floor}"
+
+
+def trial_metrics(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's metrics.json (written by the training job), or None when it is missing or unreadable."""
+    out = trial.user_attrs.get("output_dir")
+    path = Path(out) / "metrics.json" if out else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial | None, str]:
+    """The trial `rule` promotes and a sentence saying why."""
+    if not rule.pick:
+        best = best_trial(study)
+        return best, rule.describe() if best else "no COMPLETE trial"
+    scored = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        m = trial_metrics(t)
+        value = (m or {}).get("finetuned", {}).get(rule.pick)
+        if value is None:
+            log.warning("trial %d: no %s in its metrics.json; not a promotion candidate", t.number, rule.pick)
+            continue
+        floor = ((m.get("delta") or {}).get(rule.floor_metric) or {}).get("delta") if rule.floor_metric else 0.0
+        scored.append((t, float(value), float("-inf") if floor is None else float(floor)))
+    if not scored:
+        return None, f"no COMPLETE trial with {rule.pick} in its metrics.json"
+    eligible = [row for row in scored if row[2] >= rule.floor_delta]
+    if eligible:
+        t, value, _ = max(eligible, key=lambda row: row[1])
+        return t, f"{rule.describe()}: trial {t.number} ({rule.pick} {value:.4f}; {len(eligible)} eligible)"
+    t, _, floor = max(scored, key=lambda row: row[2])
+    return t, (f"no trial held {rule.floor_metric} delta >= {rule.floor_delta:+g}; promoted trial {t.number}, "
+               f"the one closest to it ({rule.floor_metric} delta {floor:+.4f})")
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE trial (multi-objective: the Pareto-front trial best on the first objective)."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
@@ -619,13 +703,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(front, key=lambda t: sign * t.values[0])
 
 
-def study_summary(study: optuna.Study, n_trials: int) -> dict[str, Any]:
-    """Counts by state and the best trial's number, values, params and output dir (JSON-able)."""
+def study_summary(study: optuna.Study, n_trials: int, best: FrozenTrial | None = None) -> dict[str, Any]:
+    """Counts by state and the best (or given) trial's number, values, params and output dir (JSON-able)."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in budget_trials(trials):
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    best = best_trial(study)
+    best = best if best is not None else best_trial(study)
     return {
         "study_name": study.study_name, "directions": [d.name.lower() for d in study.directions],
         "n_trials": n_trials, "states": states, "retried": sorted(retried_numbers(trials)),
@@ -671,6 +755,46 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
     ax.set_ylabel("objective")
     ax.set_title(f"{study.study_name}: objective by trial")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(study: optuna.Study, path: Path, names: Sequence[str], chosen: FrozenTrial | None = None
+                ) -> Path | None:
+    """First vs second objective of every COMPLETE trial, the Pareto front joined, the promoted trial starred,
+    and the untuned baseline's values (from the trials' metrics.json) as dashed lines; 2+ objectives only."""
+    if len(study.directions) < 2:
+        return None
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = sorted(study.best_trials, key=lambda t: t.values[0])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], color="tab:blue", label="trial")
+    for t in done:
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "-o", color="tab:orange",
+            label="Pareto front")
+    if chosen is not None and chosen.values:
+        ax.scatter([chosen.values[0]], [chosen.values[1]], marker="*", s=250, color="tab:red", zorder=5,
+                   label=f"promoted (trial {chosen.number})")
+    base = next((m["baseline"] for m in map(trial_metrics, done) if m and m.get("baseline")), None)
+    if base is not None:
+        for axis, name in ((ax.axvline, names[0]), (ax.axhline, names[1])):
+            if name in base:
+                axis(base[name], linestyle="--", color="gray", linewidth=1)
+        ax.plot([], [], linestyle="--", color="gray", label="untuned baseline")
+    ax.set_xlabel(f"{names[0]} ({study.directions[0].name.lower()})")
+    ax.set_ylabel(f"{names[1]} ({study.directions[1].name.lower()})")
+    ax.set_title(f"{study.study_name}: objectives of complete trials")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -165,10 +165,23 @@ def test_reporter_finds_its_trial_through_the_storage_and_prunes(tmp_path):
     assert stored.intermediate_values == {1: 0.8, 2: 0.2}
 
 
-def test_no_reporter_for_multi_objective_studies(tmp_path):
-    url, number = _study_with_running_trial(tmp_path, None, directions=("maximize", "minimize"))
-    cfg = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": number}})
-    assert pruning.reporter_from_cfg(cfg) is None
+def test_multi_objective_trials_are_pruned_on_their_first_objective(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, directions=["maximize", "maximize"])
+    median = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 0}
+    for first in (0.8, 0.9):  # two finished trials that reported 0.8 and 0.9 at step 1
+        done = study.ask()
+        done.storage.set_trial_intermediate_value(done._trial_id, 1, first)
+        study.tell(done, [first, 0.1])
+    cfg = {}
+    for value in (0.95, 0.5):
+        trial = study.ask()
+        trial.set_user_attr(pruning.PRUNER_ATTR, median)
+        cfg[value] = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": trial.number}})
+    pruning.reporter_from_cfg(cfg[0.95]).report(0.95, 1)           # above the median (0.85): goes on
+    with pytest.raises(optuna.TrialPruned, match="step 1"):
+        pruning.reporter_from_cfg(cfg[0.5]).report(0.5, 1)         # below it: pruned
+    assert optuna.load_study(study_name="s", storage=url).trials[3].intermediate_values == {1: 0.5}
 
 
 def test_sweeper_is_registered_as_a_hydra_plugin():
