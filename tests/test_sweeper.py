@@ -353,3 +353,48 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
     assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
     assert "param_importances.png" in parent["artifacts"]
+
+
+# ---------------------------------------------------------------- promotion rule and Pareto plot
+def _study_with_metrics(tmp_path: Path) -> optuna.Study:
+    """Three complete 2-objective trials whose metrics.json hold MRR / AP deltas vs a 0.90 / 0.70 baseline."""
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for number, (mrr, ap) in enumerate([(0.92, 0.72), (0.89, 0.80), (0.91, 0.75)]):
+        out = tmp_path / f"trial_{number}"
+        out.mkdir()
+        (out / "metrics.json").write_text(json.dumps({
+            "finetuned": {"mrr_at_10": mrr, "pair_ap": ap}, "baseline": {"mrr_at_10": 0.90, "pair_ap": 0.70},
+            "delta": {"mrr_at_10": {"delta": mrr - 0.90}, "pair_ap": {"delta": ap - 0.70}}}))
+        trial = study.ask()
+        trial.set_user_attr("output_dir", str(out))
+        study.tell(trial, [mrr, ap])
+    return study
+
+
+def test_promotion_rule_picks_the_best_ap_that_keeps_retrieval(tmp_path):
+    study = _study_with_metrics(tmp_path)
+    rule = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
+    best, why = sweeper.choose_trial(study, rule)
+    assert best.number == 2 and "2 eligible" in why            # trial 1 has the best AP but lowers MRR
+    loose = sweeper.PromotionRule.from_spec({"pick": "pair_ap"})
+    assert sweeper.choose_trial(study, loose)[0].number == 1
+    strict = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.05})
+    best, why = sweeper.choose_trial(study, strict)
+    assert best.number == 0 and "no trial held" in why         # nobody holds the floor: the closest to it
+    default = sweeper.PromotionRule.from_spec(None)
+    assert sweeper.choose_trial(study, default)[0].number == 0  # Pareto front, best first objective
+
+
+def test_promotion_rule_rejects_unknown_keys_and_bad_floors():
+    with pytest.raises(ConfigError, match="promote: unknown key"):
+        sweeper.PromotionRule.from_spec({"pik": "pair_ap"})
+    with pytest.raises(ConfigError, match="floor_delta: 'x'"):
+        sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_delta": "x"})
+
+
+def test_pareto_plot_marks_front_promoted_and_baseline(tmp_path):
+    study = _study_with_metrics(tmp_path)
+    path = sweeper.plot_pareto(study, tmp_path / "pareto.png", ["mrr_at_10", "pair_ap"], study.trials[2])
+    assert path is not None and path.stat().st_size > 10_000
+    single = optuna.create_study()
+    assert sweeper.plot_pareto(single, tmp_path / "none.png", ["x"]) is None  # one objective: no front
