@@ -563,9 +563,14 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     def ours(windows: int) -> Callable[[Any, str, int, int], Any]:
         return lambda m, o, s, t: our_trainer(m, dataset, our_config(cfg, bs, steps, s, windows, t), inp.lookup, o)
 
-    # in each rep the compared runs sit next to each other: plain | grouped | plain_T | ungrouped
+    # in each rep the compared runs sit next to each other: plain | grouped | plain_T | ungrouped. With our thread
+    # setting null (torch's default, as the plain script) plain_T would be plain again: it is not run.
+    same_threads = setting is None
     variants = {"plain": (plain, False), "ours_grouped": (ours(grouping), True), "plain_T": (plain, True),
                 "ours_ungrouped": (ours(0), True)}
+    if same_threads:
+        del variants["plain_T"]
+    ref = "plain" if same_threads else "plain_T"
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for rep, name in interleaved(list(variants), int(b.reps)):
         make, ours_threads = variants[name]
@@ -590,13 +595,15 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {shown}: "
                                   f"{threads_of['ours_grouped']}) vs the plain Trainer script (NO_DUPLICATES, "
                                   f"{default_threads} threads)", True),
-        ("ours_grouped", "plain_T", f"grouping alone: ours length-grouped vs plain, both threads {shown} "
-                                    f"({threads_of['ours_grouped']} vs {threads_of['plain_T']})", True),
-        ("ours_ungrouped", "plain_T", f"our sampler alone: ours ungrouped vs plain, both threads {shown} "
-                                      f"({threads_of['ours_ungrouped']} vs {threads_of['plain_T']})", False),
-        ("plain_T", "plain", f"threads alone: plain at threads {shown} ({threads_of['plain_T']}) vs "
+        ("ours_grouped", ref, f"grouping alone: ours length-grouped vs plain, both threads {shown} "
+                              f"({threads_of['ours_grouped']} vs {threads_of[ref]})", True),
+        ("ours_ungrouped", ref, f"our sampler alone: ours ungrouped vs plain, both threads {shown} "
+                                f"({threads_of['ours_ungrouped']} vs {threads_of[ref]})", False),
+        ("plain_T", "plain", f"threads alone: plain at threads {shown} ({threads_of.get('plain_T')}) vs "
                              f"{default_threads}", False),
     ]
+    if same_threads:  # 1a already is "grouping alone", and there is no thread difference to isolate
+        comparisons = [comparisons[0], comparisons[2]]
     ratios = {}
     rows = []
     for i, (a, bname, label, target) in enumerate(comparisons):

@@ -1,0 +1,132 @@
+"""make reproduce: config checks, ablation overrides, targets, the generated Results section, and one end-to-end
+run on the fixture (a 2-trial multi-objective sweep, two ablation rows, the own-corpus evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from contrastive import reproduce
+from contrastive.errors import ConfigError
+
+ROWS = [
+    {"name": "a", "label": "A", "set": ["loss.aux_weight=0", "batch.size=32"], "from_best": []},
+    {"name": "b", "label": "B", "set": ["batch.sampler=component"], "from_best": ["loss.aux_weight"]},
+    {"name": "c", "label": "C", "set": [], "from_best": ["batch.size", "loss.aux"]},
+]
+
+
+def _cfg(*overrides: str):
+    return reproduce.compose_config(['reproduce.data=["data=fixture"]', *overrides])
+
+
+def test_config_composes_with_the_documented_defaults():
+    cfg = reproduce.compose_config([])
+    rp = cfg.reproduce
+    assert [r.name for r in rp.ablation] == ["mnrl_only", "hard_negatives", "component_sampler", "aux_loss",
+                                               "larger_batch"]
+    assert rp.sweep.config == "reproduce" and rp.test.split == "test" and rp.budget_pairs > 4000
+    assert str(rp.results_dir).endswith("/results") and str(rp.readme).endswith("README.md")
+    sweep = OmegaConf.load(Path(cfg.paths.root_dir) / "sweeps" / "reproduce.yaml")
+    assert list(sweep.eval.objective) == ["mrr_at_10", "pair_ap"]
+    assert list(sweep.hydra.sweeper.direction) == ["maximize", "maximize"]
+    assert sweep.hydra.sweeper.promote.pick == "pair_ap" and sweep.hydra.sweeper.promote.floor_metric == "mrr_at_10"
+
+
+@pytest.mark.parametrize("override, match", [
+    ("reproduce.budget_pairs=0", "reproduce.budget_pairs: 0"),
+    ("reproduce.ablation=[]", "reproduce.ablation: empty"),
+    ("reproduce.test.n_boot=0", "reproduce.test.n_boot: 0"),
+    ("reproduce.targets.pair_ap_min_delta=x", "pair_ap_min_delta: 'x'"),
+])
+def test_bad_values_are_refused_naming_the_field(override, match):
+    with pytest.raises(ConfigError, match=match):
+        reproduce.check_config(_cfg(override))
+
+
+def test_a_missing_data_file_is_refused_before_any_work(tmp_path):
+    cfg = reproduce.compose_config([f'reproduce.data=["data=qqp_local","data.path={tmp_path / "no.parquet"}"]'])
+    with pytest.raises(ConfigError, match="data.path: .*no.parquet.*file not found"):
+        reproduce.check_config(cfg)
+
+
+def test_ablation_rows_accumulate_and_take_the_sweeps_parameters():
+    best = {"loss.aux_weight": 0.25, "batch.size": 128, "loss.aux": "cosent"}
+    rows = reproduce.row_overrides(ROWS, best)
+    assert rows[0] == ["loss.aux_weight=0", "batch.size=32"]
+    assert rows[1] == ["loss.aux_weight=0.25", "batch.size=32", "batch.sampler=component"]
+    assert rows[2] == ["loss.aux_weight=0.25", "batch.size=128", "batch.sampler=component", "loss.aux='cosent'"]
+    with pytest.raises(ConfigError, match=r"from_best: 'trainer.lr' is not a parameter of the sweep"):
+        reproduce.row_overrides([{"name": "x", "from_best": ["trainer.lr"]}], best)
+    with pytest.raises(ConfigError, match=r"ablation\[0\].set: 'oops' is not key=value"):
+        reproduce.row_overrides([{"name": "x", "set": ["oops"]}], best)
+
+
+def _delta(d: float, low: float, high: float) -> dict:
+    return {"delta": d, "ci_low": low, "ci_high": high}
+
+
+def test_targets_need_both_the_size_and_a_positive_ci():
+    spec = {"pair_ap_min_delta": 0.05, "mrr_metric": "mrr_at_10"}
+    met = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.01, 0.002, 0.02)}}
+    assert reproduce.targets(met, spec)["both"]
+    small_ap = {"delta": {"pair_ap": _delta(0.03, 0.01, 0.05), "mrr_at_10": _delta(0.01, 0.002, 0.02)}}
+    assert not reproduce.targets(small_ap, spec)["pair_ap"]["met"]
+    mrr_ci = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.01, -0.001, 0.02)}}
+    out = reproduce.targets(mrr_ci, spec)
+    assert out["pair_ap"]["met"] and not out["mrr_at_10"]["met"] and not out["both"]
+
+
+def test_readme_section_is_replaced_between_the_markers_and_the_rest_kept(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n\n{reproduce.START}\nold\n{reproduce.END}\n\n## Later\nkept\n")
+    reproduce.update_readme(readme, "new table\n")
+    text = readme.read_text()
+    assert "new table" in text and "old" not in text and text.endswith("## Later\nkept\n")
+    assert text.count(reproduce.START) == 1
+    bare = tmp_path / "BARE.md"
+    bare.write_text("# y\n")
+    reproduce.update_readme(bare, "first\n")
+    assert bare.read_text().startswith("# y\n\n## Results\n") and "first" in bare.read_text()
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_on_the_fixture(tmp_path):
+    """The real stages as subprocesses: sweep (2 trials, 2 objectives), two ablation rows, the final report."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\n{reproduce.START}\nold\n{reproduce.END}\n")
+    extra = ["trainer.max_steps=3", "eval.umap.n_pairs=30", "eval.umap.n_neighbors=5", "tracking.log_model=false",
+             f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    cfg = _cfg("reproduce.sweep.config=fixture_reproduce", f"reproduce.work_dir={tmp_path / 'work'}",
+               f"reproduce.results_dir={tmp_path / 'results'}", f"reproduce.readme={readme}",
+               "reproduce.budget_pairs=120", "reproduce.test.n_boot=50", "reproduce.test.max_distractors=100")
+    cfg.reproduce.extra = extra
+    cfg.reproduce.ablation = [{"name": "mnrl_only", "label": "MNRL only", "set": ["loss.aux_weight=0"],
+                               "from_best": []},
+                              {"name": "final", "label": "+ sweep", "set": [],
+                               "from_best": ["loss.aux", "loss.aux_weight", "batch.size", "trainer.lr"]}]
+    results = reproduce.reproduce(cfg, "test")
+    saved = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert saved["targets"] == results["targets"] and set(saved["targets"]) == {"pair_ap", "mrr_at_10", "both"}
+    assert sum(saved["sweep"]["states"].values()) == 2 and saved["sweep"]["promotion"]["why"]
+    assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "final"]
+    assert saved["ablation"][1]["overrides"][0] == "loss.aux_weight=" + str(saved["sweep"]["best_params"]
+                                                                            ["loss.aux_weight"])
+    final = saved["final"]
+    assert final["own_corpus"]["finetuned"]["n_corpus"] < final["distractors"]["finetuned"]["n_corpus"]
+    for which in ("own_corpus", "distractors"):
+        assert final[which]["delta"]["mrr_at_10"]["ci_low"] is not None
+    assert "pareto_front.png" in saved["figures"] and "umap_pairs.png" in saved["figures"]
+    assert all((tmp_path / "results" / "figures" / f).is_file() for f in saved["figures"])
+    text = readme.read_text()
+    assert "old" not in text and "| MRR@10, + train distractors |" in text
+    assert "results/figures/pareto_front.png" in text
+    assert (tmp_path / "results" / "results.md").read_text().startswith("# Results")
+    # a rerun reuses the finished rows (same overrides) instead of training them again
+    stamp = tmp_path / "work" / "rows" / "final" / "metrics.json"
+    before = stamp.stat().st_mtime
+    reproduce.reproduce(cfg, "test")
+    assert stamp.stat().st_mtime == before
