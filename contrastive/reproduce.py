@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -124,8 +125,15 @@ def run_stage(args: Sequence[str], log_path: Path) -> None:
                 sys.stdout.write(line)
         code = proc.wait()
     if code != 0:
-        tail = log_path.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        raise StageFailed(f"stage `{' '.join(args[:3])}` exited {code}: {tail[0]} (full log: {log_path})")
+        raise StageFailed(f"stage `{' '.join(args[:3])}` exited {code}: {failure_line(log_path.read_text())} "
+                          f"(full log: {log_path})")
+
+
+def failure_line(text: str) -> str:
+    """The line of a stage's log that says why it failed: the last error line, else the last line."""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^(error:|[A-Za-z_.]*(Error|Exception)\b)", line)]
+    return (errors or lines or ["(no output)"])[-1]
 
 
 def sweep_stage(cfg: DictConfig, work: Path) -> dict[str, Any]:

@@ -209,14 +209,21 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             self.inner = self._make(self.seed + trial.number)
         self.inner.before_trial(study, trial)
 
+    @staticmethod
+    def _view(study: optuna.Study) -> Any:
+        """Multi-objective studies as the inner sampler sees them: our pruned trials carry intermediate values
+        of the first objective, which Optuna's TPE ranks through `study.direction` (refused by a
+        multi-objective study), so the sampler gets `pruning.FirstObjectiveView`."""
+        return pruning.FirstObjectiveView(study) if len(study.directions) > 1 else study
+
     def infer_relative_search_space(self, study, trial):  # noqa: D102
-        return self.inner.infer_relative_search_space(study, trial)
+        return self.inner.infer_relative_search_space(self._view(study), trial)
 
     def sample_relative(self, study, trial, search_space):  # noqa: D102
-        return self.inner.sample_relative(study, trial, search_space)
+        return self.inner.sample_relative(self._view(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):  # noqa: D102
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        return self.inner.sample_independent(self._view(study), trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values):  # noqa: D102
         self.inner.after_trial(study, trial, state, values)

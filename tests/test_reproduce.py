@@ -130,3 +130,10 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     before = stamp.stat().st_mtime
     reproduce.reproduce(cfg, "test")
     assert stamp.stat().st_mtime == before
+
+
+def test_a_failed_stage_is_reported_by_its_error_line_not_a_progress_bar():
+    log = "ok\nTraceback (most recent call last):\n  File x\nRuntimeError: boom\n\r 37%|###| 15/41\n"
+    assert reproduce.failure_line(log) == "RuntimeError: boom"
+    assert reproduce.failure_line("error: data.path: 'x': file not found\n") == "error: data.path: 'x': file not found"
+    assert reproduce.failure_line("just output\n") == "just output"

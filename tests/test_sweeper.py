@@ -398,3 +398,19 @@ def test_pareto_plot_marks_front_promoted_and_baseline(tmp_path):
     assert path is not None and path.stat().st_size > 10_000
     single = optuna.create_study()
     assert sweeper.plot_pareto(single, tmp_path / "none.png", ["x"]) is None  # one objective: no front
+
+
+@pytest.mark.parametrize("target", ["optuna.samplers.TPESampler", "optuna.samplers.NSGAIISampler"])
+def test_multi_objective_samplers_accept_pruned_trials_with_intermediate_values(target):
+    """Optuna's TPE ranks pruned trials by `study.direction`, which a multi-objective study refuses."""
+    spec = {"_target_": target, "n_startup_trials": 2} if "TPE" in target else {"_target_": target}
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sweeper.TrialSeededSampler(spec, 0))
+    space = {"x": FloatDistribution(0.0, 1.0), "y": CategoricalDistribution(["a", "b"])}
+    for i in range(6):
+        trial = study.ask(space)
+        if i % 2:
+            trial.storage.set_trial_intermediate_value(trial._trial_id, 1, 0.5)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, [trial.params["x"], 1 - trial.params["x"]])
+    assert 0.0 <= study.ask(space).params["x"] <= 1.0
