@@ -443,10 +443,7 @@ class OptunaSweeper(Sweeper):
             return None
         batch: list[optuna.Trial] = []
         for _ in range(room):
-            with quiet_optuna():
-                trial = study.ask(space.distributions)
-            if self.heartbeat_interval:
-                storage.record_heartbeat(trial._trial_id)
+            trial = self._ask(study, storage, space)
             if over_budget(study.get_trials(deepcopy=False), trial.number, self.n_trials):
                 trial.set_user_attr(OVER_BUDGET_ATTR, True)
                 study.tell(trial, state=TrialState.FAIL)
@@ -454,6 +451,22 @@ class OptunaSweeper(Sweeper):
                 break
             batch.append(trial)
         return batch
+
+    def _ask(self, study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace) -> optuna.Trial:
+        """A new trial with its heartbeat started and its params sampled; a sampler error fails the trial
+        (reason recorded) before it propagates, so no trial is left RUNNING without a heartbeat forever."""
+        with quiet_optuna():
+            trial = study.ask()
+        if self.heartbeat_interval:
+            storage.record_heartbeat(trial._trial_id)
+        try:
+            with quiet_optuna():
+                for name, dist in space.distributions.items():
+                    trial._suggest(name, dist)  # what study.ask(distributions) does
+        except Exception as exc:
+            self._fail(study, trial, exc)
+            raise
+        return trial
 
     def _run_batch(self, study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace,
                    trials: list[optuna.Trial]) -> Sequence[JobReturn]:

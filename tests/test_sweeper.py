@@ -414,3 +414,19 @@ def test_multi_objective_samplers_accept_pruned_trials_with_intermediate_values(
         else:
             study.tell(trial, [trial.params["x"], 1 - trial.params["x"]])
     assert 0.0 <= study.ask(space).params["x"] <= 1.0
+
+
+def test_a_sampler_error_fails_the_asked_trial_instead_of_leaving_it_running(tmp_path):
+    class Broken(optuna.samplers.RandomSampler):
+        def sample_independent(self, *args, **kwargs):
+            raise RuntimeError("sampler broke")
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, sampler=Broken())
+    sweep = sweeper.OptunaSweeper(n_trials=3, heartbeat_interval=None)
+    sweep.config = OmegaConf.create({"tracking": {"enabled": False}})
+    space = sweeper.SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0)})
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        sweep._ask_batch(study, pruning.rdb_storage(url), space)
+    (trial,) = optuna.load_study(study_name="s", storage=url).trials
+    assert trial.state == TrialState.FAIL and "sampler broke" in trial.user_attrs[sweeper.FAIL_ATTR]
