@@ -233,6 +233,10 @@ def _f(value: Any, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _delta(d: Mapping[str, Any] | None) -> str:
     if not d:
         return "n/a"
@@ -266,7 +270,7 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(sweep["states"].items()))
     lines += [
         f"Final model: the sweep's promoted parameters ({params}) trained on {results['budget_pairs']:,} train "
-        f"pairs. Sweep: {sweep['n_trials']} trials on {results['sweep_pairs']} pairs ({states}), "
+        f"pairs. Sweep: {sweep['n_trials']} trials on {_count(results['sweep_pairs'])} pairs ({states}), "
         f"{sweep['wall_time_s'] / 60:.0f} min; promotion rule: {sweep['promotion']['why']}.",
         "",
         "Ablation (each row adds to the one above; same budget, seed and test protocol):",
