@@ -177,8 +177,8 @@ def own_corpus_stage(cfg: DictConfig, work: Path, model_dir: Path) -> dict[str, 
 
 
 def study_span_s(sweep_dir: Path, study_name: str) -> float:
-    """Seconds the sweep's trials took, resumes included: the sum of each finished trial's start-to-end time
-    (0 when the study cannot be read)."""
+    """Seconds the sweep's trials took, resumes included: the sum of each trial's start-to-end time over the
+    trials that ran (0 when the study cannot be read)."""
     import optuna
 
     from contrastive.pruning import rdb_storage
@@ -188,8 +188,9 @@ def study_span_s(sweep_dir: Path, study_name: str) -> float:
     except (KeyError, ValueError, RuntimeError) as exc:
         log.warning("sweep duration unknown: %s", exc)
         return 0.0
-    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
-             if t.datetime_start and t.datetime_complete]
+    ran = [t for t in study.get_trials(deepcopy=False)  # a trial failed before it ran has no output dir
+           if t.datetime_start and t.datetime_complete and t.user_attrs.get("output_dir")]
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in ran]
     return round(sum(spans), 1)
 
 
