@@ -276,7 +276,7 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
         "",
         "Ablation (each row adds to the one above; same budget, seed and test protocol):",
         "",
-        "| row | MRR@10 + distractors, delta [CI] | pair AP, delta [CI] | pair AP | train min |",
+        "| row | MRR@10 + distractors, delta [CI] | pair AP, delta [CI] | pair AP | run min (train + eval) |",
         "|---|---|---|---:|---:|",
     ]
     for row in results["ablation"]:
