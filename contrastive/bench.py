@@ -70,7 +70,8 @@ def batch_flops(shape: EncoderShape, rows: int, seq_len: int, training: bool = F
 
 
 def encode_batches(char_lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Row indices of each encode batch, longest text first (as evaluate.encode and SentenceTransformer do)."""
+    """Row indices of each encode batch of plain SentenceTransformer.encode: longest text (by characters)
+    first, `batch_size` texts each."""
     order = np.argsort([-int(n) for n in char_lengths], kind="stable")
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -111,32 +112,31 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95)) -> dict
     return {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}
 
 
-def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """`size` bootstrap resamples of n items, as counts per item (each row sums to n)."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-
-
 def mean_ci(values: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values`."""
+    """Percentile bootstrap CI of the mean of `values` (evaluate's resampling and interval)."""
+    from contrastive.evaluate import percentile_interval, resample_counts
+
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0 or n_boot == 0:
         return float("nan"), float("nan")
-    counts = resample_counts(np.random.default_rng(seed), values.size, n_boot)
-    means = counts @ values / values.size
-    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return float(lo), float(hi)
+    means = resample_counts(np.random.default_rng(seed), values.size, n_boot) @ values / values.size
+    return _nan_for_none(percentile_interval(means, ci))
 
 
 def pair_ap_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap CI (over labeled pairs) of the average precision of `scores`."""
-    from contrastive.evaluate import pair_metrics_weighted
+    from contrastive.evaluate import pair_metrics_weighted, percentile_interval, resample_counts
 
     if len(scores) == 0 or n_boot == 0:
         return float("nan"), float("nan")
     counts = resample_counts(np.random.default_rng(seed), len(scores), n_boot)
     ap = pair_metrics_weighted(np.asarray(scores), np.asarray(labels), counts)["pair_ap"]
-    lo, hi = np.nanquantile(ap, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return float(lo), float(hi)
+    return _nan_for_none(percentile_interval(ap, ci))
+
+
+def _nan_for_none(interval: tuple[float | None, float | None]) -> tuple[float, float]:
+    lo, hi = interval
+    return (float("nan") if lo is None else lo), (float("nan") if hi is None else hi)
 
 
 def fmt(value: Any, digits: int = 3) -> str:

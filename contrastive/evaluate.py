@@ -386,7 +386,7 @@ def score_embeddings(emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_siz
 
 
 # ---------------------------------------------------------------- paired bootstrap
-def _resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """`size` bootstrap resamples of n items as counts per item (rows sum to n)."""
     draws = rng.integers(0, n, size=(size, n))
     flat = (draws + np.arange(size)[:, None] * n).ravel()
@@ -398,7 +398,8 @@ def _boot_blocks(n: int, n_boot: int) -> list[int]:
     return [min(per, n_boot - start) for start in range(0, n_boot, per)]
 
 
-def _interval(deltas: np.ndarray, ci: float) -> tuple[float | None, float | None]:
+def percentile_interval(deltas: np.ndarray, ci: float) -> tuple[float | None, float | None]:
+    """The central `ci` percentile interval of the finite values (None, None when there are none)."""
     finite = deltas[np.isfinite(deltas)]
     if finite.size == 0:
         return None, None
@@ -415,8 +416,8 @@ def bootstrap_ranking(ft: Mapping[str, np.ndarray], base: Mapping[str, np.ndarra
         return {name: (None, None) for name in names}
     diff = np.stack([ft[m] - base[m] for m in names], axis=1)  # (n, metrics)
     rng = np.random.default_rng([seed, 1])
-    deltas = np.concatenate([_resample_counts(rng, n, b) @ diff / n for b in _boot_blocks(n, n_boot)])
-    return {name: _interval(deltas[:, j], ci) for j, name in enumerate(names)}
+    deltas = np.concatenate([resample_counts(rng, n, b) @ diff / n for b in _boot_blocks(n, n_boot)])
+    return {name: percentile_interval(deltas[:, j], ci) for j, name in enumerate(names)}
 
 
 def bootstrap_pairs(ft_scores: np.ndarray, base_scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float,
@@ -428,12 +429,12 @@ def bootstrap_pairs(ft_scores: np.ndarray, base_scores: np.ndarray, labels: np.n
     rng = np.random.default_rng([seed, 2])
     parts: dict[str, list[np.ndarray]] = {name: [] for name in PAIR_KEYS}
     for size in _boot_blocks(n, n_boot):
-        weights = _resample_counts(rng, n, size)
+        weights = resample_counts(rng, n, size)
         a = pair_metrics_weighted(ft_scores, labels, weights)
         b = pair_metrics_weighted(base_scores, labels, weights)
         for name in PAIR_KEYS:
             parts[name].append(a[name] - b[name])
-    return {name: _interval(np.concatenate(parts[name]), ci) for name in PAIR_KEYS}
+    return {name: percentile_interval(np.concatenate(parts[name]), ci) for name in PAIR_KEYS}
 
 
 def delta_table(ft: Scored, base: Scored, labels: np.ndarray, n_boot: int, ci: float,
@@ -457,7 +458,7 @@ def baseline_cache_key(cfg: DictConfig, data: PreparedData, es: EvalSet) -> dict
         "split": es.split,
         "corpus": es.corpus_hash,
         "max_seq_length": cfg.model.max_seq_length,
-        "backend": str(cfg.model.get("backend") or "torch"),
+        "backend": backend_args(cfg.model)["backend"],
         **es.protocol,
     }
 

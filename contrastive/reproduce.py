@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -176,44 +177,37 @@ def own_corpus_stage(cfg: DictConfig, work: Path, model_dir: Path) -> dict[str, 
     return json.loads(out.read_text())
 
 
-def study_span_s(sweep_dir: Path, study_name: str) -> float:
-    """Seconds the sweep's trials took, resumes included: the sum of each trial's start-to-end time over the
-    trials that ran (0 when the study cannot be read)."""
+def sweep_study(sweep_dir: Path, study_name: str) -> Any:
+    """The sweep's Optuna study (from its SQLite file), or None when it cannot be read."""
     import optuna
 
     from contrastive.pruning import rdb_storage
 
     try:
-        study = optuna.load_study(study_name=study_name, storage=rdb_storage(f"sqlite:///{sweep_dir / 'optuna.db'}"))
+        return optuna.load_study(study_name=study_name, storage=rdb_storage(f"sqlite:///{sweep_dir / 'optuna.db'}"))
     except (KeyError, ValueError, RuntimeError) as exc:
-        log.warning("sweep duration unknown: %s", exc)
+        log.warning("sweep study unreadable (no duration or importances): %s", exc)
+        return None
+
+
+def study_span_s(study: Any) -> float:
+    """Seconds the sweep's trials took, resumes included: the sum of each trial's start-to-end time over the
+    trials that ran (0 without a study)."""
+    if study is None:
         return 0.0
     ran = [t for t in study.get_trials(deepcopy=False)  # a trial failed before it ran has no output dir
            if t.datetime_start and t.datetime_complete and t.user_attrs.get("output_dir")]
-    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in ran]
-    return round(sum(spans), 1)
+    return round(sum((t.datetime_complete - t.datetime_start).total_seconds() for t in ran), 1)
 
 
-def importances(sweep_dir: Path, study_name: str) -> dict[str, dict[str, float]]:
-    """Optuna's parameter importances for each objective of the sweep's study ({} when it cannot tell)."""
-    import warnings
+def importances(study: Any) -> dict[str, dict[str, float]]:
+    """`sweeper.param_importances` for each objective of the sweep's study, rounded ({} without a study)."""
+    from contrastive.sweeper import param_importances
 
-    import optuna
-
-    from contrastive.pruning import rdb_storage
-
-    out: dict[str, dict[str, float]] = {}
-    try:
-        study = optuna.load_study(study_name=study_name, storage=rdb_storage(f"sqlite:///{sweep_dir / 'optuna.db'}"))
-        for i, direction in enumerate(study.directions):
-            sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0  # the evaluator favours low
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ranked = optuna.importance.get_param_importances(study, target=lambda t, i=i, s=sign: s * t.values[i])
-            out[str(i)] = {k: round(float(v), 3) for k, v in ranked.items()}
-    except (RuntimeError, ValueError, KeyError) as exc:
-        log.warning("no parameter importances: %s", exc)
-    return out
+    if study is None:
+        return {}
+    ranked = {str(i): param_importances(study, i) for i in range(len(study.directions))}
+    return {i: {k: round(float(v), 3) for k, v in r.items()} for i, r in ranked.items() if r}
 
 
 # ---------------------------------------------------------------- results
@@ -330,7 +324,8 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     started = time.time()
     summary = sweep_stage(cfg, work)
-    summary["wall_time_s"] = study_span_s(work / "sweep", summary["study_name"])
+    study = sweep_study(work / "sweep", summary["study_name"])
+    summary["wall_time_s"] = study_span_s(study)
     rows_cfg = OmegaConf.to_container(rp.ablation, resolve=True)
     rows = []
     for row, overrides in zip(rows_cfg, row_overrides(rows_cfg, summary["best_params"]), strict=True):
@@ -345,7 +340,7 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
     sweep_cfg = OmegaConf.load(Path(cfg.paths.root_dir) / "sweeps" / f"{rp.sweep.config}.yaml")
     results = {
         "command": command, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         # compute time of all stages, resumes included: the sweep's span, each row's run, the last evaluation
         "wall_time_s": round(summary["wall_time_s"] + sum(r["metrics"].get("wall_time_s") or 0 for r in rows)
                              + own_s, 1),
@@ -359,7 +354,7 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
         "final": {k: {m: v[m] for m in ("finetuned", "baseline", "delta")} for k, v in final.items()},
         "targets": targets(final["distractors"], rp.targets),
         "ablation": rows,
-        "importances": importances(work / "sweep", summary["study_name"]),
+        "importances": importances(study),
     }
     results["figures"] = collect_figures(work, final_dir, out / "figures")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))

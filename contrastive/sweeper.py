@@ -821,19 +821,25 @@ def plot_pareto(study: optuna.Study, path: Path, names: Sequence[str], chosen: F
     return path
 
 
-def plot_importances(study: optuna.Study, path: Path) -> Path | None:
-    """Parameter importances (Optuna's default evaluator) of the first objective; needs >= 2 complete trials."""
+def param_importances(study: optuna.Study, index: int = 0) -> dict[str, float]:
+    """Parameter importances (Optuna's default evaluator) for objective `index`, most important first; {} when
+    they cannot be computed (fewer than 2 complete trials, a constant objective)."""
     target = None
     if len(study.directions) > 1:  # the evaluator ranks params for low target values
-        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        target = lambda t: sign * t.values[0]  # noqa: E731
+        sign = -1.0 if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        target = lambda t: sign * t.values[index]  # noqa: E731
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
-            importances = optuna.importance.get_param_importances(study, target=target)
+            return dict(optuna.importance.get_param_importances(study, target=target))
     except (RuntimeError, ValueError) as exc:
         log.info("no parameter importances: %s", exc)
-        return None
+        return {}
+
+
+def plot_importances(study: optuna.Study, path: Path) -> Path | None:
+    """Parameter importances of the first objective as a bar chart; None when there are none."""
+    importances = param_importances(study)
     if not importances:
         return None
     import matplotlib

@@ -248,7 +248,7 @@ def test_weighted_pair_metrics_equal_metrics_of_the_resample():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 50)
     scores = labels + rng.normal(size=50)
-    counts = evaluate._resample_counts(rng, 50, 3)
+    counts = evaluate.resample_counts(rng, 50, 3)
     weighted = evaluate.pair_metrics_weighted(scores, labels, counts)
     for b in range(3):
         rows = np.repeat(np.arange(50), counts[b])
