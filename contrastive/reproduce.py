@@ -58,27 +58,23 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 
 def check_config(cfg: DictConfig) -> None:
     """Fail early, naming the field and the value."""
+    from contrastive.config import _integer, _need, _number
+
     rp = cfg.reproduce
-    budget = rp.budget_pairs
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ConfigError(f"reproduce.budget_pairs: {budget!r} must be an integer >= 1")
+    _need(_integer(rp.budget_pairs) and rp.budget_pairs >= 1, "reproduce.budget_pairs", rp.budget_pairs,
+          "must be an integer >= 1")
     rows = list(rp.ablation or [])
-    if not rows:
-        raise ConfigError("reproduce.ablation: empty; the last row is the final model, so at least one is needed")
-    names = [r.get("name") for r in rows]
+    _need(bool(rows), "reproduce.ablation", rows, "empty; the last row is the final model, so at least one is needed")
     for i, row in enumerate(rows):
         for key in ("name", "label"):
-            if not isinstance(row.get(key), str) or not row.get(key):
-                raise ConfigError(f"reproduce.ablation[{i}].{key}: {row.get(key)!r} must be a non-empty string")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"reproduce.ablation: row names repeat: {names}")
-    for key in ("pair_ap_min_delta",):
-        value = rp.targets.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"reproduce.targets.{key}: {value!r} must be a number")
-    n_boot = rp.test.n_boot
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"reproduce.test.n_boot: {n_boot!r} must be an integer >= 1")
+            _need(isinstance(row.get(key), str) and row.get(key) != "", f"reproduce.ablation[{i}].{key}",
+                  row.get(key), "must be a non-empty string")
+    names = [r.name for r in rows]
+    _need(len(set(names)) == len(names), "reproduce.ablation", names, "row names repeat")
+    _need(_number(rp.targets.pair_ap_min_delta), "reproduce.targets.pair_ap_min_delta", rp.targets.pair_ap_min_delta,
+          "must be a number")
+    _need(_integer(rp.test.n_boot) and rp.test.n_boot >= 1, "reproduce.test.n_boot", rp.test.n_boot,
+          "must be an integer >= 1")
     check_data(list(rp.data))
 
 

@@ -37,10 +37,10 @@ def test_config_composes_with_the_documented_defaults():
 
 
 @pytest.mark.parametrize("override, match", [
-    ("reproduce.budget_pairs=0", "reproduce.budget_pairs: 0"),
-    ("reproduce.ablation=[]", "reproduce.ablation: empty"),
-    ("reproduce.test.n_boot=0", "reproduce.test.n_boot: 0"),
-    ("reproduce.targets.pair_ap_min_delta=x", "pair_ap_min_delta: 'x'"),
+    ("reproduce.budget_pairs=0", r"reproduce.budget_pairs=0: must be an integer >= 1"),
+    ("reproduce.ablation=[]", r"reproduce.ablation=\[\]: empty"),
+    ("reproduce.test.n_boot=0", r"reproduce.test.n_boot=0: must be an integer >= 1"),
+    ("reproduce.targets.pair_ap_min_delta=x", r"reproduce.targets.pair_ap_min_delta='x': must be a number"),
 ])
 def test_bad_values_are_refused_naming_the_field(override, match):
     with pytest.raises(ConfigError, match=match):
