@@ -30,6 +30,8 @@ def check_train_config(cfg: DictConfig) -> None:
     """Reject values that would fail or mislead later, before any data is read or any model loaded."""
     loss, batch, trainer, ev = cfg.loss, cfg.batch, cfg.trainer, cfg.eval
     _need(_number(loss.aux_weight) and loss.aux_weight >= 0, "loss.aux_weight", loss.aux_weight, "must be >= 0")
+    aux_share = loss.get("aux_share", 1.0)
+    _need(_number(aux_share) and 0 < aux_share <= 1, "loss.aux_share", aux_share, "must be in (0, 1]")
     _need(_number(loss.scale) and loss.scale > 0, "loss.scale", loss.scale, "must be > 0")
     _need(loss.aux in AUX_LOSSES, "loss.aux", loss.aux, f"choose one of {', '.join(AUX_LOSSES)}")
     _need(loss.interleave in INTERLEAVE, "loss.interleave", loss.interleave, f"choose one of {', '.join(INTERLEAVE)}")

@@ -263,9 +263,22 @@ class ComponentBatchSampler(BatchSampler):
         return len(self._plan())
 
 
+def aux_sample(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
+    """A seeded `share` of the labeled pairs (at least one, label mix kept by sampling within each label)."""
+    if share >= 1.0 or frame.empty:
+        return frame
+    parts = [group.sample(n=max(1, round(len(group) * share)), random_state=seed)
+             for _, group in frame.groupby(frame["label"].astype(int), sort=True)]
+    return pd.concat(parts).sort_index()
+
+
 def build_examples(frame: pd.DataFrame, hard_negatives: bool, with_aux: bool, both_orders: bool = False,
-                   seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs) and their sizes."""
+                   seed: int = 0, aux_share: float = 1.0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs) and their sizes.
+
+    `aux_share` < 1 gives the auxiliary loss a seeded sample of that share of the labeled pairs. The Trainer draws
+    each batch from one dataset in proportion to its size, so this sets the share of optimiser steps that go to
+    the auxiliary loss (with gradient clipping and Adam, a loss weight alone barely changes that balance)."""
     datasets: dict[str, pd.DataFrame] = {}
     if hard_negatives:
         trip, rest = triplets(frame, both_orders, seed)
@@ -274,7 +287,7 @@ def build_examples(frame: pd.DataFrame, hard_negatives: bool, with_aux: bool, bo
     else:
         datasets["mnrl_pairs"] = positives(frame, both_orders).drop(columns="comp")
     if with_aux:
-        datasets["aux_pairs"] = labeled_pairs(frame)
+        datasets["aux_pairs"] = labeled_pairs(aux_sample(frame, aux_share, seed))
     datasets = {name: df for name, df in datasets.items() if len(df)}
     sizes = {f"examples_{name}": len(df) for name, df in datasets.items()}
     return datasets, sizes

@@ -61,8 +61,8 @@ def check_config(cfg: DictConfig) -> None:
     from contrastive.config import _integer, _need, _number
 
     rp = cfg.reproduce
-    _need(_integer(rp.budget_pairs) and rp.budget_pairs >= 1, "reproduce.budget_pairs", rp.budget_pairs,
-          "must be an integer >= 1")
+    _need(rp.budget_pairs is None or (_integer(rp.budget_pairs) and rp.budget_pairs >= 1), "reproduce.budget_pairs",
+          rp.budget_pairs, "must be null (all train pairs) or an integer >= 1")
     rows = list(rp.ablation or [])
     _need(bool(rows), "reproduce.ablation", rows, "empty; the last row is the final model, so at least one is needed")
     for i, row in enumerate(rows):
@@ -150,7 +150,8 @@ def row_stage(cfg: DictConfig, work: Path, name: str, overrides: list[str]) -> d
     rp = cfg.reproduce
     run_dir = work / "rows" / name
     stamp = run_dir / "reproduce_overrides.json"
-    args = [*rp.data, *rp.extra, f"data.max_pairs={rp.budget_pairs}", *overrides,
+    budget = "null" if rp.budget_pairs is None else rp.budget_pairs
+    args = [*rp.data, *rp.extra, f"data.max_pairs={budget}", *overrides,
             f"eval.split={rp.test.split}", f"eval.distractors={rp.test.distractors}",
             f"eval.max_distractors={'null' if rp.test.max_distractors is None else rp.test.max_distractors}",
             f"eval.n_boot={rp.test.n_boot}", f"hydra.run.dir={run_dir}", f"run_name=reproduce-{name}"]
@@ -259,8 +260,9 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
     params = ", ".join(f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`"
                        for k, v in sweep["best_params"].items())
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(sweep["states"].items()))
+    budget = ("all " if results.get("budget_all") else "") + f"{results['budget_pairs']:,}"
     lines += [
-        f"Final model: the sweep's promoted parameters ({params}) trained on {results['budget_pairs']:,} train "
+        f"Final model: the sweep's promoted parameters ({params}) trained on {budget} train "
         f"pairs. Sweep: {sweep['n_trials']} trials on {_count(results['sweep_pairs'])} pairs ({states}), "
         f"{sweep['wall_time_s'] / 60:.0f} min; promotion rule: {sweep['promotion']['why']}.",
         "",
@@ -341,7 +343,8 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
         "wall_time_s": round(summary["wall_time_s"] + sum(r["metrics"].get("wall_time_s") or 0 for r in rows)
                              + own_s, 1),
         "this_invocation_s": round(time.time() - started, 1), "n_boot": int(rp.test.n_boot),
-        "budget_pairs": int(rp.budget_pairs),
+        "budget_pairs": rows[-1]["metrics"]["training"]["sizes"]["train_pairs_used"],
+        "budget_all": rp.budget_pairs is None,
         "sweep_pairs": OmegaConf.select(sweep_cfg, "data.max_pairs", default="all"),
         "objectives": list(OmegaConf.select(sweep_cfg, "eval.objective", default=[]) or []),
         "mrr_metric": str(rp.targets.mrr_metric),

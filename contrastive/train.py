@@ -46,7 +46,7 @@ def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, An
     train = cap_pairs(data.splits["train"], cfg.data.max_pairs, cfg.data.split.seed)
     frames, sizes = build_examples(
         train, hard_negatives=cfg.loss.hard_negatives, with_aux=cfg.loss.aux_weight > 0,
-        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed,
+        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed, aux_share=float(cfg.loss.get("aux_share", 1.0)),
     )
     sizes = {"train_pairs_used": len(train), **sizes}
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
