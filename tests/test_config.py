@@ -64,6 +64,8 @@ def test_fixture_config_prepares_the_fixture():
 BAD = [
     ("loss.aux_weight=-1", "loss.aux_weight", "-1"),
     ("loss.aux_weight=abc", "loss.aux_weight", "'abc'"),
+    ("loss.aux_share=0", "loss.aux_share", "0"),
+    ("loss.aux_share=1.5", "loss.aux_share", "1.5"),
     ("loss.scale=0", "loss.scale", "0"),
     ("loss.aux=triplet", "loss.aux", "'triplet'"),
     ("loss.interleave=zigzag", "loss.interleave", "'zigzag'"),

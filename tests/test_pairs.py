@@ -15,6 +15,7 @@ from torch.utils.data import ConcatDataset
 from contrastive.data import COLUMNS, components, question_key, split_pairs, validate
 from contrastive.pairs import (
     ComponentBatchSampler,
+    aux_sample,
     build_examples,
     cap_pairs,
     component_lookup,
@@ -153,6 +154,19 @@ def test_build_examples_sizes(hard_negatives, with_aux):
     assert all("comp" not in df.columns for df in examples.values())
     doubled, _ = build_examples(frame, hard_negatives=hard_negatives, with_aux=False, both_orders=True)
     assert sum(map(len, doubled.values())) == 2 * 3
+
+
+def test_aux_share_samples_each_label_by_seed():
+    rows = [(f"q{i}?", f"p{i}?", int(i % 4 == 0)) for i in range(200)]
+    frame = _pairs(rows)
+    part = aux_sample(frame, 0.25, seed=3)
+    assert len(part) == 50 and part["label"].sum() == round(frame["label"].sum() * 0.25)
+    assert part.index.is_monotonic_increasing and part.index.isin(frame.index).all()
+    assert part.equals(aux_sample(frame, 0.25, seed=3)) and not part.equals(aux_sample(frame, 0.25, seed=4))
+    assert aux_sample(frame, 1.0) is frame
+    assert aux_sample(frame.iloc[:2], 0.01)["label"].tolist() == [1, 0]  # at least one pair of each label
+    examples, sizes = build_examples(frame, hard_negatives=False, with_aux=True, aux_share=0.25, seed=3)
+    assert sizes["examples_aux_pairs"] == 50 and sizes["examples_mnrl_pairs"] == 50  # MNRL keeps every positive
 
 
 def test_build_examples_drops_empty_datasets():

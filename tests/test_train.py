@@ -130,3 +130,13 @@ def test_eval_due_by_steps_or_examples():
     # every 100 examples at batch 64: crossings of 100, 200, 300 happen at steps 2, 4, 5
     assert [s for s in range(1, 6) if eval_due(s, 64, 0, 100)] == [2, 4, 5]
     assert not any(eval_due(s, 64, 0, 0) for s in range(1, 20))
+
+
+def test_aux_share_sets_the_aux_datasets_size(tmp_path, fixture_data):
+    from contrastive.train import training_datasets
+
+    full = training_datasets(fixture_data, _cfg(tmp_path))[1]
+    part = training_datasets(fixture_data, _cfg(tmp_path, "loss.aux_share=0.5"))[1]
+    assert abs(part["examples_aux_pairs"] - full["examples_aux_pairs"] / 2) <= 1  # rounded per label
+    assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == \
+        {k: v for k, v in full.items() if k != "examples_aux_pairs"}
