@@ -43,6 +43,8 @@ def check_train_config(cfg: DictConfig) -> None:
           "MNRL needs at least 2 examples per batch (in-batch negatives)")
     _need(batch.sampler in SAMPLERS, "batch.sampler", batch.sampler, f"choose one of {', '.join(SAMPLERS)}")
     _need(_number(trainer.lr) and trainer.lr > 0, "trainer.lr", trainer.lr, "must be > 0")
+    grad_norm = trainer.get("max_grad_norm", 1.0)
+    _need(_number(grad_norm) and grad_norm > 0, "trainer.max_grad_norm", grad_norm, "must be > 0")
     _need(_number(trainer.epochs) and trainer.epochs > 0, "trainer.epochs", trainer.epochs, "must be > 0")
     _need(_integer(trainer.max_steps), "trainer.max_steps", trainer.max_steps, "must be an integer")
     _need(_number(trainer.warmup_ratio) and 0 <= trainer.warmup_ratio < 1, "trainer.warmup_ratio",

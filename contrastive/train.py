@@ -159,6 +159,7 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
         learning_rate=float(tr.lr),
         warmup_steps=float(tr.warmup_ratio),
         weight_decay=float(tr.weight_decay),
+        max_grad_norm=float(tr.get("max_grad_norm", 1.0)),
         seed=int(tr.seed),
         data_seed=int(tr.seed),
         logging_steps=int(tr.logging_steps),

@@ -67,6 +67,7 @@ BAD = [
     ("loss.aux_share=0", "loss.aux_share", "0"),
     ("loss.aux_share=1.5", "loss.aux_share", "1.5"),
     ("loss.scale=0", "loss.scale", "0"),
+    ("trainer.max_grad_norm=0", "trainer.max_grad_norm", "0"),
     ("loss.aux=triplet", "loss.aux", "'triplet'"),
     ("loss.interleave=zigzag", "loss.interleave", "'zigzag'"),
     ("loss.hard_negatives=maybe", "loss.hard_negatives", "'maybe'"),
