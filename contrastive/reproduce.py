@@ -275,6 +275,7 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
         m = row["metrics"]
         lines.append(f"| {row['label']} | {_delta(m['delta']['mrr_at_10'])} | {_delta(m['delta']['pair_ap'])} | "
                      f"{_f(m['finetuned']['pair_ap'])} | {m.get('wall_time_s', 0) / 60:.1f} |")
+    lines += trial_table(sweep, results.get("objectives", []), results["sweep_pairs"])
     names = results.get("objectives", [])
     for i, ranked in results.get("importances", {}).items():
         label = names[int(i)] if int(i) < len(names) else f"objective {i}"
@@ -282,6 +283,34 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
                   + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) + "."]
     lines += [""] + [f"![{Path(f).stem}]({figures_prefix}{f})" for f in results["figures"]]
     return "\n".join(lines) + "\n"
+
+
+def pareto_numbers(trials: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Numbers of the finished trials that no other finished trial beats or ties on every value (maximized)."""
+    done = [t for t in trials if t.get("state") == "COMPLETE" and t.get("values")]
+    return {t["number"] for t in done
+            if not any(all(o >= v for o, v in zip(u["values"], t["values"])) and u["values"] != t["values"]
+                       for u in done)}
+
+
+def trial_table(sweep: Mapping[str, Any], objectives: Sequence[str], pairs: Any) -> list[str]:
+    """Markdown lines: every sweep trial with its parameters and values, the Pareto front and the promoted one."""
+    trials = sweep.get("trials") or []
+    if not trials:
+        return []
+    front = pareto_numbers(trials)
+    names = list(objectives) or ["objective"]
+    lines = ["", f"Sweep trials (val split, {_count(pairs)} pairs each; front = on the Pareto front of the "
+             "finished trials; the values of a pruned trial are not final):", "",
+             "| trial | state | parameters | " + " | ".join(f"val {n}" for n in names) + " | |",
+             "|---|---|---|" + "---:|" * len(names) + "---|"]
+    for t in trials:
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        values = [_f(v) for v in (t.get("values") or [])] or ["-"] * len(names)
+        mark = ", ".join(m for m, on in (("front", t["number"] in front),
+                                         ("promoted", t["number"] == sweep.get("best_trial"))) if on)
+        lines.append(f"| {t['number']} | {t['state'].lower()} | `{params}` | " + " | ".join(values) + f" | {mark} |")
+    return lines
 
 
 def update_readme(readme: Path, section: str) -> None:

@@ -138,3 +138,20 @@ def test_a_failed_stage_is_reported_by_its_error_line_not_a_progress_bar():
     assert reproduce.failure_line(log) == "RuntimeError: boom"
     assert reproduce.failure_line("error: data.path: 'x': file not found\n") == "error: data.path: 'x': file not found"
     assert reproduce.failure_line("just output\n") == "just output"
+
+
+def test_trial_table_marks_the_pareto_front_and_the_promoted_trial():
+    def trial(number, state, values, share, batch):
+        return {"number": number, "state": state, "values": values,
+                "params": {"loss.aux_share": share, "batch.size": batch}}
+
+    trials = [trial(0, "COMPLETE", [0.97, 0.79], 0.42, 128), trial(1, "COMPLETE", [0.96, 0.78], 0.15, 64),
+              trial(2, "COMPLETE", [0.95, 0.82], 0.55, 64), trial(3, "PRUNED", None, 0.3, 64),
+              trial(4, "COMPLETE", [0.97, 0.79], 0.4, 128)]
+    assert reproduce.pareto_numbers(trials) == {0, 2, 4}  # 1 is beaten by 0; equal values do not beat each other
+    lines = reproduce.trial_table({"trials": trials, "best_trial": 0}, ["mrr_at_10", "pair_ap"], 6000)
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 5 and "6,000 pairs" in lines[1]
+    assert rows[0].endswith("| front, promoted |") and rows[1].endswith("|  |") and rows[2].endswith("| front |")
+    assert "| pruned | `loss.aux_share=0.3 batch.size=64` | - | - |" in rows[3]
+    assert reproduce.trial_table({"trials": []}, [], 6000) == []
