@@ -358,7 +358,8 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
     for row, overrides in zip(rows_cfg, row_overrides(rows_cfg, summary["best_params"]), strict=True):
         metrics = row_stage(cfg, work, row["name"], overrides)
         rows.append({"name": row["name"], "label": row["label"], "overrides": overrides,
-                     "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")}})
+                     "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")},
+                     "train_pairs_used": metrics["training"]["sizes"]["train_pairs_used"]})
     final_dir = work / "rows" / rows[-1]["name"]
     clock = time.perf_counter()
     own = own_corpus_stage(cfg, work, final_dir / "model")
@@ -372,7 +373,7 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
         "wall_time_s": round(summary["wall_time_s"] + sum(r["metrics"].get("wall_time_s") or 0 for r in rows)
                              + own_s, 1),
         "this_invocation_s": round(time.time() - started, 1), "n_boot": int(rp.test.n_boot),
-        "budget_pairs": rows[-1]["metrics"]["training"]["sizes"]["train_pairs_used"],
+        "budget_pairs": rows[-1]["train_pairs_used"],
         "budget_all": rp.budget_pairs is None,
         "sweep_pairs": OmegaConf.select(sweep_cfg, "data.max_pairs", default="all"),
         "objectives": list(OmegaConf.select(sweep_cfg, "eval.objective", default=[]) or []),
