@@ -5,7 +5,8 @@
 Every stage runs a real entry point in a subprocess (`python -m contrastive.train -m +sweeps=reproduce`,
 `python -m contrastive.train ...` per ablation row, `python -m contrastive.evaluate ...`), with its own log in
 the work dir. A rerun resumes: the Optuna study resumes, and a row whose run dir holds a metrics.json made
-with the same overrides is read instead of retrained (`reproduce.fresh=true` starts over).
+with the same overrides is read instead of retrained (`reproduce.fresh=true` starts over,
+moving the last run's stages to `<work_dir>.previous`).
 
 The final model is the last ablation row: all the sweep's promoted parameters at `reproduce.budget_pairs`
 (the sweep's trials train on a smaller cap). The test split is only touched by the rows and the final report.
@@ -327,6 +328,17 @@ def update_readme(readme: Path, section: str) -> None:
     tmp.replace(readme)
 
 
+def set_aside(work: Path) -> Path | None:
+    """Start over without losing the last run: move `work` to `<work>.previous` (replacing an older one)."""
+    if not work.exists():
+        return None
+    previous = work.with_name(work.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    work.rename(previous)
+    print(f"[reproduce] fresh start: the last run's stages moved to {previous}", flush=True)
+    return previous
+
+
 def collect_figures(work: Path, final_dir: Path, target: Path) -> list[str]:
     """Copy the sweep's and the final run's PNGs into results/figures; their names."""
     target.mkdir(parents=True, exist_ok=True)
@@ -348,7 +360,7 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
     rp = cfg.reproduce
     work, out = Path(rp.work_dir), Path(rp.results_dir)
     if rp.fresh:
-        shutil.rmtree(work, ignore_errors=True)
+        set_aside(work)
     started = time.time()
     summary = sweep_stage(cfg, work)
     study = sweep_study(work / "sweep", summary["study_name"])

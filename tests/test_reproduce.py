@@ -155,3 +155,13 @@ def test_trial_table_marks_the_pareto_front_and_the_promoted_trial():
     assert rows[0].endswith("| front, promoted |") and rows[1].endswith("|  |") and rows[2].endswith("| front |")
     assert "| pruned | `loss.aux_share=0.3 batch.size=64` | - | - |" in rows[3]
     assert reproduce.trial_table({"trials": []}, [], 6000) == []
+
+
+def test_fresh_start_sets_the_last_run_aside(tmp_path):
+    work = tmp_path / "reproduce"
+    assert reproduce.set_aside(work) is None
+    (work / "rows" / "final").mkdir(parents=True)
+    (work / "rows" / "final" / "metrics.json").write_text("{}")
+    (tmp_path / "reproduce.previous").mkdir()  # an older one is replaced
+    previous = reproduce.set_aside(work)
+    assert not work.exists() and (previous / "rows" / "final" / "metrics.json").read_text() == "{}"
