@@ -30,8 +30,7 @@ def check_train_config(cfg: DictConfig) -> None:
     """Reject values that would fail or mislead later, before any data is read or any model loaded."""
     loss, batch, trainer, ev = cfg.loss, cfg.batch, cfg.trainer, cfg.eval
     _need(_number(loss.aux_weight) and loss.aux_weight >= 0, "loss.aux_weight", loss.aux_weight, "must be >= 0")
-    aux_share = loss.get("aux_share", 1.0)
-    _need(_number(aux_share) and 0 < aux_share <= 1, "loss.aux_share", aux_share, "must be in (0, 1]")
+    _need(_number(loss.aux_share) and 0 < loss.aux_share <= 1, "loss.aux_share", loss.aux_share, "must be in (0, 1]")
     _need(_number(loss.scale) and loss.scale > 0, "loss.scale", loss.scale, "must be > 0")
     _need(loss.aux in AUX_LOSSES, "loss.aux", loss.aux, f"choose one of {', '.join(AUX_LOSSES)}")
     _need(loss.interleave in INTERLEAVE, "loss.interleave", loss.interleave, f"choose one of {', '.join(INTERLEAVE)}")
@@ -43,8 +42,8 @@ def check_train_config(cfg: DictConfig) -> None:
           "MNRL needs at least 2 examples per batch (in-batch negatives)")
     _need(batch.sampler in SAMPLERS, "batch.sampler", batch.sampler, f"choose one of {', '.join(SAMPLERS)}")
     _need(_number(trainer.lr) and trainer.lr > 0, "trainer.lr", trainer.lr, "must be > 0")
-    grad_norm = trainer.get("max_grad_norm", 1.0)
-    _need(_number(grad_norm) and grad_norm > 0, "trainer.max_grad_norm", grad_norm, "must be > 0")
+    _need(_number(trainer.max_grad_norm) and trainer.max_grad_norm > 0, "trainer.max_grad_norm", trainer.max_grad_norm,
+          "must be > 0")
     _need(_number(trainer.epochs) and trainer.epochs > 0, "trainer.epochs", trainer.epochs, "must be > 0")
     _need(_integer(trainer.max_steps), "trainer.max_steps", trainer.max_steps, "must be an integer")
     _need(_number(trainer.warmup_ratio) and 0 <= trainer.warmup_ratio < 1, "trainer.warmup_ratio",

@@ -46,7 +46,7 @@ def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, An
     train = cap_pairs(data.splits["train"], cfg.data.max_pairs, cfg.data.split.seed)
     frames, sizes = build_examples(
         train, hard_negatives=cfg.loss.hard_negatives, with_aux=cfg.loss.aux_weight > 0,
-        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed, aux_share=float(cfg.loss.get("aux_share", 1.0)),
+        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed, aux_share=float(cfg.loss.aux_share),
     )
     sizes = {"train_pairs_used": len(train), **sizes}
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
@@ -159,7 +159,7 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
         learning_rate=float(tr.lr),
         warmup_steps=float(tr.warmup_ratio),
         weight_decay=float(tr.weight_decay),
-        max_grad_norm=float(tr.get("max_grad_norm", 1.0)),
+        max_grad_norm=float(tr.max_grad_norm),
         seed=int(tr.seed),
         data_seed=int(tr.seed),
         logging_steps=int(tr.logging_steps),
