@@ -31,7 +31,7 @@ test-fast: install                    ## unit tests only
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check contrastive tests || true
+	$(VENV)/bin/ruff format --check .
 
 sweep: install                        ## the design card's Optuna sweep (batch size x loss balance)
 	$(PY) -m contrastive.train -m +sweeps=loss_balance $(ARGS)

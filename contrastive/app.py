@@ -144,8 +144,14 @@ def load_thresholds(model_dir: str | os.PathLike | None, fallback: float) -> Thr
         return Thresholds(fallback, fallback, False, str(path), f"{path} unreadable ({exc})")
     finetuned, baseline = _threshold(metrics, "finetuned"), _threshold(metrics, "baseline")
     if finetuned is None:
-        return Thresholds(fallback, baseline if baseline is not None else fallback, False, str(path),
-                          f"{path} has no finetuned.pair_threshold", metrics)
+        return Thresholds(
+            fallback,
+            baseline if baseline is not None else fallback,
+            False,
+            str(path),
+            f"{path} has no finetuned.pair_threshold",
+            metrics,
+        )
     note = "" if baseline is not None else f"{path} has no baseline.pair_threshold (the baseline uses the fallback)"
     return Thresholds(finetuned, baseline if baseline is not None else fallback, True, str(path), note, metrics)
 
@@ -228,8 +234,15 @@ class Engine:
         for side, embed, threshold in sides:
             emb = embed([a, b])
             cosine = float(emb[0] @ emb[1])
-            rows.append({"model": side, "name": self.names[side], "cosine": cosine, "threshold": threshold,
-                         "duplicate": cosine >= threshold})
+            rows.append(
+                {
+                    "model": side,
+                    "name": self.names[side],
+                    "cosine": cosine,
+                    "threshold": threshold,
+                    "duplicate": cosine >= threshold,
+                }
+            )
         return rows
 
     # -- Search
@@ -238,8 +251,9 @@ class Engine:
         texts = unique_questions(read_questions_file(path, self.limits))
         return CorpusIndex(texts, self.embed(texts), f"upload {Path(path).name}")
 
-    def search(self, query: str | None, k: int | float | None,
-               corpus: CorpusIndex | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def search(
+        self, query: str | None, k: int | float | None, corpus: CorpusIndex | None = None
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Top-k corpus questions for a query with cosine scores, and timings in ms."""
         text = check_question(query, self.limits, "query")
         k = int(k or self.top_k)
@@ -254,12 +268,19 @@ class Engine:
         hits = index.search(query_emb, k)[0]
         t2 = time.perf_counter()
         table = pd.DataFrame(
-            [{"rank": rank, "cosine": round(score, 4), "question": index.texts[i]}
-             for rank, (i, score) in enumerate(hits, 1)],
+            [
+                {"rank": rank, "cosine": round(score, 4), "question": index.texts[i]}
+                for rank, (i, score) in enumerate(hits, 1)
+            ],
             columns=["rank", "cosine", "question"],
         )
-        timing = {"encode_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3,
-                  "corpus": len(index), "description": index.description}
+        timing = {
+            "encode_ms": (t1 - t0) * 1e3,
+            "search_ms": (t2 - t1) * 1e3,
+            "total_ms": (t2 - t0) * 1e3,
+            "corpus": len(index),
+            "description": index.description,
+        }
         return table, timing
 
     # -- Deduplicate
@@ -297,16 +318,25 @@ def render_compare(rows: Sequence[dict[str, Any]], thresholds: Thresholds) -> st
             f'<td class="cmp-thr">&ge; {row["threshold"]:.3f}</td>'
             f'<td><span class="verdict {css}">{verdict}</span></td></tr>'
         )
-    note = "" if thresholds.calibrated else (
-        f'<p class="cmp-note">Uncalibrated threshold (app.fallback_threshold): {html.escape(thresholds.note)}.</p>')
-    return ('<table class="cmp-table"><thead><tr><th>model</th><th>cosine</th><th>duplicate if</th>'
-            f'<th>verdict</th></tr></thead><tbody>{"".join(lines)}</tbody></table>{note}')
+    note = (
+        ""
+        if thresholds.calibrated
+        else (
+            f'<p class="cmp-note">Uncalibrated threshold (app.fallback_threshold): {html.escape(thresholds.note)}.</p>'
+        )
+    )
+    return (
+        '<table class="cmp-table"><thead><tr><th>model</th><th>cosine</th><th>duplicate if</th>'
+        f"<th>verdict</th></tr></thead><tbody>{''.join(lines)}</tbody></table>{note}"
+    )
 
 
 def render_search_info(timing: dict[str, Any]) -> str:
     """One line under the results: latency and corpus."""
-    return (f"**{timing['total_ms']:.1f} ms** (encode {timing['encode_ms']:.1f} ms + search "
-            f"{timing['search_ms']:.1f} ms) over **{timing['corpus']:,}** questions — {timing['description']}")
+    return (
+        f"**{timing['total_ms']:.1f} ms** (encode {timing['encode_ms']:.1f} ms + search "
+        f"{timing['search_ms']:.1f} ms) over **{timing['corpus']:,}** questions — {timing['description']}"
+    )
 
 
 def render_dedup_info(texts: Sequence[str], groups: Sequence[Sequence[int]], threshold: float, origin: str) -> str:
@@ -315,27 +345,34 @@ def render_dedup_info(texts: Sequence[str], groups: Sequence[Sequence[int]], thr
     covered = sum(len(g) for g in multi)
     if not multi:
         return f"{len(texts):,} questions from the {origin}: **no duplicates** at cosine ≥ {threshold:.3f}."
-    return (f"{len(texts):,} questions from the {origin} → **{len(groups):,} distinct**; "
-            f"**{len(multi):,} group(s)** hold {covered:,} questions at cosine ≥ {threshold:.3f}. "
-            "The table lists the groups with more than one question; the CSV lists every question.")
+    return (
+        f"{len(texts):,} questions from the {origin} → **{len(groups):,} distinct**; "
+        f"**{len(multi):,} group(s)** hold {covered:,} questions at cosine ≥ {threshold:.3f}. "
+        "The table lists the groups with more than one question; the CSV lists every question."
+    )
 
 
-def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thresholds,
-                    fingerprint: str | None) -> str:
+def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thresholds, fingerprint: str | None) -> str:
     """The page header: which checkpoint is served, beside which baseline, at which thresholds."""
     lines = ["# Duplicate question finder"]
     if checkpoint.path is None:
-        lines.append(f"**No fine-tuned checkpoint found** ({html.escape(checkpoint.note)}): serving the untuned "
-                     f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `app.model=DIR`.")
+        lines.append(
+            f"**No fine-tuned checkpoint found** ({html.escape(checkpoint.note)}): serving the untuned "
+            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `app.model=DIR`."
+        )
     else:
         fp = f" · weights `{fingerprint}`" if fingerprint else ""
-        lines.append(f"**Serving** `{checkpoint.path}` ({checkpoint.source}){fp}  \n"
-                     f"**Beside** the untuned baseline `{baseline_name}`")
+        lines.append(
+            f"**Serving** `{checkpoint.path}` ({checkpoint.source}){fp}  \n"
+            f"**Beside** the untuned baseline `{baseline_name}`"
+        )
     m = thresholds.metrics
     if thresholds.calibrated:
         split = m.get("split", "eval")
-        line = (f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}** (fine-tuned) / {thresholds.baseline:.3f} "
-                f"(baseline): best-F1 thresholds on the {split} split, from `{thresholds.source}`")
+        line = (
+            f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}** (fine-tuned) / {thresholds.baseline:.3f} "
+            f"(baseline): best-F1 thresholds on the {split} split, from `{thresholds.source}`"
+        )
         objective = m.get("objective") or {}
         name = objective.get("name") if isinstance(objective, dict) else None
         name = name if isinstance(name, str) else None
@@ -344,8 +381,10 @@ def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thre
             line += f" · {split} {name} {ft:.3f} vs {base:.3f} baseline"
         lines.append(line)
     else:
-        lines.append(f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}**: an uncalibrated fallback "
-                     f"(`app.fallback_threshold`) — {html.escape(thresholds.note)}")
+        lines.append(
+            f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}**: an uncalibrated fallback "
+            f"(`app.fallback_threshold`) — {html.escape(thresholds.note)}"
+        )
     if thresholds.calibrated and thresholds.note:
         lines.append(f"_{html.escape(thresholds.note)}_")
     return "\n\n".join(lines)
@@ -401,13 +440,21 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(header, elem_id="header")
         with gr.Tab("Compare", id="compare"):
-            gr.Markdown("Are two questions asking the same thing? Cosine similarity of their embeddings, under "
-                        "the served model and the untuned baseline, against each model's threshold.")
+            gr.Markdown(
+                "Are two questions asking the same thing? Cosine similarity of their embeddings, under "
+                "the served model and the untuned baseline, against each model's threshold."
+            )
             with gr.Row():
-                q1 = gr.Textbox(label="Question 1", lines=2, max_lines=5, elem_id="q1",
-                                placeholder="How do I learn Python quickly?")
-                q2 = gr.Textbox(label="Question 2", lines=2, max_lines=5, elem_id="q2",
-                                placeholder="What is the fastest way to learn Python?")
+                q1 = gr.Textbox(
+                    label="Question 1", lines=2, max_lines=5, elem_id="q1", placeholder="How do I learn Python quickly?"
+                )
+                q2 = gr.Textbox(
+                    label="Question 2",
+                    lines=2,
+                    max_lines=5,
+                    elem_id="q2",
+                    placeholder="What is the fastest way to learn Python?",
+                )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             compare_out = gr.HTML(elem_id="compare-result", min_height=40)
 
@@ -422,25 +469,39 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
             corpus_md = gr.Markdown(f"Corpus: **{engine.index.description}** ({size}).", elem_id="corpus-info")
             uploaded = gr.State(None)
             with gr.Row():
-                query = gr.Textbox(label="Question", scale=4, elem_id="query",
-                                   placeholder="How can I lose weight fast?")
-                k = gr.Slider(1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1,
-                              elem_id="top-k")
+                query = gr.Textbox(
+                    label="Question", scale=4, elem_id="query", placeholder="How can I lose weight fast?"
+                )
+                k = gr.Slider(
+                    1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1, elem_id="top-k"
+                )
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-            with gr.Accordion("Search your own questions instead (a CSV with a 'question' column, or a TXT "
-                              "with one question per line)", open=False):
-                corpus_file = gr.File(label="Your corpus (.csv / .txt)", file_types=[".csv", ".txt"],
-                                      elem_id="corpus-file")
+            with gr.Accordion(
+                "Search your own questions instead (a CSV with a 'question' column, or a TXT "
+                "with one question per line)",
+                open=False,
+            ):
+                corpus_file = gr.File(
+                    label="Your corpus (.csv / .txt)", file_types=[".csv", ".txt"], elem_id="corpus-file"
+                )
             search_info = gr.Markdown(elem_id="search-info")
-            results = gr.Dataframe(headers=["rank", "cosine", "question"], datatype=["number", "str", "str"],
-                                   column_widths=["8%", "10%", "82%"], wrap=True, interactive=False,
-                                   elem_id="search-results", label="Most similar questions")
+            results = gr.Dataframe(
+                headers=["rank", "cosine", "question"],
+                datatype=["number", "str", "str"],
+                column_widths=["8%", "10%", "82%"],
+                wrap=True,
+                interactive=False,
+                elem_id="search-results",
+                label="Most similar questions",
+            )
 
             @_ui_errors
             def on_search(text: str, top: float, corpus: CorpusIndex | None) -> tuple[pd.DataFrame, str]:
                 if corpus is None and not engine.index.ready:
-                    gr.Info(f"Encoding the corpus ({engine.index.size or 0:,} questions) for the first time; "
-                            "the search runs as soon as it is ready.")
+                    gr.Info(
+                        f"Encoding the corpus ({engine.index.size or 0:,} questions) for the first time; "
+                        "the search runs as soon as it is ready."
+                    )
                 table, timing = engine.search(text, top, corpus)
                 return table.assign(cosine=table["cosine"].map("{:.3f}".format)), render_search_info(timing)
 
@@ -451,30 +512,49 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                 index = engine.index_upload(path)
                 return index, f"Corpus: **{index.description}** ({len(index):,} distinct questions)."
 
-            gr.on([search_btn.click, query.submit], on_search, [query, k, uploaded], [results, search_info],
-                  api_name="search")
+            gr.on(
+                [search_btn.click, query.submit],
+                on_search,
+                [query, k, uploaded],
+                [results, search_info],
+                api_name="search",
+            )
             corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
 
         with gr.Tab("Deduplicate", id="dedup"):
-            gr.Markdown(f"Paste questions (one per line) or upload a CSV/TXT: questions whose cosine is ≥ the "
-                        f"threshold are linked, and linked questions form a group (up to "
-                        f"{engine.limits.max_questions:,} questions).")
+            gr.Markdown(
+                f"Paste questions (one per line) or upload a CSV/TXT: questions whose cosine is ≥ the "
+                f"threshold are linked, and linked questions form a group (up to "
+                f"{engine.limits.max_questions:,} questions)."
+            )
             with gr.Row():
-                pasted = gr.Textbox(label="Questions, one per line", lines=8, max_lines=20, scale=3,
-                                    elem_id="dedup-text")
+                pasted = gr.Textbox(
+                    label="Questions, one per line", lines=8, max_lines=20, scale=3, elem_id="dedup-text"
+                )
                 with gr.Column(scale=1):
-                    dedup_file = gr.File(label="…or a file (.csv / .txt)", file_types=[".csv", ".txt"],
-                                         height=150, elem_id="dedup-file")
+                    dedup_file = gr.File(
+                        label="…or a file (.csv / .txt)", file_types=[".csv", ".txt"], height=150, elem_id="dedup-file"
+                    )
                     low = min(0.5, math.floor(thr.finetuned * 10) / 10)  # keep the default on the slider
-                    threshold = gr.Slider(low, 1.0, value=round(thr.finetuned, 3), step=0.005,
-                                          label=f"cosine threshold ({thr_label} {thr.finetuned:.3f})",
-                                          elem_id="dedup-threshold")
+                    threshold = gr.Slider(
+                        low,
+                        1.0,
+                        value=round(thr.finetuned, 3),
+                        step=0.005,
+                        label=f"cosine threshold ({thr_label} {thr.finetuned:.3f})",
+                        elem_id="dedup-threshold",
+                    )
             dedup_btn = gr.Button("Find duplicate groups", variant="primary", elem_id="dedup-btn")
             dedup_info = gr.Markdown(elem_id="dedup-info")
-            groups_out = gr.Dataframe(headers=["group", "size", "question", "cosine_to_first"],
-                                      datatype=["number", "number", "str", "str"],
-                                      column_widths=["8%", "8%", "70%", "14%"], wrap=True, interactive=False,
-                                      elem_id="dedup-groups", label="Groups of duplicates")
+            groups_out = gr.Dataframe(
+                headers=["group", "size", "question", "cosine_to_first"],
+                datatype=["number", "number", "str", "str"],
+                column_widths=["8%", "8%", "70%", "14%"],
+                wrap=True,
+                interactive=False,
+                elem_id="dedup-groups",
+                label="Groups of duplicates",
+            )
             download = gr.DownloadButton("Download CSV (every question)", visible=False, elem_id="dedup-download")
 
             @_ui_errors
@@ -486,14 +566,16 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                 info = render_dedup_info(texts, groups, float(cut), origin)
                 return info, shown, gr.DownloadButton(value=write_csv(table), visible=True)
 
-            dedup_btn.click(on_dedup, [pasted, dedup_file, threshold], [dedup_info, groups_out, download],
-                            api_name="dedup")
+            dedup_btn.click(
+                on_dedup, [pasted, dedup_file, threshold], [dedup_info, groups_out, download], api_name="dedup"
+            )
     return demo
 
 
 # ---------------------------------------------------------------- wiring
 def check_app_config(app: DictConfig) -> None:
     """Reject app settings that would fail later, each as a one-line ConfigError."""
+
     def need(ok: bool, key: str, why: str) -> None:
         if not ok:
             raise ConfigError(f"app.{key}={OmegaConf.select(app, key)!r}: {why}")
@@ -507,17 +589,30 @@ def check_app_config(app: DictConfig) -> None:
     need(isinstance(app.host, str) and bool(app.host), "host", "must be a host name or address")
     need(isinstance(app.share, bool), "share", "must be true or false")
     fb = app.fallback_threshold
-    need(isinstance(fb, (int, float)) and not isinstance(fb, bool) and -1 <= fb <= 1, "fallback_threshold",
-         "must be a cosine in [-1, 1]")
-    for key in ("batch_size", "top_k", "max_top_k", "chunk_size", "limits.max_chars", "limits.max_questions",
-                "corpus.max_questions"):
+    need(
+        isinstance(fb, (int, float)) and not isinstance(fb, bool) and -1 <= fb <= 1,
+        "fallback_threshold",
+        "must be a cosine in [-1, 1]",
+    )
+    for key in (
+        "batch_size",
+        "top_k",
+        "max_top_k",
+        "chunk_size",
+        "limits.max_chars",
+        "limits.max_questions",
+        "corpus.max_questions",
+    ):
         positive_int(key)
     need(app.top_k <= app.max_top_k, "top_k", f"must be <= app.max_top_k ({app.max_top_k})")
     mb = app.limits.max_upload_mb
     need(isinstance(mb, (int, float)) and not isinstance(mb, bool) and mb > 0, "limits.max_upload_mb", "must be > 0")
     splits = app.corpus.splits
-    need(app.corpus.path is not None or (splits is not None and len(splits) > 0), "corpus.splits",
-         "name at least one split, or set app.corpus.path")
+    need(
+        app.corpus.path is not None or (splits is not None and len(splits) > 0),
+        "corpus.splits",
+        "name at least one split, or set app.corpus.path",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -543,8 +638,10 @@ def corpus_texts(cfg: DictConfig) -> tuple[list[str], str]:
         raise ConfigError(f"app.corpus.splits={names}: no split {unknown[0]!r} (data has {list(data.splits)})")
     keys = sorted(set().union(*(set(data.splits[s]["key1"]) | set(data.splits[s]["key2"]) for s in names)))
     if len(keys) > corpus.max_questions:
-        raise ConfigError(f"app.corpus.max_questions={corpus.max_questions}: the {'+'.join(names)} splits hold "
-                          f"{len(keys):,} questions")
+        raise ConfigError(
+            f"app.corpus.max_questions={corpus.max_questions}: the {'+'.join(names)} splits hold "
+            f"{len(keys):,} questions"
+        )
     return [data.questions[key] for key in keys], f"{' + '.join(names)} split questions of {data.summary['source']}"
 
 
@@ -561,8 +658,9 @@ def encoder(model: Any, batch_size: int, progress_from: int = 1000) -> Embed:
     return embed
 
 
-def build_index(embed: Embed, texts: list[str], description: str, cache_dir: str,
-                model_key: dict[str, Any]) -> CorpusIndex:
+def build_index(
+    embed: Embed, texts: list[str], description: str, cache_dir: str, model_key: dict[str, Any]
+) -> CorpusIndex:
     """Encode the corpus, or read its embeddings from the on-disk cache (written atomically) keyed by the
     model (weights fingerprint, max_seq_length) and the corpus (content fingerprint)."""
     from contrastive.evaluate import cache_path, cached_embeddings
@@ -572,8 +670,12 @@ def build_index(embed: Embed, texts: list[str], description: str, cache_dir: str
     started = time.perf_counter()
     log.info("search index: %d questions (%s), cache %s", len(texts), description, path)
     embeddings, hit = cached_embeddings(path, key, len(texts), partial(embed, texts))
-    log.info("search index ready: %d questions %s in %.1f s", len(texts), "read from cache" if hit else "encoded",
-             time.perf_counter() - started)
+    log.info(
+        "search index ready: %d questions %s in %.1f s",
+        len(texts),
+        "read from cache" if hit else "encoded",
+        time.perf_counter() - started,
+    )
     return CorpusIndex(texts, embeddings, description)
 
 
@@ -587,10 +689,16 @@ def create_app(cfg: DictConfig):
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
     baseline_name = str(cfg.model.name_or_path)
     device = app.device or None
-    print(f"serving: {checkpoint.path or baseline_name + ' (untuned baseline; ' + checkpoint.note + ')'}"
-          f" [{checkpoint.source}]", flush=True)
-    print(f"thresholds: fine-tuned {thresholds.finetuned:.4f}, baseline {thresholds.baseline:.4f} "
-          f"({_fmt_threshold(thresholds)}{': ' + thresholds.note if thresholds.note else ''})", flush=True)
+    print(
+        f"serving: {checkpoint.path or baseline_name + ' (untuned baseline; ' + checkpoint.note + ')'}"
+        f" [{checkpoint.source}]",
+        flush=True,
+    )
+    print(
+        f"thresholds: fine-tuned {thresholds.finetuned:.4f}, baseline {thresholds.baseline:.4f} "
+        f"({_fmt_threshold(thresholds)}{': ' + thresholds.note if thresholds.note else ''})",
+        flush=True,
+    )
 
     backend = backend_args(cfg.model)
     baseline = load_model(baseline_name, cfg.model.max_seq_length, device, **backend)
@@ -603,22 +711,36 @@ def create_app(cfg: DictConfig):
     served_fp = fingerprint(served_name)
     model_key = {"model": served_fp, "max_seq_length": int(served.max_seq_length), "backend": backend["backend"]}
 
-    limits = Limits(int(app.limits.max_chars), int(app.limits.max_questions),
-                    int(float(app.limits.max_upload_mb) * 1_000_000))
+    limits = Limits(
+        int(app.limits.max_chars), int(app.limits.max_questions), int(float(app.limits.max_upload_mb) * 1_000_000)
+    )
     try:
         texts, description = corpus_texts(cfg)
-        index = BackgroundIndex(partial(build_index, embed, texts, description, str(app.cache_dir), model_key),
-                                description, len(texts)).start()
+        index = BackgroundIndex(
+            partial(build_index, embed, texts, description, str(app.cache_dir), model_key), description, len(texts)
+        ).start()
     except UserError as exc:
         log.warning("no default search corpus: %s", exc)
         print(f"warning: no default search corpus: {exc}", flush=True)
         index = BackgroundIndex.failed(f"no default search corpus ({exc}); upload a CSV/TXT instead")
 
-    names = {"finetuned": f"fine-tuned · {Path(checkpoint.path).parent.name + '/' + Path(checkpoint.path).name}"
-             if checkpoint.path else f"untuned baseline · {baseline_name}",
-             "baseline": f"untuned baseline · {baseline_name.rsplit('/', 1)[-1]}"}
-    engine = Engine(embed, embed_baseline, thresholds, limits, index, int(app.top_k), int(app.max_top_k),
-                    int(app.chunk_size), names=names)
+    names = {
+        "finetuned": f"fine-tuned · {Path(checkpoint.path).parent.name + '/' + Path(checkpoint.path).name}"
+        if checkpoint.path
+        else f"untuned baseline · {baseline_name}",
+        "baseline": f"untuned baseline · {baseline_name.rsplit('/', 1)[-1]}",
+    }
+    engine = Engine(
+        embed,
+        embed_baseline,
+        thresholds,
+        limits,
+        index,
+        int(app.top_k),
+        int(app.max_top_k),
+        int(app.chunk_size),
+        names=names,
+    )
     header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)
     return build_ui(engine, header), engine
 
@@ -632,9 +754,17 @@ def serve(cfg: DictConfig) -> None:
     port = int(app.port) if app.port else free_port(app.host)
     print(f"app: http://{app.host}:{port}", flush=True)
     demo.launch(
-        server_name=str(app.host), server_port=port, share=bool(app.share), inbrowser=False, ssr_mode=False,
-        max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000), show_error=True, quiet=True,
-        theme=gr.themes.Soft(), css=CSS, footer_links=["gradio"],
+        server_name=str(app.host),
+        server_port=port,
+        share=bool(app.share),
+        inbrowser=False,
+        ssr_mode=False,
+        max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
+        show_error=True,
+        quiet=True,
+        theme=gr.themes.Soft(),
+        css=CSS,
+        footer_links=["gradio"],
     )
 
 

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from contrastive import CONF_DIR
 from contrastive.cli import user_errors
+from contrastive.utils import fmt_cell, numpy_default, write_json
 
 log = logging.getLogger("contrastive.bench")
 
@@ -73,11 +74,12 @@ def encode_batches(char_lengths: Sequence[int], batch_size: int) -> list[np.ndar
     """Row indices of each encode batch of plain SentenceTransformer.encode: longest text (by characters)
     first, `batch_size` texts each."""
     order = np.argsort([-int(n) for n in char_lengths], kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def padded_work(token_lengths: Sequence[int], batches: Iterable[Sequence[int]], shape: EncoderShape,
-                training: bool = False) -> dict[str, float]:
+def padded_work(
+    token_lengths: Sequence[int], batches: Iterable[Sequence[int]], shape: EncoderShape, training: bool = False
+) -> dict[str, float]:
     """Tokens processed (padded to each batch's longest), useful tokens, and FLOPs of both, over `batches`."""
     lengths = np.asarray(token_lengths)
     out = {"padded_tokens": 0.0, "useful_tokens": 0.0, "flops": 0.0, "useful_flops": 0.0}
@@ -139,39 +141,31 @@ def _nan_for_none(interval: tuple[float | None, float | None]) -> tuple[float, f
     return (float("nan") if lo is None else lo), (float("nan") if hi is None else hi)
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A compact cell: numbers to `digits` significant-ish decimals, None as a dash."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        if not math.isfinite(value):
-            return "-"
-        magnitude = abs(value)
-        if magnitude >= 100:
-            return f"{value:,.0f}"
-        if magnitude >= 10:
-            return f"{value:.1f}"
-        return f"{value:.{digits}f}" if magnitude >= 0.01 or value == 0 else f"{value:.2e}"
-    return str(value)
-
-
-TABLE_COLUMNS = (("row", "row"), ("what", "compares (A vs B)"), ("a", "A"), ("b", "B"), ("ratio", "ratio A/B"),
-                 ("target", "target"), ("met", "met"), ("quality", "quality beside it"), ("peak", "% of fp32 peak"))
+TABLE_COLUMNS = (
+    ("row", "row"),
+    ("what", "compares (A vs B)"),
+    ("a", "A"),
+    ("b", "B"),
+    ("ratio", "ratio A/B"),
+    ("target", "target"),
+    ("met", "met"),
+    ("quality", "quality beside it"),
+    ("peak", "% of fp32 peak"),
+)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """One markdown table of the bench rows (missing cells as a dash; pipes in cells escaped)."""
+
     def cell(row: Mapping[str, Any], key: str) -> str:
         value = row.get(key)
-        text = fmt(value, 2) + "x" if key == "ratio" and isinstance(value, float) else fmt(value)
+        text = fmt_cell(value, 2) + "x" if key == "ratio" and isinstance(value, float) else fmt_cell(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
-             "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
+    lines = [
+        "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
     lines += ["| " + " | ".join(cell(row, key) for key, _ in TABLE_COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -205,8 +199,9 @@ def synthetic_eval_set(n: int, query_share: float, pairs_per_question: float, se
         if sizes[-1] < 2:
             sizes.pop()
     grouped = sum(sizes)
-    comp = np.concatenate([np.repeat(np.arange(len(sizes)), sizes),
-                           np.arange(len(sizes), len(sizes) + n - grouped)]).astype(np.int64)
+    comp = np.concatenate(
+        [np.repeat(np.arange(len(sizes)), sizes), np.arange(len(sizes), len(sizes) + n - grouped)]
+    ).astype(np.int64)
     comp = comp[rng.permutation(n)]
     counts = np.bincount(comp)
     queries = np.flatnonzero(counts[comp] >= 2)
@@ -221,8 +216,17 @@ def synthetic_eval_set(n: int, query_share: float, pairs_per_question: float, se
     pair_rows = np.concatenate([dup, neg]).astype(np.int64)
     labels = np.concatenate([np.ones(len(dup)), np.zeros(len(neg))]).astype(np.int64)
     keys = [f"q{i}" for i in range(n)]
-    return EvalSet(split="synthetic", keys=keys, texts=[""] * n, comp=comp, n_split=n, queries=queries,
-                   n_relevant=counts[comp[queries]] - 1, pair_rows=pair_rows, pair_labels=labels)
+    return EvalSet(
+        split="synthetic",
+        keys=keys,
+        texts=[""] * n,
+        comp=comp,
+        n_split=n,
+        queries=queries,
+        n_relevant=counts[comp[queries]] - 1,
+        pair_rows=pair_rows,
+        pair_labels=labels,
+    )
 
 
 def unit_vectors(n: int, dim: int, seed: int, chunk: int = 8192) -> np.ndarray:
@@ -231,7 +235,7 @@ def unit_vectors(n: int, dim: int, seed: int, chunk: int = 8192) -> np.ndarray:
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         block = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
-        out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -259,7 +263,7 @@ def matmul_gflops(size: int, reps: int, threads: int | None = None) -> float:
         for _ in range(reps):
             start = time.perf_counter()
             a @ b
-            best = max(best, 2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
+            best = max(best, 2.0 * size**3 / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -312,8 +316,14 @@ def data_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     path = data.get("path") or (data.get("default_path") if data.get("source") in ("auto", "local") else None)
     if path and Path(str(path)).expanduser().is_file():
         return data, f"data: {path}"
-    fallback = OmegaConf.merge(data, {"source": "local", "path": cfg.bench.fixture_path,
-                                      "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}})
+    fallback = OmegaConf.merge(
+        data,
+        {
+            "source": "local",
+            "path": cfg.bench.fixture_path,
+            "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        },
+    )
     return fallback, f"data: FIXTURE {cfg.bench.fixture_path} (no file at {path}); figures are not QQP's"
 
 
@@ -335,10 +345,13 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     eval_set = build_eval_set(val, "val")
     model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length, "cpu")
     counter = SamplerFactory.token_counter(cfg.model.name_or_path, cfg.model.max_seq_length)
-    note(f"{source_note}; {len(pairs):,} train pairs; val subset {eval_set.n_split:,} questions, "
-         f"{len(eval_set.queries):,} queries, {len(eval_set.pair_labels):,} pairs")
-    return Inputs(cfg, data, source_note, pairs, component_lookup([train]), eval_set, model, encoder_shape(model),
-                  counter)
+    note(
+        f"{source_note}; {len(pairs):,} train pairs; val subset {eval_set.n_split:,} questions, "
+        f"{len(eval_set.queries):,} queries, {len(eval_set.pair_labels):,} pairs"
+    )
+    return Inputs(
+        cfg, data, source_note, pairs, component_lookup([train]), eval_set, model, encoder_shape(model), counter
+    )
 
 
 # ---------------------------------------------------------------- 0. peak
@@ -357,10 +370,14 @@ def peak_row(inp: Inputs, record: dict[str, Any]) -> Row:
     import torch
 
     record["peak_gflops"] = inp.peak_gflops
-    return {"row": "0", "what": f"fp32 matmul GFLOP/s of this machine, n={inp.cfg.bench.peak.size} "
-                                 f"({torch.get_num_threads()} threads, 1 thread; at the start, at the end)",
-            "a": ", ".join(f"{g:.1f}" for g in inp.peak_gflops), "quality": "the max is the 100% below",
-            "peak": "100%"}
+    return {
+        "row": "0",
+        "what": f"fp32 matmul GFLOP/s of this machine, n={inp.cfg.bench.peak.size} "
+        f"({torch.get_num_threads()} threads, 1 thread; at the start, at the end)",
+        "a": ", ".join(f"{g:.1f}" for g in inp.peak_gflops),
+        "quality": "the max is the 100% below",
+        "peak": "100%",
+    }
 
 
 # ---------------------------------------------------------------- 1. training throughput
@@ -378,8 +395,14 @@ class CountingCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         start = time.perf_counter()
         out = self.inner(features)
-        record = {"rows": float(len(features)), "padded_tokens": 0.0, "useful_tokens": 0.0, "flops": 0.0,
-                  "useful_flops": 0.0, "collate_s": time.perf_counter() - start}
+        record = {
+            "rows": float(len(features)),
+            "padded_tokens": 0.0,
+            "useful_tokens": 0.0,
+            "flops": 0.0,
+            "useful_flops": 0.0,
+            "collate_s": time.perf_counter() - start,
+        }
         for key, mask in out.items():
             if not key.endswith("attention_mask"):
                 continue
@@ -422,28 +445,47 @@ def plain_trainer(model: Any, dataset: Any, batch_size: int, steps: int, seed: i
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     args = SentenceTransformerTrainingArguments(
-        output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps, seed=seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, report_to="none", save_strategy="no", use_cpu=True,
-        disable_tqdm=True, logging_steps=10 ** 6,
+        output_dir=out,
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        seed=seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=10**6,
     )
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                      loss=MultipleNegativesRankingLoss(model))
+    return SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model)
+    )
 
 
-def our_config(cfg: DictConfig, batch_size: int, steps: int, seed: int, grouping: int,
-               threads: int | None) -> DictConfig:
+def our_config(
+    cfg: DictConfig, batch_size: int, steps: int, seed: int, grouping: int, threads: int | None
+) -> DictConfig:
     """The training config of one of our variants: MNRL only on the given pairs, this grouping and threads."""
-    return OmegaConf.merge(cfg, {
-        "batch": {"size": batch_size, "sampler": "component", "length_grouping": grouping, "num_threads": threads},
-        "trainer": {"max_steps": steps, "seed": seed, "eval_steps": 0, "eval_every_examples": 0,
-                    "logging_steps": 10 ** 6, "dataloader_workers": 0},
-        "loss": {"hard_negatives": False, "aux_weight": 0.0},
-        "tracking": {"enabled": False},
-    })
+    return OmegaConf.merge(
+        cfg,
+        {
+            "batch": {"size": batch_size, "sampler": "component", "length_grouping": grouping, "num_threads": threads},
+            "trainer": {
+                "max_steps": steps,
+                "seed": seed,
+                "eval_steps": 0,
+                "eval_every_examples": 0,
+                "logging_steps": 10**6,
+                "dataloader_workers": 0,
+            },
+            "loss": {"hard_negatives": False, "aux_weight": 0.0},
+            "tracking": {"enabled": False},
+        },
+    )
 
 
-def our_trainer(model: Any, dataset: Any, cfg: DictConfig, lookup: dict[str, int], out: str,
-                callbacks: Sequence[Any] = ()):
+def our_trainer(
+    model: Any, dataset: Any, cfg: DictConfig, lookup: dict[str, int], out: str, callbacks: Sequence[Any] = ()
+):
     """Our training path on `dataset`: training_args + SamplerFactory + build_losses from contrastive.train."""
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -453,12 +495,19 @@ def our_trainer(model: Any, dataset: Any, cfg: DictConfig, lookup: dict[str, int
     args = training_args(cfg, Path(out), SamplerFactory(cfg.batch.sampler, lookup))
     args.disable_tqdm = True
     loss = build_losses(model, cfg.loss, ["mnrl_pairs"])["mnrl_pairs"]
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                      callbacks=list(callbacks))
+    return SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=list(callbacks)
+    )
 
 
-def timed_run(make: Callable[[Any, str], Any], base_model: Any, shape: EncoderShape, warmup: int,
-              threads: int | None = None, max_timed_s: float | None = None) -> dict[str, float]:
+def timed_run(
+    make: Callable[[Any, str], Any],
+    base_model: Any,
+    shape: EncoderShape,
+    warmup: int,
+    threads: int | None = None,
+    max_timed_s: float | None = None,
+) -> dict[str, float]:
     """Train a fresh copy of `base_model` with the Trainer `make(model, out_dir)` builds; time steps after warm-up."""
     model = copy.deepcopy(base_model)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as out, torch_threads(threads):
@@ -472,24 +521,35 @@ def timed_run(make: Callable[[Any, str], Any], base_model: Any, shape: EncoderSh
     steps = len(clock.ends)
     timed = counter.batches[warmup:steps]
     seconds = clock.ends[-1] - clock.ends[warmup - 1] if warmup >= 1 else float("nan")
-    totals = {k: sum(b[k] for b in timed)
-              for k in ("rows", "padded_tokens", "useful_tokens", "flops", "useful_flops", "collate_s")}
-    return {"steps": steps, "timed_steps": len(timed), "seconds": seconds, **totals,
-            "pairs_per_s": totals["rows"] / seconds, "flops_per_s": totals["flops"] / seconds,
-            "useful_flops_per_s": totals["useful_flops"] / seconds,
-            "padding_ratio": safe_ratio(totals["padded_tokens"], totals["useful_tokens"])}
+    totals = {
+        k: sum(b[k] for b in timed)
+        for k in ("rows", "padded_tokens", "useful_tokens", "flops", "useful_flops", "collate_s")
+    }
+    return {
+        "steps": steps,
+        "timed_steps": len(timed),
+        "seconds": seconds,
+        **totals,
+        "pairs_per_s": totals["rows"] / seconds,
+        "flops_per_s": totals["flops"] / seconds,
+        "useful_flops_per_s": totals["useful_flops"] / seconds,
+        "padding_ratio": safe_ratio(totals["padded_tokens"], totals["useful_tokens"]),
+    }
 
 
 def pooled(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Throughput over all reps of a variant: total pairs / total timed seconds (and the same for FLOPs)."""
     seconds = sum(r["seconds"] for r in runs)
-    return {"pairs_per_s": sum(r["rows"] for r in runs) / seconds,
-            "flops_per_s": sum(r["flops"] for r in runs) / seconds,
-            "useful_flops_per_s": sum(r["useful_flops"] for r in runs) / seconds,
-            "padding_ratio": safe_ratio(sum(r["padded_tokens"] for r in runs), sum(r["useful_tokens"] for r in runs)),
-            "padded_tokens_per_s": sum(r["padded_tokens"] for r in runs) / seconds,
-            "collate_share": sum(r["collate_s"] for r in runs) / seconds, "seconds": seconds,
-            "per_rep_pairs_per_s": [r["pairs_per_s"] for r in runs]}
+    return {
+        "pairs_per_s": sum(r["rows"] for r in runs) / seconds,
+        "flops_per_s": sum(r["flops"] for r in runs) / seconds,
+        "useful_flops_per_s": sum(r["useful_flops"] for r in runs) / seconds,
+        "padding_ratio": safe_ratio(sum(r["padded_tokens"] for r in runs), sum(r["useful_tokens"] for r in runs)),
+        "padded_tokens_per_s": sum(r["padded_tokens"] for r in runs) / seconds,
+        "collate_share": sum(r["collate_s"] for r in runs) / seconds,
+        "seconds": seconds,
+        "per_rep_pairs_per_s": [r["pairs_per_s"] for r in runs],
+    }
 
 
 def epoch_padding(batches: Iterable[Sequence[int]], column_lengths: Sequence[Sequence[int]]) -> dict[str, float]:
@@ -503,8 +563,7 @@ def epoch_padding(batches: Iterable[Sequence[int]], column_lengths: Sequence[Seq
             rows = lengths[idx]
             padded += rows.size * (int(rows.max()) if rows.size else 0)
             useful += float(rows.sum())
-    return {"examples": examples, "padded_tokens": padded, "useful_tokens": useful,
-            "ratio": safe_ratio(padded, useful)}
+    return {"examples": examples, "padded_tokens": padded, "useful_tokens": useful, "ratio": safe_ratio(padded, useful)}
 
 
 def sampler_padding(inp: Inputs, dataset: Any, batch_size: int, seed: int, grouping: int) -> dict[str, Any]:
@@ -515,8 +574,11 @@ def sampler_padding(inp: Inputs, dataset: Any, batch_size: int, seed: int, group
     from contrastive.train import SamplerFactory
 
     lengths = [inp.count_tokens(dataset[c]) for c in dataset.column_names]
-    plans = {"plain": NoDuplicatesBatchSampler(dataset, batch_size=batch_size, drop_last=False,
-                                               generator=torch.Generator().manual_seed(seed), seed=seed)}
+    plans = {
+        "plain": NoDuplicatesBatchSampler(
+            dataset, batch_size=batch_size, drop_last=False, generator=torch.Generator().manual_seed(seed), seed=seed
+        )
+    }
     for name, windows in (("ours_ungrouped", 0), ("ours_grouped", grouping)):
         factory = SamplerFactory("component", inp.lookup, windows, inp.count_tokens)
         plans[name] = factory(dataset, batch_size=batch_size, drop_last=False, seed=seed)
@@ -566,8 +628,12 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     # in each rep the compared runs sit next to each other: plain | grouped | plain_T | ungrouped. With our thread
     # setting null (torch's default, as the plain script) plain_T would be plain again: it is not run.
     same_threads = setting is None
-    variants = {"plain": (plain, False), "ours_grouped": (ours(grouping), True), "plain_T": (plain, True),
-                "ours_ungrouped": (ours(0), True)}
+    variants = {
+        "plain": (plain, False),
+        "ours_grouped": (ours(grouping), True),
+        "plain_T": (plain, True),
+        "ours_ungrouped": (ours(0), True),
+    }
     if same_threads:
         del variants["plain_T"]
     ref = "plain" if same_threads else "plain_T"
@@ -575,32 +641,55 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     for rep, name in interleaved(list(variants), int(b.reps)):
         make, ours_threads = variants[name]
         t = resolve_threads(setting, "bench.train.threads") if ours_threads else default_threads
-        result = timed_run(lambda m, o, make=make, rep=rep, t=t: make(m, o, seed + rep, t), inp.model, inp.shape,
-                           warm, t, cap)
+        result = timed_run(
+            lambda m, o, make=make, rep=rep, t=t: make(m, o, seed + rep, t), inp.model, inp.shape, warm, t, cap
+        )
         result["threads"] = t
         runs[name].append(result)
-        note(f"train rep {rep} {name} ({t} threads): {result['pairs_per_s']:.1f} pairs/s over "
-             f"{result['timed_steps']} steps, padding x{result['padding_ratio']:.2f}")
+        note(
+            f"train rep {rep} {name} ({t} threads): {result['pairs_per_s']:.1f} pairs/s over "
+            f"{result['timed_steps']} steps, padding x{result['padding_ratio']:.2f}"
+        )
     summary = {name: pooled(r) for name, r in runs.items()}
     epoch = sampler_padding(inp, dataset, bs, seed, grouping)
     for name, stats in summary.items():  # the measured token rate over a whole epoch's batches, not the few timed
         e = epoch[name.replace("_T", "")]
-        stats["epoch_pairs_per_s"] = [r["padded_tokens"] / r["seconds"] * e["examples"] / e["padded_tokens"]
-                                      for r in runs[name]]
+        stats["epoch_pairs_per_s"] = [
+            r["padded_tokens"] / r["seconds"] * e["examples"] / e["padded_tokens"] for r in runs[name]
+        ]
     quality = train_quality(inp, dataset, grouping, setting, record)
     pad = {name: epoch[name.replace("_T", "")]["ratio"] for name in summary}
     threads_of = {name: "/".join(str(r["threads"]) for r in rs) for name, rs in runs.items()}
     shown = {None: "default"}.get(setting, setting)  # batch.num_threads as the labels show it
     comparisons = [
-        ("ours_grouped", "plain", f"ours (component sampler, length-grouped x{grouping}, threads {shown}: "
-                                  f"{threads_of['ours_grouped']}) vs the plain Trainer script (NO_DUPLICATES, "
-                                  f"{default_threads} threads)", True),
-        ("ours_grouped", ref, f"grouping alone: ours length-grouped vs plain, both threads {shown} "
-                              f"({threads_of['ours_grouped']} vs {threads_of[ref]})", True),
-        ("ours_ungrouped", ref, f"our sampler alone: ours ungrouped vs plain, both threads {shown} "
-                                f"({threads_of['ours_ungrouped']} vs {threads_of[ref]})", False),
-        ("plain_T", "plain", f"threads alone: plain at threads {shown} ({threads_of.get('plain_T')}) vs "
-                             f"{default_threads}", False),
+        (
+            "ours_grouped",
+            "plain",
+            f"ours (component sampler, length-grouped x{grouping}, threads {shown}: "
+            f"{threads_of['ours_grouped']}) vs the plain Trainer script (NO_DUPLICATES, "
+            f"{default_threads} threads)",
+            True,
+        ),
+        (
+            "ours_grouped",
+            ref,
+            f"grouping alone: ours length-grouped vs plain, both threads {shown} "
+            f"({threads_of['ours_grouped']} vs {threads_of[ref]})",
+            True,
+        ),
+        (
+            "ours_ungrouped",
+            ref,
+            f"our sampler alone: ours ungrouped vs plain, both threads {shown} "
+            f"({threads_of['ours_ungrouped']} vs {threads_of[ref]})",
+            False,
+        ),
+        (
+            "plain_T",
+            "plain",
+            f"threads alone: plain at threads {shown} ({threads_of.get('plain_T')}) vs {default_threads}",
+            False,
+        ),
     ]
     if same_threads:  # 1a already is "grouping alone", and there is no thread difference to isolate
         comparisons = [comparisons[0], comparisons[2]]
@@ -609,27 +698,50 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     for i, (a, bname, label, target) in enumerate(comparisons):
         per_rep = rep_ratios(runs, a, bname)
         ratio = float(np.median(per_rep))
-        epoch_ratio = float(np.median([x / y for x, y in zip(summary[a]["epoch_pairs_per_s"],
-                                                              summary[bname]["epoch_pairs_per_s"])]))
+        epoch_ratio = float(
+            np.median([x / y for x, y in zip(summary[a]["epoch_pairs_per_s"], summary[bname]["epoch_pairs_per_s"])])
+        )
         ratios[f"{a}/{bname}"] = {"median": ratio, "per_rep": per_rep, "epoch_weighted_median": epoch_ratio}
         quality_text = quality["summary"] if a == "ours_grouped" else "same examples, same loss and maths"
         if a == "ours_grouped" and bname == "plain":
-            quality_text += (f"; tokenizing (in the collator) is {100 * summary[a]['collate_share']:.1f}% of our "
-                             "step time, so tokenizing once up front would save at most that")
-        rows.append({
-            "row": f"1{'abcd'[i]}", "what": f"train pairs/s, MNRL bs {bs}, {len(inp.train_pairs):,} QQP pairs: {label}",
-            "a": summary[a]["pairs_per_s"], "b": summary[bname]["pairs_per_s"], "ratio": ratio,
-            "target": ">= 1.5x" if target else None, "met": (ratio >= 1.5) if target else None,
-            "quality": f"{quality_text}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)} (median shown); "
-                       f"epoch padding x{pad[a]:.2f} vs x{pad[bname]:.2f}; at the timed token rates over a "
-                       f"whole epoch's batches: {epoch_ratio:.2f}x",
-            "peak": [summary[a]["flops_per_s"], " (useful ", summary[a]["useful_flops_per_s"], ") vs ",
-                     summary[bname]["flops_per_s"]],
-        })
-    record["train"] = {"runs": runs, "summary": summary, "ratios": ratios, "epoch_padding": epoch,
-                       "batch_size": bs, "steps_per_run": steps, "warmup_steps": warm,
-                       "pairs": len(inp.train_pairs), "length_grouping": grouping, "threads_setting": setting,
-                       "default_threads": default_threads}
+            quality_text += (
+                f"; tokenizing (in the collator) is {100 * summary[a]['collate_share']:.1f}% of our "
+                "step time, so tokenizing once up front would save at most that"
+            )
+        rows.append(
+            {
+                "row": f"1{'abcd'[i]}",
+                "what": f"train pairs/s, MNRL bs {bs}, {len(inp.train_pairs):,} QQP pairs: {label}",
+                "a": summary[a]["pairs_per_s"],
+                "b": summary[bname]["pairs_per_s"],
+                "ratio": ratio,
+                "target": ">= 1.5x" if target else None,
+                "met": (ratio >= 1.5) if target else None,
+                "quality": f"{quality_text}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)} (median shown); "
+                f"epoch padding x{pad[a]:.2f} vs x{pad[bname]:.2f}; at the timed token rates over a "
+                f"whole epoch's batches: {epoch_ratio:.2f}x",
+                "peak": [
+                    summary[a]["flops_per_s"],
+                    " (useful ",
+                    summary[a]["useful_flops_per_s"],
+                    ") vs ",
+                    summary[bname]["flops_per_s"],
+                ],
+            }
+        )
+    record["train"] = {
+        "runs": runs,
+        "summary": summary,
+        "ratios": ratios,
+        "epoch_padding": epoch,
+        "batch_size": bs,
+        "steps_per_run": steps,
+        "warmup_steps": warm,
+        "pairs": len(inp.train_pairs),
+        "length_grouping": grouping,
+        "threads_setting": setting,
+        "default_threads": default_threads,
+    }
     return rows
 
 
@@ -640,8 +752,9 @@ def score_model(model: Any, es: Any, cfg: DictConfig) -> Any:
     return score_embeddings(encode(model, es.texts, int(cfg.eval.batch_size), False), es, **scoring_args(cfg.eval))
 
 
-def train_quality(inp: Inputs, dataset: Any, grouping: int, threads_setting: int | str | None,
-                  record: dict[str, Any]) -> dict[str, Any]:
+def train_quality(
+    inp: Inputs, dataset: Any, grouping: int, threads_setting: int | str | None, record: dict[str, Any]
+) -> dict[str, Any]:
     """Train ungrouped and grouped for the same steps, score both on the val subset; CIs and the paired delta."""
     from contrastive.evaluate import delta_table
 
@@ -659,25 +772,37 @@ def train_quality(inp: Inputs, dataset: Any, grouping: int, threads_setting: int
                 our_trainer(model, dataset, run_cfg, inp.lookup, out).train()
             seconds[name] = time.perf_counter() - start
             scored[name] = score_model(model, es, cfg)
-        note(f"quality {name}: {k} {scored[name].metrics[k]:.4f}, pair_ap {scored[name].metrics['pair_ap']:.4f} "
-             f"({seconds[name]:.0f} s training at {threads} threads)")
+        note(
+            f"quality {name}: {k} {scored[name].metrics[k]:.4f}, pair_ap {scored[name].metrics['pair_ap']:.4f} "
+            f"({seconds[name]:.0f} s training at {threads} threads)"
+        )
     n_boot, ci, seed = int(ev.n_boot), float(ev.ci), int(ev.seed)
-    out: dict[str, Any] = {"steps": int(b.quality_steps), "train_seconds": seconds, "n_queries": len(es.queries),
-                           "n_pairs": len(es.pair_labels)}
+    out: dict[str, Any] = {
+        "steps": int(b.quality_steps),
+        "train_seconds": seconds,
+        "n_queries": len(es.queries),
+        "n_pairs": len(es.pair_labels),
+    }
     for name, s in scored.items():
-        out[name] = {k: s.metrics[k], f"{k}_ci": mean_ci(s.per_query[k], n_boot, ci, seed),
-                     "pair_ap": s.metrics["pair_ap"],
-                     "pair_ap_ci": pair_ap_ci(s.pair_scores, es.pair_labels, n_boot, ci, seed)}
+        out[name] = {
+            k: s.metrics[k],
+            f"{k}_ci": mean_ci(s.per_query[k], n_boot, ci, seed),
+            "pair_ap": s.metrics["pair_ap"],
+            "pair_ap_ci": pair_ap_ci(s.pair_scores, es.pair_labels, n_boot, ci, seed),
+        }
     delta = delta_table(scored["grouped"], scored["ungrouped"], es.pair_labels, n_boot, ci, seed)
     out["delta_grouped_minus_ungrouped"] = {m: delta[m] for m in (k, "pair_ap")}
-    inside = all(out["ungrouped"][f"{m}_ci"][0] <= out["grouped"][m] <= out["ungrouped"][f"{m}_ci"][1]
-                 for m in (k, "pair_ap"))
+    inside = all(
+        out["ungrouped"][f"{m}_ci"][0] <= out["grouped"][m] <= out["ungrouped"][f"{m}_ci"][1] for m in (k, "pair_ap")
+    )
     out["within_ci"] = inside
     g, u = out["grouped"], out["ungrouped"]
-    out["summary"] = (f"{b.quality_steps} steps each, val subset ({len(es.queries)} q): {k} {g[k]:.4f} vs "
-                      f"{u[k]:.4f} [{u[f'{k}_ci'][0]:.4f}, {u[f'{k}_ci'][1]:.4f}], pair AP {g['pair_ap']:.4f} vs "
-                      f"{u['pair_ap']:.4f} [{u['pair_ap_ci'][0]:.4f}, {u['pair_ap_ci'][1]:.4f}]: "
-                      f"{'within' if inside else 'OUTSIDE'} the ungrouped CIs")
+    out["summary"] = (
+        f"{b.quality_steps} steps each, val subset ({len(es.queries)} q): {k} {g[k]:.4f} vs "
+        f"{u[k]:.4f} [{u[f'{k}_ci'][0]:.4f}, {u[f'{k}_ci'][1]:.4f}], pair AP {g['pair_ap']:.4f} vs "
+        f"{u['pair_ap']:.4f} [{u['pair_ap_ci'][0]:.4f}, {u['pair_ap_ci'][1]:.4f}]: "
+        f"{'within' if inside else 'OUTSIDE'} the ungrouped CIs"
+    )
     record["train_quality"] = out
     return out
 
@@ -710,8 +835,12 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     texts = es.texts
     bs, plain_bs = int(cfg.eval.batch_size), int(b.plain_batch_size)
     start = time.perf_counter()
-    onnx = {name: load_model(cfg.model.name_or_path, cfg.model.max_seq_length, "cpu", backend=name,
-                             cache_dir=cfg.model.onnx_cache_dir) for name in ("onnx", "onnx-int8")}
+    onnx = {
+        name: load_model(
+            cfg.model.name_or_path, cfg.model.max_seq_length, "cpu", backend=name, cache_dir=cfg.model.onnx_cache_dir
+        )
+        for name in ("onnx", "onnx-int8")
+    }
     note(f"ONNX models ready in {time.perf_counter() - start:.1f} s (cache {cfg.model.onnx_cache_dir})")
 
     def plain(m: Any) -> np.ndarray:
@@ -740,18 +869,33 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     recorder = RecordingModel(inp.model)
     encode(recorder, texts, bs, False)  # the batches our encode forms (untimed)
     ours_batches = [inp.count_tokens(call) for call in recorder.calls]
-    work = {"plain": padded_work(tokens, encode_batches([len(t) for t in texts], plain_bs), inp.shape),
-            "ours": padded_work([n for call in ours_batches for n in call],
-                                np.split(np.arange(len(texts)), np.cumsum([len(c) for c in ours_batches])[:-1]),
-                                inp.shape)}
+    work = {
+        "plain": padded_work(tokens, encode_batches([len(t) for t in texts], plain_bs), inp.shape),
+        "ours": padded_work(
+            [n for call in ours_batches for n in call],
+            np.split(np.arange(len(texts)), np.cumsum([len(c) for c in ours_batches])[:-1]),
+            inp.shape,
+        ),
+    }
     rate = {name: len(texts) * len(s) / sum(s) for name, s in seconds.items()}
-    record["encode"] = {"questions": len(texts), "seconds": seconds, "q_per_s": rate, "metrics": metrics,
-                        "work": work, "batch_size": bs, "plain_batch_size": plain_bs, "ours_batches": len(ours_batches),
-                        "padding": {name: w["padded_tokens"] / w["useful_tokens"] for name, w in work.items()}}
+    record["encode"] = {
+        "questions": len(texts),
+        "seconds": seconds,
+        "q_per_s": rate,
+        "metrics": metrics,
+        "work": work,
+        "batch_size": bs,
+        "plain_batch_size": plain_bs,
+        "ours_batches": len(ours_batches),
+        "padding": {name: w["padded_tokens"] / w["useful_tokens"] for name, w in work.items()},
+    }
     ref = metrics["ours_torch"][k]
     rows = []
-    labels = {"ours_torch": "ours (evaluate.encode, torch fp32)", "ours_onnx": "ours on ONNX Runtime fp32",
-              "ours_onnx_int8": "ours on ONNX Runtime dynamic int8 (per-channel MatMul)"}
+    labels = {
+        "ours_torch": "ours (evaluate.encode, torch fp32)",
+        "ours_onnx": "ours on ONNX Runtime fp32",
+        "ours_onnx_int8": "ours on ONNX Runtime dynamic int8 (per-channel MatMul)",
+    }
     for i, (name, label) in enumerate(labels.items()):
         per_rep = [p / q for p, q in zip(seconds["plain"], seconds[name])]  # same texts: time ratio = rate ratio
         ratio = float(np.median(per_rep))
@@ -759,20 +903,29 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         onnx_row = name != "ours_torch"
         w = work["ours"]
         per_q = w["flops"] / len(texts)
-        rows.append({
-            "row": f"2{'abc'[i]}", "what": f"encode questions/s: {label} vs plain SentenceTransformer.encode "
-                                           f"(bs {plain_bs}), {len(texts):,} val questions "
-                                           f"({len(es.queries):,} queries)",
-            "a": rate[name], "b": rate["plain"], "ratio": ratio,
-            "target": f">= 2x, {k} within {b.max_mrr_drop}" if onnx_row else None,
-            "met": (ratio is not None and ratio >= 2 and abs(drop) <= float(b.max_mrr_drop)) if onnx_row else None,
-            "quality": f"{k} {metrics[name][k]:.4f} (torch {ref:.4f}, diff {-drop:+.4f}); pair AP "
-                       f"{metrics[name]['pair_ap']:.4f}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)}; "
-                       f"padding x{record['encode']['padding']['ours']:.2f} vs "
-                       f"x{record['encode']['padding']['plain']:.2f}",
-            "peak": [rate[name] * per_q, " fp32-equivalent" if name == "ours_onnx_int8" else "", " vs ",
-                     rate["plain"] * work["plain"]["flops"] / len(texts)],
-        })
+        rows.append(
+            {
+                "row": f"2{'abc'[i]}",
+                "what": f"encode questions/s: {label} vs plain SentenceTransformer.encode "
+                f"(bs {plain_bs}), {len(texts):,} val questions "
+                f"({len(es.queries):,} queries)",
+                "a": rate[name],
+                "b": rate["plain"],
+                "ratio": ratio,
+                "target": f">= 2x, {k} within {b.max_mrr_drop}" if onnx_row else None,
+                "met": (ratio is not None and ratio >= 2 and abs(drop) <= float(b.max_mrr_drop)) if onnx_row else None,
+                "quality": f"{k} {metrics[name][k]:.4f} (torch {ref:.4f}, diff {-drop:+.4f}); pair AP "
+                f"{metrics[name]['pair_ap']:.4f}; per-rep ratios {', '.join(f'{x:.2f}' for x in per_rep)}; "
+                f"padding x{record['encode']['padding']['ours']:.2f} vs "
+                f"x{record['encode']['padding']['plain']:.2f}",
+                "peak": [
+                    rate[name] * per_q,
+                    " fp32-equivalent" if name == "ours_onnx_int8" else "",
+                    " vs ",
+                    rate["plain"] * work["plain"]["flops"] / len(texts),
+                ],
+            }
+        )
     return rows
 
 
@@ -805,8 +958,17 @@ def peak_rss_bytes() -> int:
     return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def eval_cost_child(n: int, dim: int, query_share: float, pairs_per_question: float, seed: int, k: int,
-                    map_k: int, chunk_size: int, query_chunk: int) -> dict[str, Any]:
+def eval_cost_child(
+    n: int,
+    dim: int,
+    query_share: float,
+    pairs_per_question: float,
+    seed: int,
+    k: int,
+    map_k: int,
+    chunk_size: int,
+    query_chunk: int,
+) -> dict[str, Any]:
     """In a fresh process: score synthetic embeddings of `n` questions; wall time and peak memory above the inputs."""
     from contrastive.evaluate import score_embeddings
 
@@ -818,17 +980,27 @@ def eval_cost_child(n: int, dim: int, query_share: float, pairs_per_question: fl
     scored = score_embeddings(emb, es, k=k, map_k=map_k, chunk_size=chunk_size, query_chunk=query_chunk)
     seconds = time.perf_counter() - start
     peak = peak_rss_bytes()
-    return {"n": n, "queries": len(es.queries), "pairs": len(es.pair_labels), "seconds": seconds,
-            "inputs_mb": emb.nbytes / 1e6, "rss_before_mb": before / 1e6, "peak_delta_mb": (peak - before) / 1e6,
-            "peak_rss_mb": peak / 1e6, "peak_reset": reset, "mrr": scored.metrics[f"mrr_at_{k}"]}
+    return {
+        "n": n,
+        "queries": len(es.queries),
+        "pairs": len(es.pair_labels),
+        "seconds": seconds,
+        "inputs_mb": emb.nbytes / 1e6,
+        "rss_before_mb": before / 1e6,
+        "peak_delta_mb": (peak - before) / 1e6,
+        "peak_rss_mb": peak / 1e6,
+        "peak_reset": reset,
+        "mrr": scored.metrics[f"mrr_at_{k}"],
+    }
 
 
 def run_child(call: str, timeout_s: float) -> dict[str, Any]:
     """Run `contrastive.bench.<call>` in a fresh interpreter; its JSON result (or an error record)."""
     code = f"import json, contrastive.bench as b; print('@@' + json.dumps(b.{call}))"
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"over {timeout_s:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("@@")]
@@ -851,8 +1023,13 @@ def cached_baseline_share(inp: Inputs, cache_dir: Path) -> dict[str, float]:
         times.append(time.perf_counter() - start)
         hits.append(hit)
     shutil.rmtree(cache_dir, ignore_errors=True)
-    return {"first_s": times[0], "second_s": times[1], "share": times[1] / times[0], "hits": hits,
-            "questions": len(inp.eval_set.texts)}
+    return {
+        "first_s": times[0],
+        "second_s": times[1],
+        "share": times[1] / times[0],
+        "hits": hits,
+        "questions": len(inp.eval_set.texts),
+    }
 
 
 def section_eval_cost(inp: Inputs, record: dict[str, Any]) -> list[Row]:
@@ -861,8 +1038,17 @@ def section_eval_cost(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     ev = cfg.eval
     results = []
     for n in b.sizes:
-        args = (int(n), int(b.dim), float(b.query_share), float(b.pairs_per_question), int(cfg.bench.seed),
-                int(ev.k), int(ev.map_k), int(ev.chunk_size), int(ev.query_chunk_size))
+        args = (
+            int(n),
+            int(b.dim),
+            float(b.query_share),
+            float(b.pairs_per_question),
+            int(cfg.bench.seed),
+            int(ev.k),
+            int(ev.map_k),
+            int(ev.chunk_size),
+            int(ev.query_chunk_size),
+        )
         call = f"eval_cost_child{args!r}"
         result = {"n": int(n), **run_child(call, float(b.timeout_s))}
         results.append(result)
@@ -874,23 +1060,30 @@ def section_eval_cost(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         if "error" in r:
             rows.append({"row": f"4{chr(97 + i)}", "what": f"scoring {r['n']:,} questions", "a": r["error"]})
             continue
-        rows.append({
-            "row": f"4{chr(97 + i)}",
-            "what": f"retrieval + pair scoring of {r['n']:,} questions ({r['queries']:,} queries, top-{ev.map_k}; "
-                    f"synthetic unit embeddings, d={b.dim}): wall s, peak MB above inputs",
-            "a": f"{r['seconds']:.1f} s, +{r['peak_delta_mb']:.0f} MB",
-            "b": None, "ratio": None,
-            "quality": f"inputs {r['inputs_mb']:.0f} MB; peak RSS {r['peak_rss_mb']:.0f} MB",
-            "peak": [2.0 * r["queries"] * r["n"] * b.dim / r["seconds"], " (the score matmuls)"],
-        })
-    rows.append({
-        "row": f"4{chr(97 + len(results))}",
-        "what": f"baseline evaluation, 2nd (cached) vs 1st (encode) on {cache['questions']:,} real val questions",
-        "a": f"{cache['second_s']:.2f} s", "b": f"{cache['first_s']:.1f} s",
-        "ratio": f"{100 * cache['share']:.2f}%",
-        "target": "<= 5%", "met": cache["share"] <= 0.05,
-        "quality": f"cache hit on 2nd: {cache['hits'][1]}",
-    })
+        rows.append(
+            {
+                "row": f"4{chr(97 + i)}",
+                "what": f"retrieval + pair scoring of {r['n']:,} questions ({r['queries']:,} queries, top-{ev.map_k}; "
+                f"synthetic unit embeddings, d={b.dim}): wall s, peak MB above inputs",
+                "a": f"{r['seconds']:.1f} s, +{r['peak_delta_mb']:.0f} MB",
+                "b": None,
+                "ratio": None,
+                "quality": f"inputs {r['inputs_mb']:.0f} MB; peak RSS {r['peak_rss_mb']:.0f} MB",
+                "peak": [2.0 * r["queries"] * r["n"] * b.dim / r["seconds"], " (the score matmuls)"],
+            }
+        )
+    rows.append(
+        {
+            "row": f"4{chr(97 + len(results))}",
+            "what": f"baseline evaluation, 2nd (cached) vs 1st (encode) on {cache['questions']:,} real val questions",
+            "a": f"{cache['second_s']:.2f} s",
+            "b": f"{cache['first_s']:.1f} s",
+            "ratio": f"{100 * cache['share']:.2f}%",
+            "target": "<= 5%",
+            "met": cache["share"] <= 0.05,
+            "quality": f"cache hit on 2nd: {cache['hits'][1]}",
+        }
+    )
     return rows
 
 
@@ -916,9 +1109,17 @@ def section_search(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     from contrastive.model import load_model
 
     for backend in ("torch", "onnx-int8"):
-        model = inp.model if backend == "torch" else load_model(cfg.model.name_or_path, cfg.model.max_seq_length,
-                                                                "cpu", backend=backend,
-                                                                cache_dir=cfg.model.onnx_cache_dir)
+        model = (
+            inp.model
+            if backend == "torch"
+            else load_model(
+                cfg.model.name_or_path,
+                cfg.model.max_seq_length,
+                "cpu",
+                backend=backend,
+                cache_dir=cfg.model.onnx_cache_dir,
+            )
+        )
         encode(model, texts[:1], 1, False)
         times = []
         for text in texts:
@@ -926,19 +1127,31 @@ def section_search(inp: Inputs, record: dict[str, Any]) -> list[Row]:
             index.search(encode(model, [text], 1, False), k)
             times.append((time.perf_counter() - start) * 1e3)
         end_to_end[backend] = percentiles(times)
-    record["search"] = {"corpus": n, "k": k, "search_ms": search_ms, "search_ms_all": latencies,
-                        "encode_plus_search_ms": end_to_end}
+    record["search"] = {
+        "corpus": n,
+        "k": k,
+        "search_ms": search_ms,
+        "search_ms_all": latencies,
+        "encode_plus_search_ms": end_to_end,
+    }
     flops = 2.0 * n * 384 / (search_ms["p50"] / 1e3)
-    return [{
-        "row": "5", "what": f"app search: top-{k} over a {n:,}-question CorpusIndex (synthetic unit embeddings), "
-                            f"{len(latencies)} single queries: p50 / p95 ms",
-        "a": f"{search_ms['p50']:.1f} / {search_ms['p95']:.1f} ms", "target": "p95 <= 30 ms",
-        "met": search_ms["p95"] <= 30,
-        "quality": "with the query's encode: torch {:.0f} / {:.0f} ms, onnx-int8 {:.0f} / {:.0f} ms".format(
-            end_to_end["torch"]["p50"], end_to_end["torch"]["p95"], end_to_end["onnx-int8"]["p50"],
-            end_to_end["onnx-int8"]["p95"]),
-        "peak": [flops, " (the p50 search's matmul)"],
-    }]
+    return [
+        {
+            "row": "5",
+            "what": f"app search: top-{k} over a {n:,}-question CorpusIndex (synthetic unit embeddings), "
+            f"{len(latencies)} single queries: p50 / p95 ms",
+            "a": f"{search_ms['p50']:.1f} / {search_ms['p95']:.1f} ms",
+            "target": "p95 <= 30 ms",
+            "met": search_ms["p95"] <= 30,
+            "quality": "with the query's encode: torch {:.0f} / {:.0f} ms, onnx-int8 {:.0f} / {:.0f} ms".format(
+                end_to_end["torch"]["p50"],
+                end_to_end["torch"]["p95"],
+                end_to_end["onnx-int8"]["p50"],
+                end_to_end["onnx-int8"]["p95"],
+            ),
+            "peak": [flops, " (the p50 search's matmul)"],
+        }
+    ]
 
 
 # ---------------------------------------------------------------- 6. sweep efficiency
@@ -949,14 +1162,16 @@ def sweep_metric(emb: np.ndarray, es: Any, name: str, cfg: DictConfig) -> tuple[
     ev = cfg.eval
     if name == "pair_ap":
         scores = pair_scores(emb, es)
-        return pair_metrics(scores, es.pair_labels)["pair_ap"], pair_ap_ci(scores, es.pair_labels, int(ev.n_boot),
-                                                                          float(ev.ci), int(ev.seed))
+        return pair_metrics(scores, es.pair_labels)["pair_ap"], pair_ap_ci(
+            scores, es.pair_labels, int(ev.n_boot), float(ev.ci), int(ev.seed)
+        )
     per_query = retrieval_per_query(emb, es, **scoring_args(ev))[name]
     return float(per_query.mean()), mean_ci(per_query, int(ev.n_boot), float(ev.ci), int(ev.seed))
 
 
-def sweep_objective(inp: Inputs, dataset: Any, es: Any, threads_now: Callable[[], int | None],
-                    embeddings: dict[int, np.ndarray]) -> Callable[[Any], float]:
+def sweep_objective(
+    inp: Inputs, dataset: Any, es: Any, threads_now: Callable[[], int | None], embeddings: dict[int, np.ndarray]
+) -> Callable[[Any], float]:
     """An Optuna objective: a fresh copy of the model trained through our Trainer path at a sampled learning rate;
     train.objective_callback reports the objective on the val subset every `eval_every` steps to the trial, and
     pruning.Reporter raises TrialPruned when the study's pruner says so."""
@@ -976,12 +1191,14 @@ def sweep_objective(inp: Inputs, dataset: Any, es: Any, threads_now: Callable[[]
         threads = threads_now()
         trial.set_user_attr("threads", threads)
         model = copy.deepcopy(inp.model)
-        run_cfg = OmegaConf.merge(our_config(cfg, int(b.batch_size), int(b.steps), int(cfg.trainer.seed),
-                                             int(cfg.batch.length_grouping), threads),
-                                  {"trainer": {"lr": lr, "eval_steps": int(b.eval_every), "eval_every_examples": 0}})
+        run_cfg = OmegaConf.merge(
+            our_config(
+                cfg, int(b.batch_size), int(b.steps), int(cfg.trainer.seed), int(cfg.batch.length_grouping), threads
+            ),
+            {"trainer": {"lr": lr, "eval_steps": int(b.eval_every), "eval_every_examples": 0}},
+        )
         callback = objective_callback(lambda: score(model), run_cfg, Reporter(trial))
-        with tempfile.TemporaryDirectory(prefix="bench-sweep-") as out, torch_threads(threads), \
-                quiet_stdout():
+        with tempfile.TemporaryDirectory(prefix="bench-sweep-") as out, torch_threads(threads), quiet_stdout():
             our_trainer(model, dataset, run_cfg, inp.lookup, out, [callback]).train()
             value = score(model)
         embeddings[trial.number] = embeddings.pop(-1)
@@ -990,17 +1207,33 @@ def sweep_objective(inp: Inputs, dataset: Any, es: Any, threads_now: Callable[[]
     return objective
 
 
-def sweep_summary(study: Any, seconds: float, embeddings: Mapping[int, np.ndarray], es: Any, cfg: DictConfig,
-                  steps: int, batch_size: int) -> dict[str, Any]:
+def sweep_summary(
+    study: Any,
+    seconds: float,
+    embeddings: Mapping[int, np.ndarray],
+    es: Any,
+    cfg: DictConfig,
+    steps: int,
+    batch_size: int,
+) -> dict[str, Any]:
     """Wall time, best value with its bootstrap CI, and each trial's state, value and steps trained."""
     best = study.best_trial
     states = [t.state.name for t in study.trials]
     _, best_ci = sweep_metric(embeddings[best.number], es, str(cfg.bench.sweep.objective), cfg)
-    return {"seconds": seconds, "best_value": best.value, "best_params": best.params, "best_number": best.number,
-            "best_ci": best_ci, "states": states, "values": [t.value for t in study.trials],
-            "params": [t.params for t in study.trials],
-            "steps_trained": [max(t.intermediate_values, default=0) // batch_size if t.state.name == "PRUNED"
-                              else steps for t in study.trials]}
+    return {
+        "seconds": seconds,
+        "best_value": best.value,
+        "best_params": best.params,
+        "best_number": best.number,
+        "best_ci": best_ci,
+        "states": states,
+        "values": [t.value for t in study.trials],
+        "params": [t.params for t in study.trials],
+        "steps_trained": [
+            max(t.intermediate_values, default=0) // batch_size if t.state.name == "PRUNED" else steps
+            for t in study.trials
+        ],
+    }
 
 
 def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
@@ -1031,8 +1264,11 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     threads = {"now": None}  # resolved once per trial index, shared by that trial of every sweep
     studies, seconds, embeddings, objectives = {}, {}, {}, {}
     for name, spec in specs.items():
-        studies[name] = optuna.create_study(direction="maximize", pruner=build_pruner(spec),
-                                            sampler=optuna.samplers.RandomSampler(seed=int(cfg.bench.seed)))
+        studies[name] = optuna.create_study(
+            direction="maximize",
+            pruner=build_pruner(spec),
+            sampler=optuna.samplers.RandomSampler(seed=int(cfg.bench.seed)),
+        )
         seconds[name], embeddings[name] = 0.0, {}
         objectives[name] = sweep_objective(inp, dataset, es, lambda: threads["now"], embeddings[name])
     for trial, name in interleaved(list(studies), int(b.trials)):
@@ -1042,31 +1278,45 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         studies[name].optimize(objectives[name], n_trials=1, catch=())
         seconds[name] += time.perf_counter() - start
         last = studies[name].trials[-1]
-        note(f"sweep {name} trial {trial}: lr {last.params['lr']:.2e} {last.state.name} {last.value or ''} "
-             f"at {threads['now']} threads ({seconds[name]:.0f} s so far)")
-    runs = {name: sweep_summary(studies[name], seconds[name], embeddings[name], es, cfg, int(b.steps),
-                                int(b.batch_size)) for name in studies}
-    record["sweep"] = {**runs, "eval_questions": len(es.texts), "queries": len(es.queries),
-                       "threads_setting": b.get("threads"), "pruners": specs,
-                       "how": "in-process optuna, trials interleaved, over contrastive.train.objective_callback "
-                              "+ pruning.Reporter"}
+        note(
+            f"sweep {name} trial {trial}: lr {last.params['lr']:.2e} {last.state.name} {last.value or ''} "
+            f"at {threads['now']} threads ({seconds[name]:.0f} s so far)"
+        )
+    runs = {
+        name: sweep_summary(studies[name], seconds[name], embeddings[name], es, cfg, int(b.steps), int(b.batch_size))
+        for name in studies
+    }
+    record["sweep"] = {
+        **runs,
+        "eval_questions": len(es.texts),
+        "queries": len(es.queries),
+        "threads_setting": b.get("threads"),
+        "pruners": specs,
+        "how": "in-process optuna, trials interleaved, over contrastive.train.objective_callback + pruning.Reporter",
+    }
     u, k = runs["none"], str(b.objective)
     rows = []
     for i, name in enumerate(n for n in studies if n != "none"):
         p = runs[name]
         ratio = safe_ratio(p["seconds"], u["seconds"])
         same = u["best_ci"][0] <= p["best_value"] <= u["best_ci"][1]
-        rows.append({
-            "row": f"6{'abcd'[i]}", "what": f"sweep wall time: {b.trials} seeded random trials (lr log-uniform), "
-                                           f"{b.steps} steps, objective every {b.eval_every}: {name} pruner vs none",
-            "a": f"{p['seconds']:.0f} s", "b": f"{u['seconds']:.0f} s", "ratio": ratio,
-            "target": "<= 0.5x at the same best", "met": bool(ratio is not None and ratio <= 0.5 and same),
-            "quality": f"best {k} {p['best_value']:.4f} vs {u['best_value']:.4f} "
-                       f"[{u['best_ci'][0]:.4f}, {u['best_ci'][1]:.4f}] on {len(es.texts)} val questions, "
-                       f"{len(es.pair_labels)} pairs: {'same' if same else 'NOT the same'} within the CI; "
-                       f"pruned {p['states'].count('PRUNED')}/{len(p['states'])} trials, "
-                       f"{sum(p['steps_trained'])} vs {sum(u['steps_trained'])} steps trained",
-        })
+        rows.append(
+            {
+                "row": f"6{'abcd'[i]}",
+                "what": f"sweep wall time: {b.trials} seeded random trials (lr log-uniform), "
+                f"{b.steps} steps, objective every {b.eval_every}: {name} pruner vs none",
+                "a": f"{p['seconds']:.0f} s",
+                "b": f"{u['seconds']:.0f} s",
+                "ratio": ratio,
+                "target": "<= 0.5x at the same best",
+                "met": bool(ratio is not None and ratio <= 0.5 and same),
+                "quality": f"best {k} {p['best_value']:.4f} vs {u['best_value']:.4f} "
+                f"[{u['best_ci'][0]:.4f}, {u['best_ci'][1]:.4f}] on {len(es.texts)} val questions, "
+                f"{len(es.pair_labels)} pairs: {'same' if same else 'NOT the same'} within the CI; "
+                f"pruned {p['states'].count('PRUNED')}/{len(p['states'])} trials, "
+                f"{sum(p['steps_trained'])} vs {sum(u['steps_trained'])} steps trained",
+            }
+        )
     return rows
 
 
@@ -1089,12 +1339,19 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
 
     try:
         import onnxruntime
+
         ort = onnxruntime.__version__
     except ImportError:  # pragma: no cover - optional extra
         ort = None
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": os.getloadavg(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "sentence_transformers": sentence_transformers.__version__, "onnxruntime": ort}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "onnxruntime": ort,
+    }
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -1129,25 +1386,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record["settings"]["load_avg_end"] = os.getloadavg()
     table = markdown_table(rows)
     print(table)
-    print(f"\n{inp.source_note}; {record['settings']['cpus']} CPUs, torch {record['settings']['torch']} "
-          f"({record['settings']['torch_threads']} threads), onnxruntime {record['settings']['onnxruntime']}; "
-          f"load average {record['settings']['load_avg_start'][0]:.1f} -> {record['settings']['load_avg_end'][0]:.1f}; "
-          f"bench wall time {record['wall_s'] / 60:.1f} min", flush=True)
+    print(
+        f"\n{inp.source_note}; {record['settings']['cpus']} CPUs, torch {record['settings']['torch']} "
+        f"({record['settings']['torch_threads']} threads), onnxruntime {record['settings']['onnxruntime']}; "
+        f"load average {record['settings']['load_avg_start'][0]:.1f} -> {record['settings']['load_avg_end'][0]:.1f}; "
+        f"bench wall time {record['wall_s'] / 60:.1f} min",
+        flush=True,
+    )
     out = Path(cfg.bench.output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=_json_default))
-    os.replace(tmp, out)
+    write_json(record, out, default=numpy_default)
     print(f"wrote {out}", flush=True)
     return record
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from contrastive.errors import DataError
+from contrastive.utils import seeded_hash, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,10 @@ def _table_questions(table: pd.DataFrame, origin: str) -> list:
         return table[columns["question1"]].tolist() + table[columns["question2"]].tolist()
     if table.shape[1] == 1:
         return [table.columns[0], *table.iloc[:, 0].tolist()]  # no header: the first line is a question too
-    raise DataError(f"{origin}: file has columns {list(table.columns)}; name one column 'question' "
-                    "(or give question1/question2, or a single column)")
+    raise DataError(
+        f"{origin}: file has columns {list(table.columns)}; name one column 'question' "
+        "(or give question1/question2, or a single column)"
+    )
 
 
 def read_questions(path: str | Path, origin: str) -> list[str]:
@@ -205,8 +207,10 @@ def validate(raw: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, d
     stats["dropped_empty_question"] = int(empty.sum())
     if empty.any() and cfg.get("on_empty", "drop") == "error":
         rows = np.flatnonzero(empty.to_numpy())[:10].tolist()
-        raise DataError(f"data.on_empty=error: {int(empty.sum())} empty or blank question(s), e.g. rows {rows} "
-                        "(rows count data rows from 0)")
+        raise DataError(
+            f"data.on_empty=error: {int(empty.sum())} empty or blank question(s), e.g. rows {rows} "
+            "(rows count data rows from 0)"
+        )
     if cfg.get("on_empty", "drop") not in ("drop", "error"):
         raise DataError(f"data.on_empty: unknown value {cfg.get('on_empty')!r} (choose drop, error)")
     frame = frame[~empty].copy()
@@ -256,8 +260,12 @@ class UnionFind:
 
 def merge_by_qid(frame: pd.DataFrame) -> pd.DataFrame:
     """Where the source has qids, text keys sharing a qid become one question identity."""
-    ids = pd.concat([frame[["key1", "qid1"]].set_axis(["key", "qid"], axis=1),
-                     frame[["key2", "qid2"]].set_axis(["key", "qid"], axis=1)]).dropna()
+    ids = pd.concat(
+        [
+            frame[["key1", "qid1"]].set_axis(["key", "qid"], axis=1),
+            frame[["key2", "qid2"]].set_axis(["key", "qid"], axis=1),
+        ]
+    ).dropna()
     if ids.empty:
         return frame
     sets = UnionFind()
@@ -293,10 +301,6 @@ def components(frame: pd.DataFrame, labels: tuple[int, ...] = (1,)) -> dict[str,
     return {key: order[root] for key, root in roots.items()}
 
 
-def _stable_hash(text: str, seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")
-
-
 def assign_splits(comp_of: Mapping[str, int], fractions: Mapping[str, float], seed: int) -> dict[int, str]:
     """Give each component a split: components in seeded hash order fill the splits by question count."""
     total = sum(fractions.values())
@@ -305,7 +309,7 @@ def assign_splits(comp_of: Mapping[str, int], fractions: Mapping[str, float], se
     members: dict[int, list[str]] = {}
     for key, comp in comp_of.items():
         members.setdefault(comp, []).append(key)
-    order = sorted(members, key=lambda c: _stable_hash(min(members[c]), seed))
+    order = sorted(members, key=lambda c: seeded_hash(min(members[c]), seed))
     n_questions = len(comp_of)
     bounds = np.cumsum([fractions[s] / total for s in fractions]) * n_questions
     names = list(fractions)
@@ -346,7 +350,7 @@ def split_pairs(
     splits = {name: out[(~cross) & (s1 == name)].reset_index(drop=True) for name in fractions}
     keys = {name: set(df["key1"]) | set(df["key2"]) for name, df in splits.items()}
     names = list(fractions)
-    leaked = sum(len(keys[a] & keys[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    leaked = sum(len(keys[a] & keys[b]) for i, a in enumerate(names) for b in names[i + 1 :])
     stats = {
         "questions": len(comp_of),
         "components": len(set(comp_of.values())),
@@ -360,7 +364,7 @@ def split_pairs(
 def fingerprint_frame(frame: pd.DataFrame) -> str:
     """A content hash of the validated pairs that ignores row order."""
     rows = pd.util.hash_pandas_object(frame[["key1", "key2", "label"]], index=False).to_numpy()
-    return hashlib.sha256(np.sort(rows).tobytes()).hexdigest()[:16]
+    return sha256_hex(np.sort(rows).tobytes())
 
 
 def summarize(stats: Mapping[str, Any], splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:

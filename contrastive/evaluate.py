@@ -6,13 +6,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,16 @@ from contrastive.config import _need, _number
 from contrastive.data import PreparedData, question_key, read_questions
 from contrastive.errors import ConfigError, DataError
 from contrastive.model import backend_args, fingerprint, load_model
+from contrastive.utils import (
+    fmt_delta,
+    fmt_metric,
+    json_digest,
+    json_safe,
+    sha256_hex,
+    write_atomic,
+    write_json,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,12 @@ def check_eval_config(cfg: DictConfig) -> None:
     _need(_number(ev.ci) and 0 < ev.ci < 1, "eval.ci", ev.ci, "must be in (0, 1)")
     _need(isinstance(ev.seed, int), "eval.seed", ev.seed, "must be an integer")
     cap = ev.max_distractors
-    _need(cap is None or (isinstance(cap, int) and cap >= 0), "eval.max_distractors", cap,
-          "must be null or an integer >= 0")
+    _need(
+        cap is None or (isinstance(cap, int) and cap >= 0),
+        "eval.max_distractors",
+        cap,
+        "must be null or an integer >= 0",
+    )
     spec = ev.distractors
     _need(isinstance(spec, str) and spec != "", "eval.distractors", spec, "choose none, train or a file path")
     if spec not in ("none", "train"):
@@ -98,23 +110,27 @@ class EvalSet:
     @property
     def corpus_hash(self) -> str:
         """A hash of the corpus keys in order: embeddings cached for it line up row by row."""
-        return hashlib.sha256("\n".join(self.keys).encode()).hexdigest()[:16]
+        return sha256_hex("\n".join(self.keys))
 
 
 def split_questions(frame: pd.DataFrame) -> pd.DataFrame:
     """The split's unique questions sorted by key: columns key, text (first occurrence), comp."""
-    both = pd.concat([
-        frame[["key1", "question1", "comp1"]].set_axis(["key", "text", "comp"], axis=1),
-        frame[["key2", "question2", "comp2"]].set_axis(["key", "text", "comp"], axis=1),
-    ], ignore_index=True)
+    both = pd.concat(
+        [
+            frame[["key1", "question1", "comp1"]].set_axis(["key", "text", "comp"], axis=1),
+            frame[["key2", "question2", "comp2"]].set_axis(["key", "text", "comp"], axis=1),
+        ],
+        ignore_index=True,
+    )
     unique = both.drop_duplicates("key").sort_values("key", kind="stable").reset_index(drop=True)
     unique["text"] = unique["text"].astype(str)
     unique["comp"] = unique["comp"].astype(np.int64)
     return unique
 
 
-def distractor_questions(spec: str, data: PreparedData, exclude: set[str], max_n: int | None,
-                         seed: int) -> pd.DataFrame:
+def distractor_questions(
+    spec: str, data: PreparedData, exclude: set[str], max_n: int | None, seed: int
+) -> pd.DataFrame:
     """The distractors (key, text) sorted by key: none, the train split's questions, or a file's; capped."""
     if spec == "none":
         return pd.DataFrame({"key": [], "text": []}, dtype=object)
@@ -133,8 +149,9 @@ def distractor_questions(spec: str, data: PreparedData, exclude: set[str], max_n
     return pool
 
 
-def build_eval_set(frame: pd.DataFrame, split: str, distractors: pd.DataFrame | None = None,
-                   protocol: Mapping[str, Any] | None = None) -> EvalSet:
+def build_eval_set(
+    frame: pd.DataFrame, split: str, distractors: pd.DataFrame | None = None, protocol: Mapping[str, Any] | None = None
+) -> EvalSet:
     """Corpus (split questions + distractors), queries (component >= 2 members) and labeled pairs."""
     questions = split_questions(frame)
     extra = distractors if distractors is not None else pd.DataFrame({"key": [], "text": []})
@@ -145,11 +162,21 @@ def build_eval_set(frame: pd.DataFrame, split: str, distractors: pd.DataFrame | 
     sizes = questions["comp"].map(questions["comp"].value_counts()).to_numpy(np.int64)
     queries = np.flatnonzero(sizes >= 2)
     row_of = {key: i for i, key in enumerate(questions["key"])}
-    pair_rows = np.stack([frame["key1"].map(row_of).to_numpy(np.int64),
-                          frame["key2"].map(row_of).to_numpy(np.int64)], axis=1).reshape(-1, 2)
-    return EvalSet(split=split, keys=keys, texts=texts, comp=comp, n_split=len(questions), queries=queries,
-                   n_relevant=sizes[queries] - 1, pair_rows=pair_rows,
-                   pair_labels=frame["label"].to_numpy(np.int64), protocol=dict(protocol or {}))
+    pair_rows = np.stack(
+        [frame["key1"].map(row_of).to_numpy(np.int64), frame["key2"].map(row_of).to_numpy(np.int64)], axis=1
+    ).reshape(-1, 2)
+    return EvalSet(
+        split=split,
+        keys=keys,
+        texts=texts,
+        comp=comp,
+        n_split=len(questions),
+        queries=queries,
+        n_relevant=sizes[queries] - 1,
+        pair_rows=pair_rows,
+        pair_labels=frame["label"].to_numpy(np.int64),
+        protocol=dict(protocol or {}),
+    )
 
 
 def eval_set_from_cfg(cfg: DictConfig, data: PreparedData, split: str | None = None) -> EvalSet:
@@ -166,7 +193,7 @@ def eval_set_from_cfg(cfg: DictConfig, data: PreparedData, split: str | None = N
     extra = distractor_questions(spec, data, exclude, ev.max_distractors, int(ev.seed))
     protocol = {"distractors": spec, "max_distractors": ev.max_distractors, "seed": int(ev.seed)}
     if spec not in ("none", "train"):
-        protocol["distractors_sha256"] = hashlib.sha256(Path(spec).expanduser().read_bytes()).hexdigest()[:16]
+        protocol["distractors_sha256"] = sha256_hex(Path(spec).expanduser().read_bytes())
     return build_eval_set(frame, split, extra, protocol)
 
 
@@ -223,8 +250,13 @@ def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: b
     out: np.ndarray | None = None
     with tqdm(total=len(texts), desc="encode", unit="q", disable=not show_progress, leave=False) as bar:
         for rows in batches:
-            emb = model.encode([texts[i] for i in rows], batch_size=len(rows), show_progress_bar=False,
-                               convert_to_numpy=True, normalize_embeddings=False)
+            emb = model.encode(
+                [texts[i] for i in rows],
+                batch_size=len(rows),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+            )
             emb = np.asarray(emb, dtype=np.float32)
             if out is None:
                 out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
@@ -253,8 +285,14 @@ def _block_top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(block, cols, axis=1), cols
 
 
-def top_k(query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.ndarray, k: int,
-          chunk_size: int, query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    query_rows: np.ndarray,
+    k: int,
+    chunk_size: int,
+    query_chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k corpus rows (and scores) per query by dot product, the query's own row excluded.
 
     Scores one (query_chunk x chunk_size) block at a time, keeps each block's top k, and merges;
@@ -265,12 +303,12 @@ def top_k(query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.ndarray,
     idx = np.empty((len(query_emb), k), dtype=np.int64)
     scores = np.empty((len(query_emb), k), dtype=np.float32)
     for q0 in range(0, len(query_emb), query_chunk):
-        q = query_emb[q0:q0 + query_chunk]
-        own = query_rows[q0:q0 + query_chunk]
+        q = query_emb[q0 : q0 + query_chunk]
+        own = query_rows[q0 : q0 + query_chunk]
         best_s = np.empty((len(q), 0), dtype=np.float32)
         best_i = np.empty((len(q), 0), dtype=np.int64)
         for c0 in range(0, n_corpus, chunk_size):
-            block = q @ corpus_emb[c0:c0 + chunk_size].T
+            block = q @ corpus_emb[c0 : c0 + chunk_size].T
             local = own - c0
             inside = np.flatnonzero((local >= 0) & (local < block.shape[1]))
             block[inside, local[inside]] = -np.inf
@@ -279,7 +317,7 @@ def top_k(query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.ndarray,
             i = np.concatenate([best_i, i + c0], axis=1)
             order = np.lexsort((i, -s), axis=1)[:, :k]
             best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
-        idx[q0:q0 + len(q)], scores[q0:q0 + len(q)] = best_i, best_s
+        idx[q0 : q0 + len(q)], scores[q0 : q0 + len(q)] = best_i, best_s
     return idx, scores
 
 
@@ -304,8 +342,9 @@ def ranking_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int, map_k: i
     return {name: out[name] for name in ranking_keys(k, map_k)}
 
 
-def retrieval_per_query(emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int,
-                        query_chunk: int = 1024) -> dict[str, np.ndarray]:
+def retrieval_per_query(
+    emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int, query_chunk: int = 1024
+) -> dict[str, np.ndarray]:
     """Per-query ranking metrics of corpus embeddings `emb` (rows aligned with es.keys)."""
     if len(es.queries) == 0:
         return {name: np.zeros(0) for name in ranking_keys(k, map_k)}
@@ -370,12 +409,17 @@ class Scored:
 
 def scoring_args(ev: DictConfig) -> dict[str, int]:
     """The cut-offs and block sizes of eval config `ev`, as keyword arguments of the scoring functions."""
-    return {"k": int(ev.k), "map_k": int(ev.map_k), "chunk_size": int(ev.chunk_size),
-            "query_chunk": int(ev.query_chunk_size)}
+    return {
+        "k": int(ev.k),
+        "map_k": int(ev.map_k),
+        "chunk_size": int(ev.chunk_size),
+        "query_chunk": int(ev.query_chunk_size),
+    }
 
 
-def score_embeddings(emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int,
-                     query_chunk: int = 1024) -> Scored:
+def score_embeddings(
+    emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int, query_chunk: int = 1024
+) -> Scored:
     """Every metric of one model's corpus embeddings on an evaluation set."""
     per_query = retrieval_per_query(emb, es, k, map_k, chunk_size, query_chunk)
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in per_query.items()}
@@ -407,8 +451,9 @@ def percentile_interval(deltas: np.ndarray, ci: float) -> tuple[float | None, fl
     return float(lo), float(hi)
 
 
-def bootstrap_ranking(ft: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], n_boot: int, ci: float,
-                      seed: int) -> dict[str, tuple[float | None, float | None]]:
+def bootstrap_ranking(
+    ft: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], n_boot: int, ci: float, seed: int
+) -> dict[str, tuple[float | None, float | None]]:
     """Paired bootstrap CI over queries of mean(ft) - mean(base), for each ranking metric."""
     names = list(ft)
     n = len(next(iter(ft.values()))) if ft else 0
@@ -420,8 +465,9 @@ def bootstrap_ranking(ft: Mapping[str, np.ndarray], base: Mapping[str, np.ndarra
     return {name: percentile_interval(deltas[:, j], ci) for j, name in enumerate(names)}
 
 
-def bootstrap_pairs(ft_scores: np.ndarray, base_scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float,
-                    seed: int) -> dict[str, tuple[float | None, float | None]]:
+def bootstrap_pairs(
+    ft_scores: np.ndarray, base_scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float, seed: int
+) -> dict[str, tuple[float | None, float | None]]:
     """Paired bootstrap CI over labeled pairs of ft - base, for each pair metric (threshold re-chosen)."""
     n = len(labels)
     if n_boot == 0 or n == 0:
@@ -437,8 +483,9 @@ def bootstrap_pairs(ft_scores: np.ndarray, base_scores: np.ndarray, labels: np.n
     return {name: percentile_interval(np.concatenate(parts[name]), ci) for name in PAIR_KEYS}
 
 
-def delta_table(ft: Scored, base: Scored, labels: np.ndarray, n_boot: int, ci: float,
-                seed: int) -> dict[str, dict[str, float | None]]:
+def delta_table(
+    ft: Scored, base: Scored, labels: np.ndarray, n_boot: int, ci: float, seed: int
+) -> dict[str, dict[str, float | None]]:
     """Delta (fine-tuned - baseline) of each ranking and pair metric with its paired bootstrap CI."""
     intervals = bootstrap_ranking(ft.per_query, base.per_query, n_boot, ci, seed)
     intervals.update(bootstrap_pairs(ft.pair_scores, base.pair_scores, labels, n_boot, ci, seed))
@@ -465,23 +512,8 @@ def baseline_cache_key(cfg: DictConfig, data: PreparedData, es: EvalSet) -> dict
 
 def cache_path(cache_dir: str | os.PathLike, key: Mapping[str, Any]) -> Path:
     """The .npy file of a cache key: `<split>-<hash of the key>.npy` under cache_dir."""
-    digest = hashlib.sha256(json.dumps(dict(key), sort_keys=True, default=str).encode()).hexdigest()[:24]
+    digest = json_digest(dict(key))
     return Path(cache_dir).expanduser() / f"{key['split']}-{digest}.npy"
-
-
-def write_atomic(path: Path, write: Callable[[Any], None]) -> Path:
-    """Write a file through `write(handle)` into a temporary file beside it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_cached(path: Path, rows: int) -> np.ndarray | None:
@@ -498,32 +530,41 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
     return emb
 
 
-def cached_embeddings(path: Path, key: Mapping[str, Any], rows: int,
-                      compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+def cached_embeddings(
+    path: Path, key: Mapping[str, Any], rows: int, compute: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, bool]:
     """Embeddings from `path` when it holds `rows` rows, else `compute()` written there atomically."""
     emb = _read_cached(path, rows)
     if emb is not None:
         return emb, True
     emb = np.ascontiguousarray(compute(), dtype=np.float32)
     write_atomic(path, lambda handle: np.save(handle, emb, allow_pickle=False))
-    meta = json.dumps(dict(key), indent=2, sort_keys=True, default=str).encode()
-    write_atomic(path.with_suffix(".json"), lambda handle: handle.write(meta))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(dict(key), indent=2, sort_keys=True, default=str))
     return emb, False
 
 
 def materialize(source: ModelSource, cfg: DictConfig) -> Model:
     """A model from a model, a zero-argument loader, or None (load cfg.model.name_or_path, untuned)."""
     if source is None:
-        return load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.get("trainer", {}).get("device"),
-                          **backend_args(cfg.model))
+        return load_model(
+            cfg.model.name_or_path,
+            cfg.model.max_seq_length,
+            cfg.get("trainer", {}).get("device"),
+            **backend_args(cfg.model),
+        )
     if hasattr(source, "encode"):
         return source
     return source()
 
 
-def baseline_embeddings(cfg: DictConfig, data: PreparedData, es: EvalSet, source: ModelSource = None,
-                        precomputed: np.ndarray | None = None,
-                        show_progress: bool = True) -> tuple[np.ndarray, bool, Path]:
+def baseline_embeddings(
+    cfg: DictConfig,
+    data: PreparedData,
+    es: EvalSet,
+    source: ModelSource = None,
+    precomputed: np.ndarray | None = None,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, bool, Path]:
     """The untuned model's embeddings of an eval set: from the cache, else computed and cached.
 
     On a miss: `precomputed` when given, else encoded by `source` (an untuned model, a loader, or None
@@ -575,8 +616,14 @@ def objective_entry(names: Any, metrics: Mapping[str, float]) -> dict[str, Any]:
     return {"name": names, "value": [metrics[n] for n in names]}
 
 
-def evaluate_run(model: Model, cfg: DictConfig, data: PreparedData, split: str | None = None,
-                 baseline_model: ModelSource = None, show_progress: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    model: Model,
+    cfg: DictConfig,
+    data: PreparedData,
+    split: str | None = None,
+    baseline_model: ModelSource = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Score `model` and the untuned baseline (cached) on one split; the metrics.json dict plus `details`.
 
     `baseline_model` is only used when the baseline cache misses: a model, a loader, or None to load
@@ -591,10 +638,21 @@ def evaluate_run(model: Model, cfg: DictConfig, data: PreparedData, split: str |
     clock = time.perf_counter()
     ft = score_embeddings(emb, es, **scoring_args(ev))
     seconds["score_finetuned"] = time.perf_counter() - clock
-    details = EvalDetails(eval_set=es, embeddings={"finetuned": emb}, scored={"finetuned": ft},
-                          n_boot=int(ev.n_boot), ci=float(ev.ci), seconds=seconds)
-    result: dict[str, Any] = {"split": es.split, "objective": objective_entry(ev.objective, ft.metrics),
-                              "finetuned": ft.metrics, "baseline": None, "delta": None}
+    details = EvalDetails(
+        eval_set=es,
+        embeddings={"finetuned": emb},
+        scored={"finetuned": ft},
+        n_boot=int(ev.n_boot),
+        ci=float(ev.ci),
+        seconds=seconds,
+    )
+    result: dict[str, Any] = {
+        "split": es.split,
+        "objective": objective_entry(ev.objective, ft.metrics),
+        "finetuned": ft.metrics,
+        "baseline": None,
+        "delta": None,
+    }
     if ev.baseline:
         clock = time.perf_counter()
         reuse = emb if baseline_model is model else None  # the evaluated model is the untuned one
@@ -641,31 +699,12 @@ def objective_value(model: Model, cfg: DictConfig, data: PreparedData, split: st
     return float(per_query[name].mean()) if len(es.queries) else float("nan")
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to None, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_json(result: Mapping[str, Any]) -> dict[str, Any]:
     """The result without its arrays (`details`), JSON-safe: what metrics.json holds."""
-    return _plain({k: v for k, v in result.items() if k not in JSON_INTERNAL})
+    return json_safe({k: v for k, v in result.items() if k not in JSON_INTERNAL})
 
 
 # ---------------------------------------------------------------- the table
-def _num(value: Any, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
 def format_table(results: Mapping[str, Any]) -> str:
     """baseline | fine-tuned | delta [CI] per metric, with the split's sizes on top."""
     ft, base = results["finetuned"], results.get("baseline")
@@ -682,13 +721,13 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines = ["  ".join(head)]
     if base is None:
         lines.append(f"{'metric':<{width}}{'fine-tuned':>11}")
-        lines += [f"{n:<{width}}{_num(ft[n]):>11}" for n in names]
+        lines += [f"{n:<{width}}{fmt_metric(ft[n]):>11}" for n in names]
     else:
         lines.append(f"{'metric':<{width}}{'baseline':>10}{'fine-tuned':>12}   delta [{level}]")
         for n in names:
             d = delta.get(n, {})
-            ci = f"[{_num(d.get('ci_low'), True)}, {_num(d.get('ci_high'), True)}]"
-            lines.append(f"{n:<{width}}{_num(base.get(n)):>10}{_num(ft[n]):>12}   {_num(d.get('delta'), True)} {ci}")
+            values = f"{n:<{width}}{fmt_metric(base.get(n)):>10}{fmt_metric(ft[n]):>12}"
+            lines.append(f"{values}   {fmt_delta(d)}")
     objective = results.get("objective")
     if objective:
         lines.append(f"objective: {objective['name']} = {objective['value']}")
@@ -760,8 +799,7 @@ def run_cli(argv: Sequence[str]) -> dict[str, Any]:
     result = evaluate_run(model, cfg, data, baseline_model=model if untuned else None)
     print(format_table(result), flush=True)
     if json_out:
-        text = json.dumps(to_json({**result, "model": checkpoint}), indent=2).encode()
-        write_atomic(Path(json_out).expanduser().resolve(), lambda handle: handle.write(text))
+        write_json(to_json({**result, "model": checkpoint}), Path(json_out).expanduser().resolve())
         print(f"wrote {json_out}", flush=True)
     return result
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastive.errors import ConfigError, ModelError
+from contrastive.utils import sha256_hex, temp_path_beside
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the published all-MiniLM-L6-v2 model.safetensors; the packaged copy must match it.
@@ -44,8 +45,9 @@ def idle_cores(interval: float = 1.0) -> float:
         return max(0.0, cores - os.getloadavg()[0])
 
 
-def cpu_threads(setting: int | str | None, cores: int | None = None, idle: float | None = None,
-                field: str = "num_threads") -> int | None:
+def cpu_threads(
+    setting: int | str | None, cores: int | None = None, idle: float | None = None, field: str = "num_threads"
+) -> int | None:
     """Intra-op CPU threads for a setting: an integer as given, None for the library default, or "auto": one per
     core that other work leaves (nearly) idle, at least 1 (`idle_cores`; a core counts from 0.75 idle). On a
     shared machine a thread team larger than the idle cores waits on its descheduled members at every parallel
@@ -139,7 +141,7 @@ def fingerprint(name_or_path: str) -> str:
     resolved = resolve_model(name_or_path)
     weights = weights_file(resolved) if Path(resolved).is_dir() else None
     if weights is None:
-        return "hub-" + hashlib.sha256(resolved.encode()).hexdigest()[:16]
+        return "hub-" + sha256_hex(resolved)
     return weights_sha256(weights)[:16]
 
 
@@ -150,8 +152,13 @@ def backend_args(model_cfg: Any) -> dict[str, Any]:
     return {"backend": backend, "cache_dir": cache}
 
 
-def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None,
-               backend: str = "torch", cache_dir: str | os.PathLike | None = None):
+def load_model(
+    name_or_path: str,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+    backend: str = "torch",
+    cache_dir: str | os.PathLike | None = None,
+):
     """Load a SentenceTransformer from a resolved name: safetensors only, never remote code.
 
     `backend` onnx / onnx-int8 swaps the transformer for an ONNX Runtime session (inference only), exported
@@ -184,12 +191,6 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
 
 
 # ---------------------------------------------------------------- ONNX Runtime backend
-def _atomic_target(path: Path) -> Path:
-    """A temporary path beside `path` (same directory, so os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
 def export_onnx(model, path: Path) -> Path:
     """Export the model's transformer (token embeddings, dynamic batch and length) to an fp32 ONNX file."""
     import warnings
@@ -204,18 +205,27 @@ def export_onnx(model, path: Path) -> Path:
             self.inner = transformer
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
-    example = model[0].tokenizer(["an example question", "a second, longer example question?"], padding=True,
-                                 return_tensors="pt")
+    example = model[0].tokenizer(
+        ["an example question", "a second, longer example question?"], padding=True, return_tensors="pt"
+    )
     dynamic = {name: {0: "batch", 1: "tokens"} for name in (*ONNX_INPUTS, "last_hidden_state")}
-    tmp = _atomic_target(path)
+    tmp = temp_path_beside(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on shape checks that hold for every input
-        torch.onnx.export(TokenEmbeddings().eval(), tuple(example[n] for n in ONNX_INPUTS), str(tmp), dynamo=False,
-                          input_names=list(ONNX_INPUTS), output_names=["last_hidden_state"],
-                          dynamic_axes=dynamic, opset_version=ONNX_OPSET)
+        torch.onnx.export(
+            TokenEmbeddings().eval(),
+            tuple(example[n] for n in ONNX_INPUTS),
+            str(tmp),
+            dynamo=False,
+            input_names=list(ONNX_INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+        )
     os.replace(tmp, path)
     return path
 
@@ -226,12 +236,13 @@ def quantize_onnx(source: Path, path: Path) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = _atomic_target(path)
+    tmp = temp_path_beside(path)
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice, printed on the root logger
     try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
+        quantize_dynamic(
+            str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+        )
     finally:
         logging.getLogger().setLevel(quiet)
     os.replace(tmp, path)

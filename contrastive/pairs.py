@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -12,14 +11,12 @@ import torch
 from torch.utils.data import BatchSampler
 
 from contrastive.data import components, question_key
+from contrastive.utils import seeded_hash
 
 
 def _rank(values: Sequence[str], seed: int) -> np.ndarray:
     """A seeded, order-independent pseudo-random rank for each string."""
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(f"{seed}:{v}".encode(), digest_size=8).digest(), "big") for v in values],
-        dtype=np.uint64,
-    )
+    return np.array([seeded_hash(v, seed) for v in values], dtype=np.uint64)
 
 
 def cap_pairs(frame: pd.DataFrame, max_pairs: int | None, seed: int = 0) -> pd.DataFrame:
@@ -46,8 +43,9 @@ def cap_pairs(frame: pd.DataFrame, max_pairs: int | None, seed: int = 0) -> pd.D
 def positives(frame: pd.DataFrame, both_orders: bool = False) -> pd.DataFrame:
     """(anchor, positive) from label=1 pairs; with `both_orders` also (positive, anchor)."""
     dup = frame[frame["label"] == 1]
-    out = pd.DataFrame({"anchor": dup["question1"].astype(str), "positive": dup["question2"].astype(str),
-                        "comp": dup["comp1"]})
+    out = pd.DataFrame(
+        {"anchor": dup["question1"].astype(str), "positive": dup["question2"].astype(str), "comp": dup["comp1"]}
+    )
     if both_orders:
         rev = pd.DataFrame({"anchor": out["positive"], "positive": out["anchor"], "comp": out["comp"]})
         out = pd.concat([out, rev], ignore_index=True)
@@ -76,19 +74,19 @@ def triplets(frame: pd.DataFrame, both_orders: bool = False, seed: int = 0) -> t
     has = pos["comp"].map(lambda c: int(c) in pool)
     with_neg = pos[has].reset_index(drop=True)
     ranks = _rank((with_neg["anchor"] + "\0" + with_neg["positive"]).tolist(), seed)
-    with_neg["negative"] = [
-        pool[int(c)][int(r % len(pool[int(c)]))] for c, r in zip(with_neg["comp"], ranks)
-    ]
+    with_neg["negative"] = [pool[int(c)][int(r % len(pool[int(c)]))] for c, r in zip(with_neg["comp"], ranks)]
     return with_neg[["anchor", "positive", "negative", "comp"]], pos[~has].reset_index(drop=True)
 
 
 def labeled_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     """(sentence1, sentence2, label) with a float label, for the auxiliary pair loss."""
-    return pd.DataFrame({
-        "sentence1": frame["question1"].astype(str).to_numpy(),
-        "sentence2": frame["question2"].astype(str).to_numpy(),
-        "label": frame["label"].astype(float).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "sentence1": frame["question1"].astype(str).to_numpy(),
+            "sentence2": frame["question2"].astype(str).to_numpy(),
+            "label": frame["label"].astype(float).to_numpy(),
+        }
+    )
 
 
 def component_lookup(frames: Sequence[pd.DataFrame]) -> dict[str, int]:
@@ -107,7 +105,7 @@ def length_grouped(order: Sequence[int], lengths: Sequence[int], window: int) ->
         return list(order)
     out: list[int] = []
     for start in range(0, len(order), window):
-        chunk = list(order[start:start + window])
+        chunk = list(order[start : start + window])
         out.extend(sorted(chunk, key=lambda i: lengths[i]))
     return out
 
@@ -219,7 +217,7 @@ class ComponentBatchSampler(BatchSampler):
         window = self.mega_batches * self.batch_size
         carry: list[int] = []
         for start in range(0, len(order), window):
-            pool = sorted(carry + order[start:start + window], key=self.lengths.__getitem__)
+            pool = sorted(carry + order[start : start + window], key=self.lengths.__getitem__)
             while len(pool) >= self.batch_size:
                 batch, rest = self._fill(pool, deferred_once)
                 if len(batch) < self.batch_size:
@@ -251,7 +249,7 @@ class ComponentBatchSampler(BatchSampler):
     def _plain(self, order: list[int]) -> list[list[int]]:
         if self.mega_batches > 1:
             order = length_grouped(order, self.lengths, self.mega_batches * self.batch_size)
-        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         if batches and len(batches[-1]) < self.batch_size and self.drop_last:
             self.stats["dropped"] += len(batches.pop())
         return batches
@@ -267,13 +265,21 @@ def aux_sample(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame
     """A seeded `share` of the labeled pairs (at least one, label mix kept by sampling within each label)."""
     if share >= 1.0 or frame.empty:
         return frame
-    parts = [group.sample(n=max(1, round(len(group) * share)), random_state=seed)
-             for _, group in frame.groupby(frame["label"].astype(int), sort=True)]
+    parts = [
+        group.sample(n=max(1, round(len(group) * share)), random_state=seed)
+        for _, group in frame.groupby(frame["label"].astype(int), sort=True)
+    ]
     return pd.concat(parts).sort_index()
 
 
-def build_examples(frame: pd.DataFrame, hard_negatives: bool, with_aux: bool, both_orders: bool = False,
-                   seed: int = 0, aux_share: float = 1.0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+def build_examples(
+    frame: pd.DataFrame,
+    hard_negatives: bool,
+    with_aux: bool,
+    both_orders: bool = False,
+    seed: int = 0,
+    aux_share: float = 1.0,
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs) and their sizes.
 
     `aux_share` < 1 gives the auxiliary loss a seeded sample of that share of the labeled pairs. The Trainer draws

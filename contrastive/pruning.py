@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-TRIAL_KEY = "optuna"            # the job config block the sweeper adds
-PRUNER_ATTR = "pruner"          # trial user attr: the pruner spec the job rebuilds
-SQLITE_TIMEOUT_S = 60           # wait this long for a SQLite write lock (several processes share one file)
+TRIAL_KEY = "optuna"  # the job config block the sweeper adds
+PRUNER_ATTR = "pruner"  # trial user attr: the pruner spec the job rebuilds
+SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite write lock (several processes share one file)
 
 
 def quote(value: str) -> str:

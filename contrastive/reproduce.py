@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from contrastive.errors import ConfigError, UserError
+from contrastive.utils import fmt_delta, fmt_metric, write_text_atomic
 
 log = logging.getLogger("contrastive.reproduce")
 
@@ -62,20 +63,36 @@ def check_config(cfg: DictConfig) -> None:
     from contrastive.config import _integer, _need, _number
 
     rp = cfg.reproduce
-    _need(rp.budget_pairs is None or (_integer(rp.budget_pairs) and rp.budget_pairs >= 1), "reproduce.budget_pairs",
-          rp.budget_pairs, "must be null (all train pairs) or an integer >= 1")
+    _need(
+        rp.budget_pairs is None or (_integer(rp.budget_pairs) and rp.budget_pairs >= 1),
+        "reproduce.budget_pairs",
+        rp.budget_pairs,
+        "must be null (all train pairs) or an integer >= 1",
+    )
     rows = list(rp.ablation or [])
     _need(bool(rows), "reproduce.ablation", rows, "empty; the last row is the final model, so at least one is needed")
     for i, row in enumerate(rows):
         for key in ("name", "label"):
-            _need(isinstance(row.get(key), str) and row.get(key) != "", f"reproduce.ablation[{i}].{key}",
-                  row.get(key), "must be a non-empty string")
+            _need(
+                isinstance(row.get(key), str) and row.get(key) != "",
+                f"reproduce.ablation[{i}].{key}",
+                row.get(key),
+                "must be a non-empty string",
+            )
     names = [r.name for r in rows]
     _need(len(set(names)) == len(names), "reproduce.ablation", names, "row names repeat")
-    _need(_number(rp.targets.pair_ap_min_delta), "reproduce.targets.pair_ap_min_delta", rp.targets.pair_ap_min_delta,
-          "must be a number")
-    _need(_integer(rp.test.n_boot) and rp.test.n_boot >= 1, "reproduce.test.n_boot", rp.test.n_boot,
-          "must be an integer >= 1")
+    _need(
+        _number(rp.targets.pair_ap_min_delta),
+        "reproduce.targets.pair_ap_min_delta",
+        rp.targets.pair_ap_min_delta,
+        "must be a number",
+    )
+    _need(
+        _integer(rp.test.n_boot) and rp.test.n_boot >= 1,
+        "reproduce.test.n_boot",
+        rp.test.n_boot,
+        "must be an integer >= 1",
+    )
     check_data(list(rp.data))
 
 
@@ -101,8 +118,10 @@ def row_overrides(rows: Sequence[Mapping[str, Any]], best_params: Mapping[str, A
             current[key] = value
         for key in row.get("from_best") or []:
             if key not in best_params:
-                raise ConfigError(f"reproduce.ablation[{i}].from_best: {key!r} is not a parameter of the sweep "
-                                  f"(it searched {sorted(best_params)})")
+                raise ConfigError(
+                    f"reproduce.ablation[{i}].from_best: {key!r} is not a parameter of the sweep "
+                    f"(it searched {sorted(best_params)})"
+                )
             current[key] = format_value(best_params[key])
         out.append([f"{k}={v}" for k, v in current.items()])
     return out
@@ -123,8 +142,9 @@ def run_stage(args: Sequence[str], log_path: Path) -> None:
                 sys.stdout.write(line)
         code = proc.wait()
     if code != 0:
-        raise StageFailed(f"stage `{' '.join(args[:3])}` exited {code}: {failure_line(log_path.read_text())} "
-                          f"(full log: {log_path})")
+        raise StageFailed(
+            f"stage `{' '.join(args[:3])}` exited {code}: {failure_line(log_path.read_text())} (full log: {log_path})"
+        )
 
 
 def failure_line(text: str) -> str:
@@ -138,8 +158,19 @@ def sweep_stage(cfg: DictConfig, work: Path) -> dict[str, Any]:
     """Run (or resume) the sweep; its summary.json."""
     rp = cfg.reproduce
     sweep_dir = work / "sweep"
-    run_stage(["-m", "contrastive.train", "-m", f"+sweeps={rp.sweep.config}", *rp.data, *rp.extra,
-               *rp.sweep.overrides, f"hydra.sweep.dir={sweep_dir}"], work / "logs" / "sweep.log")
+    run_stage(
+        [
+            "-m",
+            "contrastive.train",
+            "-m",
+            f"+sweeps={rp.sweep.config}",
+            *rp.data,
+            *rp.extra,
+            *rp.sweep.overrides,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        work / "logs" / "sweep.log",
+    )
     summary = json.loads((sweep_dir / "summary.json").read_text())
     if not summary.get("best_params"):
         raise StageFailed(f"sweep: no trial completed ({summary.get('states')}); see {work / 'logs' / 'sweep.log'}")
@@ -152,10 +183,18 @@ def row_stage(cfg: DictConfig, work: Path, name: str, overrides: list[str]) -> d
     run_dir = work / "rows" / name
     stamp = run_dir / "reproduce_overrides.json"
     budget = "null" if rp.budget_pairs is None else rp.budget_pairs
-    args = [*rp.data, *rp.extra, f"data.max_pairs={budget}", *overrides,
-            f"eval.split={rp.test.split}", f"eval.distractors={rp.test.distractors}",
-            f"eval.max_distractors={'null' if rp.test.max_distractors is None else rp.test.max_distractors}",
-            f"eval.n_boot={rp.test.n_boot}", f"hydra.run.dir={run_dir}", f"run_name=reproduce-{name}"]
+    args = [
+        *rp.data,
+        *rp.extra,
+        f"data.max_pairs={budget}",
+        *overrides,
+        f"eval.split={rp.test.split}",
+        f"eval.distractors={rp.test.distractors}",
+        f"eval.max_distractors={'null' if rp.test.max_distractors is None else rp.test.max_distractors}",
+        f"eval.n_boot={rp.test.n_boot}",
+        f"hydra.run.dir={run_dir}",
+        f"run_name=reproduce-{name}",
+    ]
     if (run_dir / "metrics.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == args:
         print(f"[reproduce] row {name}: done before with the same overrides ({run_dir})", flush=True)
     else:
@@ -169,9 +208,21 @@ def own_corpus_stage(cfg: DictConfig, work: Path, model_dir: Path) -> dict[str, 
     """The final model on the test split's own corpus (no distractors)."""
     rp = cfg.reproduce
     out = work / "final_own_corpus.json"
-    run_stage(["-m", "contrastive.evaluate", f"model={model_dir}", f"split={rp.test.split}", *rp.data, *rp.extra,
-               "eval.distractors=none", f"eval.n_boot={rp.test.n_boot}", "--json", str(out)],
-              work / "logs" / "final_own_corpus.log")
+    run_stage(
+        [
+            "-m",
+            "contrastive.evaluate",
+            f"model={model_dir}",
+            f"split={rp.test.split}",
+            *rp.data,
+            *rp.extra,
+            "eval.distractors=none",
+            f"eval.n_boot={rp.test.n_boot}",
+            "--json",
+            str(out),
+        ],
+        work / "logs" / "final_own_corpus.log",
+    )
     return json.loads(out.read_text())
 
 
@@ -193,8 +244,11 @@ def study_span_s(study: Any) -> float:
     trials that ran (0 without a study)."""
     if study is None:
         return 0.0
-    ran = [t for t in study.get_trials(deepcopy=False)  # a trial failed before it ran has no output dir
-           if t.datetime_start and t.datetime_complete and t.user_attrs.get("output_dir")]
+    ran = [
+        t
+        for t in study.get_trials(deepcopy=False)  # a trial failed before it ran has no output dir
+        if t.datetime_start and t.datetime_complete and t.user_attrs.get("output_dir")
+    ]
     return round(sum((t.datetime_complete - t.datetime_start).total_seconds() for t in ran), 1)
 
 
@@ -215,25 +269,15 @@ def targets(final: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]
     mrr = final["delta"][spec["mrr_metric"]]
     ap_ok = ap["delta"] >= float(spec["pair_ap_min_delta"]) and (ap["ci_low"] or 0.0) > 0
     mrr_ok = mrr["delta"] > 0 and (mrr["ci_low"] or 0.0) > 0
-    return {"pair_ap": {"met": bool(ap_ok), "need": f"delta >= {spec['pair_ap_min_delta']} and CI low > 0", **ap},
-            spec["mrr_metric"]: {"met": bool(mrr_ok), "need": "delta > 0 and CI low > 0 (with distractors)", **mrr},
-            "both": bool(ap_ok and mrr_ok)}
-
-
-def _f(value: Any, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+    return {
+        "pair_ap": {"met": bool(ap_ok), "need": f"delta >= {spec['pair_ap_min_delta']} and CI low > 0", **ap},
+        spec["mrr_metric"]: {"met": bool(mrr_ok), "need": "delta > 0 and CI low > 0 (with distractors)", **mrr},
+        "both": bool(ap_ok and mrr_ok),
+    }
 
 
 def _count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _delta(d: Mapping[str, Any] | None) -> str:
-    if not d:
-        return "n/a"
-    return f"{_f(d.get('delta'), True)} [{_f(d.get('ci_low'), True)}, {_f(d.get('ci_high'), True)}]"
 
 
 def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/") -> str:
@@ -253,13 +297,19 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
     ]
     for label, which, key in TABLE_METRICS:
         e = evals[which]
-        lines.append(f"| {label} | {_f(e['baseline'][key])} | {_f(e['finetuned'][key])} | {_delta(e['delta'][key])} |")
+        base, tuned = fmt_metric(e["baseline"][key]), fmt_metric(e["finetuned"][key])
+        lines.append(f"| {label} | {base} | {tuned} | {fmt_delta(e['delta'][key])} |")
     verdict = {True: "**met**", False: "**not met**"}
-    lines += ["", "Targets (test split): "
-              f"pair AP {t['pair_ap']['need']}: {verdict[t['pair_ap']['met']]}; "
-              f"MRR@10 {t[results['mrr_metric']]['need']}: {verdict[t[results['mrr_metric']]['met']]}.", ""]
-    params = ", ".join(f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`"
-                       for k, v in sweep["best_params"].items())
+    lines += [
+        "",
+        "Targets (test split): "
+        f"pair AP {t['pair_ap']['need']}: {verdict[t['pair_ap']['met']]}; "
+        f"MRR@10 {t[results['mrr_metric']]['need']}: {verdict[t[results['mrr_metric']]['met']]}.",
+        "",
+    ]
+    params = ", ".join(
+        f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in sweep["best_params"].items()
+    )
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(sweep["states"].items()))
     budget = ("all " if results.get("budget_all") else "") + f"{results['budget_pairs']:,}"
     lines += [
@@ -274,14 +324,18 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
     ]
     for row in results["ablation"]:
         m = row["metrics"]
-        lines.append(f"| {row['label']} | {_delta(m['delta']['mrr_at_10'])} | {_delta(m['delta']['pair_ap'])} | "
-                     f"{_f(m['finetuned']['pair_ap'])} | {m.get('wall_time_s', 0) / 60:.1f} |")
+        lines.append(
+            f"| {row['label']} | {fmt_delta(m['delta']['mrr_at_10'])} | {fmt_delta(m['delta']['pair_ap'])} | "
+            f"{fmt_metric(m['finetuned']['pair_ap'])} | {m.get('wall_time_s', 0) / 60:.1f} |"
+        )
     lines += trial_table(sweep, results.get("objectives", []), results["sweep_pairs"])
     names = results.get("objectives", [])
     for i, ranked in results.get("importances", {}).items():
         label = names[int(i)] if int(i) < len(names) else f"objective {i}"
-        lines += ["", f"Sweep parameter importances for {label}: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) + "."]
+        lines += [
+            "",
+            f"Sweep parameter importances for {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) + ".",
+        ]
     lines += [""] + [f"![{Path(f).stem}]({figures_prefix}{f})" for f in results["figures"]]
     return "\n".join(lines) + "\n"
 
@@ -289,9 +343,11 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
 def pareto_numbers(trials: Sequence[Mapping[str, Any]]) -> set[int]:
     """Numbers of the finished trials that no other finished trial beats or ties on every value (maximized)."""
     done = [t for t in trials if t.get("state") == "COMPLETE" and t.get("values")]
-    return {t["number"] for t in done
-            if not any(all(o >= v for o, v in zip(u["values"], t["values"])) and u["values"] != t["values"]
-                       for u in done)}
+    return {
+        t["number"]
+        for t in done
+        if not any(all(o >= v for o, v in zip(u["values"], t["values"])) and u["values"] != t["values"] for u in done)
+    }
 
 
 def trial_table(sweep: Mapping[str, Any], objectives: Sequence[str], pairs: Any) -> list[str]:
@@ -301,15 +357,20 @@ def trial_table(sweep: Mapping[str, Any], objectives: Sequence[str], pairs: Any)
         return []
     front = pareto_numbers(trials)
     names = list(objectives) or ["objective"]
-    lines = ["", f"Sweep trials (val split, {_count(pairs)} pairs each; front = on the Pareto front of the "
-             "finished trials; the values of a pruned trial are not final):", "",
-             "| trial | state | parameters | " + " | ".join(f"val {n}" for n in names) + " | |",
-             "|---|---|---|" + "---:|" * len(names) + "---|"]
+    lines = [
+        "",
+        f"Sweep trials (val split, {_count(pairs)} pairs each; front = on the Pareto front of the "
+        "finished trials; the values of a pruned trial are not final):",
+        "",
+        "| trial | state | parameters | " + " | ".join(f"val {n}" for n in names) + " | |",
+        "|---|---|---|" + "---:|" * len(names) + "---|",
+    ]
     for t in trials:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
-        values = [_f(v) for v in (t.get("values") or [])] or ["-"] * len(names)
-        mark = ", ".join(m for m, on in (("front", t["number"] in front),
-                                         ("promoted", t["number"] == sweep.get("best_trial"))) if on)
+        values = [fmt_metric(v) for v in (t.get("values") or [])] or ["-"] * len(names)
+        mark = ", ".join(
+            m for m, on in (("front", t["number"] in front), ("promoted", t["number"] == sweep.get("best_trial"))) if on
+        )
         lines.append(f"| {t['number']} | {t['state'].lower()} | `{params}` | " + " | ".join(values) + f" | {mark} |")
     return lines
 
@@ -323,9 +384,7 @@ def update_readme(readme: Path, section: str) -> None:
         text = head + block + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(readme)
+    write_text_atomic(readme, text)
 
 
 def set_aside(work: Path) -> Path | None:
@@ -369,9 +428,15 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
     rows = []
     for row, overrides in zip(rows_cfg, row_overrides(rows_cfg, summary["best_params"]), strict=True):
         metrics = row_stage(cfg, work, row["name"], overrides)
-        rows.append({"name": row["name"], "label": row["label"], "overrides": overrides,
-                     "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")},
-                     "train_pairs_used": metrics["training"]["sizes"]["train_pairs_used"]})
+        rows.append(
+            {
+                "name": row["name"],
+                "label": row["label"],
+                "overrides": overrides,
+                "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")},
+                "train_pairs_used": metrics["training"]["sizes"]["train_pairs_used"],
+            }
+        )
     final_dir = work / "rows" / rows[-1]["name"]
     clock = time.perf_counter()
     own = own_corpus_stage(cfg, work, final_dir / "model")
@@ -379,19 +444,34 @@ def reproduce(cfg: DictConfig, command: str) -> dict[str, Any]:
     final = {"own_corpus": own, "distractors": rows[-1]["metrics"]}
     sweep_cfg = OmegaConf.load(Path(cfg.paths.root_dir) / "sweeps" / f"{rp.sweep.config}.yaml")
     results = {
-        "command": command, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": command,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         # compute time of all stages, resumes included: the sweep's span, each row's run, the last evaluation
-        "wall_time_s": round(summary["wall_time_s"] + sum(r["metrics"].get("wall_time_s") or 0 for r in rows)
-                             + own_s, 1),
-        "this_invocation_s": round(time.time() - started, 1), "n_boot": int(rp.test.n_boot),
+        "wall_time_s": round(
+            summary["wall_time_s"] + sum(r["metrics"].get("wall_time_s") or 0 for r in rows) + own_s, 1
+        ),
+        "this_invocation_s": round(time.time() - started, 1),
+        "n_boot": int(rp.test.n_boot),
         "budget_pairs": rows[-1]["train_pairs_used"],
         "budget_all": rp.budget_pairs is None,
         "sweep_pairs": OmegaConf.select(sweep_cfg, "data.max_pairs", default="all"),
         "objectives": list(OmegaConf.select(sweep_cfg, "eval.objective", default=[]) or []),
         "mrr_metric": str(rp.targets.mrr_metric),
-        "sweep": {k: summary.get(k) for k in ("study_name", "n_trials", "states", "best_trial", "best_values",
-                                              "best_params", "promotion", "wall_time_s", "trials")},
+        "sweep": {
+            k: summary.get(k)
+            for k in (
+                "study_name",
+                "n_trials",
+                "states",
+                "best_trial",
+                "best_values",
+                "best_params",
+                "promotion",
+                "wall_time_s",
+                "trials",
+            )
+        },
         "final": {k: {m: v[m] for m in ("finetuned", "baseline", "delta")} for k, v in final.items()},
         "targets": targets(final["distractors"], rp.targets),
         "ablation": rows,

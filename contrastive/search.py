@@ -60,7 +60,7 @@ def similar_pairs(embeddings: np.ndarray, threshold: float, chunk_size: int = 10
     emb = np.asarray(embeddings, dtype=np.float32)
     pairs: list[tuple[int, int, float]] = []
     for start in range(0, len(emb), chunk_size):
-        block = emb[start:start + chunk_size] @ emb.T
+        block = emb[start : start + chunk_size] @ emb.T
         rows, cols = np.nonzero(block >= threshold)
         rows = rows + start
         keep = cols > rows
@@ -92,13 +92,15 @@ def groups_table(texts: Sequence[str], groups: Sequence[Sequence[int]], embeddin
     for number, group in enumerate(groups, start=1):
         rep = group[0]
         for i in group:
-            rows.append({
-                "group": number,
-                "size": len(group),
-                "question": texts[i],
-                "cosine_to_first": round(float(emb[i] @ emb[rep]), 4),
-                "representative": texts[rep],
-            })
+            rows.append(
+                {
+                    "group": number,
+                    "size": len(group),
+                    "question": texts[i],
+                    "cosine_to_first": round(float(emb[i] @ emb[rep]), 4),
+                    "representative": texts[rep],
+                }
+            )
     return pd.DataFrame(rows, columns=["group", "size", "question", "cosine_to_first", "representative"])
 
 
@@ -143,8 +145,9 @@ def check_questions(texts: Iterable[str], limits: Limits, origin: str) -> list[s
             raise DataError(f"{origin}: item {number} has {len(text):,} characters, the limit is {limits.max_chars:,}")
         out.append(text)
         if len(out) > limits.max_questions:
-            raise DataError(f"{origin}: more than {limits.max_questions:,} questions, the limit is "
-                            f"{limits.max_questions:,}")
+            raise DataError(
+                f"{origin}: more than {limits.max_questions:,} questions, the limit is {limits.max_questions:,}"
+            )
     if not out:
         raise DataError(f"{origin}: no questions found")
     return out

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import threading
 import time
@@ -46,13 +45,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from contrastive import pruning
 from contrastive.errors import ConfigError
+from contrastive.utils import write_dir_atomic, write_json
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
-FAIL_ATTR = "fail_reason"        # trial user attr: why a trial failed
+FAIL_ATTR = "fail_reason"  # trial user attr: why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # trial user attr: asked after another process filled the budget (not run)
-SPACE_ATTR = "search_space"      # study user attr: the latest search space (JSON distributions)
+SPACE_ATTR = "search_space"  # study user attr: the latest search space (JSON distributions)
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the sweep's MLflow parent run, reused on resume
 MAX_REASON = 2000
 
@@ -65,8 +65,8 @@ class SearchSpace:
     """Sampled parameters (Optuna distributions, keyed by override key) and fixed overrides passed to every job."""
 
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict)     # param name -> override key (with + / ++ prefix)
-    fixed: dict[str, str] = field(default_factory=dict)    # param name -> full override string
+    keys: dict[str, str] = field(default_factory=dict)  # param name -> override key (with + / ++ prefix)
+    fixed: dict[str, str] = field(default_factory=dict)  # param name -> full override string
 
     def describe(self) -> dict[str, str]:
         """One readable line per sampled parameter (for logs and MLflow params)."""
@@ -88,11 +88,16 @@ def distribution_from_spec(name: str, spec: Mapping[str, Any]) -> BaseDistributi
         if kind == "categorical":
             return CategoricalDistribution(list(spec["choices"]))
         if kind == "float":
-            return FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
-                                     step=None if spec.get("step") is None else float(spec["step"]))
+            return FloatDistribution(
+                float(spec["low"]),
+                float(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=None if spec.get("step") is None else float(spec["step"]),
+            )
         if kind == "int":
-            return IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)),
-                                   step=int(spec.get("step") or 1))
+            return IntDistribution(
+                int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)), step=int(spec.get("step") or 1)
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.params.{name}={dict(spec)!r}: {exc}") from None
     raise ConfigError(f"hydra.sweeper.params.{name}.type={kind!r}: choose float, int or categorical")
@@ -122,8 +127,10 @@ def distribution_from_override(override: Override) -> BaseDistribution:
         if "int" in value.tags:  # Hydra's interval() is always float: tag(int, interval(1, 8)) asks for integers
             return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ConfigError(f"{where}: this sweep type is not supported by the Optuna sweeper "
-                      "(use choice, range, interval or tag(log, interval))")
+    raise ConfigError(
+        f"{where}: this sweep type is not supported by the Optuna sweeper "
+        "(use choice, range, interval or tag(log, interval))"
+    )
 
 
 def _param_name(override: Override) -> str:
@@ -131,8 +138,9 @@ def _param_name(override: Override) -> str:
     return f"{name}@{override.package}" if override.package else name
 
 
-def parse_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str],
-                       parser: OverridesParser | None = None) -> SearchSpace:
+def parse_search_space(
+    params: Mapping[str, Any] | None, arguments: Sequence[str], parser: OverridesParser | None = None
+) -> SearchSpace:
     """`hydra.sweeper.params` then the command-line overrides (a later key replaces an earlier one)."""
     parser = parser or OverridesParser.create()
     space = SearchSpace()
@@ -317,12 +325,23 @@ class Heartbeat:
 class OptunaSweeper(Sweeper):
     """Hydra sweeper: Optuna ask/tell around Hydra's launcher; see the module docstring and optuna.yaml."""
 
-    def __init__(self, sampler: Mapping[str, Any] | None = None, pruner: Mapping[str, Any] | None = None,
-                 direction: Any = "maximize", n_trials: int = 20, n_jobs: int = 1, study_name: str | None = None,
-                 storage: str | None = None, params: Mapping[str, Any] | None = None,
-                 heartbeat_interval: int | None = 30, grace_period: int | None = None, max_retry: int | None = 2,
-                 promote_best: bool = True, best_dir: str | None = None,
-                 promote: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        sampler: Mapping[str, Any] | None = None,
+        pruner: Mapping[str, Any] | None = None,
+        direction: Any = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        study_name: str | None = None,
+        storage: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        heartbeat_interval: int | None = 30,
+        grace_period: int | None = None,
+        max_retry: int | None = 2,
+        promote_best: bool = True,
+        best_dir: str | None = None,
+        promote: Mapping[str, Any] | None = None,
+    ) -> None:
         self.sampler_spec = _plain(sampler) or {"_target_": "optuna.samplers.TPESampler", "seed": 0}
         self.pruner_spec = _plain(pruner) or None
         self.directions = directions_of(direction)
@@ -349,7 +368,8 @@ class OptunaSweeper(Sweeper):
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ---- study
 
@@ -375,20 +395,26 @@ class OptunaSweeper(Sweeper):
         with quiet_optuna():
             if self.heartbeat_interval:
                 heartbeat = {
-                    "heartbeat_interval": self.heartbeat_interval, "grace_period": self.grace_period,
+                    "heartbeat_interval": self.heartbeat_interval,
+                    "grace_period": self.grace_period,
                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(self.max_retry),
                 }
             storage = pruning.rdb_storage(url, **heartbeat)
             seed = self.sampler_spec.get("seed")
             study = optuna.create_study(
-                study_name=self.resolved_study_name(), storage=storage, load_if_exists=True,
+                study_name=self.resolved_study_name(),
+                storage=storage,
+                load_if_exists=True,
                 sampler=TrialSeededSampler(self.sampler_spec, None if seed is None else int(seed)),
-                pruner=pruning.build_pruner(self.pruner_spec), directions=self.directions,
+                pruner=pruning.build_pruner(self.pruner_spec),
+                directions=self.directions,
             )
         found = [d.name.lower() for d in study.directions]
         if found != self.directions:
-            raise ConfigError(f"hydra.sweeper.direction={self.directions}: study {study.study_name!r} in {url} "
-                              f"was created with {found}; use another study_name")
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.directions}: study {study.study_name!r} in {url} "
+                f"was created with {found}; use another study_name"
+            )
         return study, storage
 
     # ---- the loop
@@ -402,9 +428,16 @@ class OptunaSweeper(Sweeper):
         study, storage = self.open_study()
         self._record_space(study, space)
         done = sum(t.state.is_finished() for t in budget_trials(study.get_trials(deepcopy=False)))
-        log.info("study %r in %s: %d of %d trials finished; sampler %s, pruner %s, directions %s",
-                 study.study_name, _safe_url(self.resolved_storage()), done, self.n_trials,
-                 self.sampler_spec.get("_target_"), (self.pruner_spec or {}).get("_target_", "none"), self.directions)
+        log.info(
+            "study %r in %s: %d of %d trials finished; sampler %s, pruner %s, directions %s",
+            study.study_name,
+            _safe_url(self.resolved_storage()),
+            done,
+            self.n_trials,
+            self.sampler_spec.get("_target_"),
+            (self.pruner_spec or {}).get("_target_", "none"),
+            self.directions,
+        )
         for name, text in space.describe().items():
             log.info("  %s ~ %s", name, text)
         if not space.distributions:
@@ -424,8 +457,9 @@ class OptunaSweeper(Sweeper):
             raise
         return returns
 
-    def _ask_batch(self, study: optuna.Study, storage: optuna.storages.RDBStorage,
-                   space: SearchSpace) -> list[optuna.Trial] | None:
+    def _ask_batch(
+        self, study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace
+    ) -> list[optuna.Trial] | None:
         """The next trials to run ([] after a wait for other processes), or None when the study is done."""
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)
@@ -434,8 +468,12 @@ class OptunaSweeper(Sweeper):
         if room == 0:
             running = [t.number for t in trials if t.state == TrialState.RUNNING]
             if running and self.heartbeat_interval:
-                log.info("budget of %d trials reached; waiting for trials %s running elsewhere "
-                         "(a killed one is re-queued after its heartbeat grace period)", self.n_trials, running)
+                log.info(
+                    "budget of %d trials reached; waiting for trials %s running elsewhere "
+                    "(a killed one is re-queued after its heartbeat grace period)",
+                    self.n_trials,
+                    running,
+                )
                 time.sleep(self.heartbeat_interval)
                 return []
             if running:
@@ -468,8 +506,9 @@ class OptunaSweeper(Sweeper):
             raise
         return trial
 
-    def _run_batch(self, study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace,
-                   trials: list[optuna.Trial]) -> Sequence[JobReturn]:
+    def _run_batch(
+        self, study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace, trials: list[optuna.Trial]
+    ) -> Sequence[JobReturn]:
         """Validate, launch and tell one batch of trials."""
         assert self.launcher is not None
         url, name = self.resolved_storage(), study.study_name
@@ -481,7 +520,7 @@ class OptunaSweeper(Sweeper):
             trial.set_user_attr("overrides", overrides)
             if self.pruner_spec:
                 trial.set_user_attr(pruning.PRUNER_ATTR, self.pruner_spec)
-            log.info("trial %d: %s", trial.number, " ".join(trial_overrides(trial, space)[:len(trial.params)]))
+            log.info("trial %d: %s", trial.number, " ".join(trial_overrides(trial, space)[: len(trial.params)]))
             try:
                 self.validate_batch_is_legal([overrides])
             except Exception as exc:  # noqa: BLE001 - a sampled value that does not compose fails its trial
@@ -530,8 +569,14 @@ class OptunaSweeper(Sweeper):
                 (out / "error.txt").write_text("".join(traceback.format_exception(exc)))
         self._finish(study, trial, TrialState.FAIL, reason=reason)
 
-    def _finish(self, study: optuna.Study, trial: optuna.Trial, state: TrialState,
-                values: list[float] | None = None, reason: str | None = None) -> None:
+    def _finish(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        state: TrialState,
+        values: list[float] | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Tag the trial's MLflow child run, then tell Optuna the trial's final state."""
         try:
             child = self._track_trial(trial.number, state.name, values, reason)
@@ -558,10 +603,15 @@ class OptunaSweeper(Sweeper):
         summary["promotion"] = {"rule": self.rule.describe(), "why": why}
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         names = self._objective_names()
-        figures = [p for p in (_tolerant(plot_history, study, self.sweep_dir / "objective_by_trial.png"),
-                               _tolerant(plot_importances, study, self.sweep_dir / "param_importances.png"),
-                               _tolerant(plot_pareto, study, self.sweep_dir / "pareto_front.png", names, best))
-                   if p]
+        figures = [
+            p
+            for p in (
+                _tolerant(plot_history, study, self.sweep_dir / "objective_by_trial.png"),
+                _tolerant(plot_importances, study, self.sweep_dir / "param_importances.png"),
+                _tolerant(plot_pareto, study, self.sweep_dir / "pareto_front.png", names, best),
+            )
+            if p
+        ]
         summary["figures"] = [str(p) for p in figures]
         promoted = None
         if best is not None and self.promote_best:
@@ -570,16 +620,21 @@ class OptunaSweeper(Sweeper):
         summary["promoted_dir"] = str(promoted) if promoted else None
         path = self.sweep_dir / "summary.json"
         path.write_text(json.dumps(summary, indent=2, default=str))
-        log.info("study %r: %s; best %s", study.study_name, summary["states"],
-                 {k: summary.get(k) for k in ("best_trial", "best_values", "best_params")})
+        log.info(
+            "study %r: %s; best %s",
+            study.study_name,
+            summary["states"],
+            {k: summary.get(k) for k in ("best_trial", "best_values", "best_params")},
+        )
         if promoted:
             log.info("best trial promoted to %s", promoted)
         if self.parent_run_id:
             tracking = _tracking()
             _tolerant(tracking.log_sweep_summary, self.parent_run_id, summary, [path, *figures])
             if promoted is not None and best is not None:
-                summary["registered"] = _tolerant(tracking.register_best, self._tracking_cfg(),
-                                                  best.user_attrs.get("mlflow_run_id"), promoted)
+                summary["registered"] = _tolerant(
+                    tracking.register_best, self._tracking_cfg(), best.user_attrs.get("mlflow_run_id"), promoted
+                )
             self._end_tracking("FINISHED")
         return summary
 
@@ -608,10 +663,15 @@ class OptunaSweeper(Sweeper):
         if tcfg is None:
             return None
         settings = {
-            "study_name": study.study_name, "storage": _safe_url(self.resolved_storage()),
-            "directions": ",".join(self.directions), "n_trials": self.n_trials, "n_jobs": self.n_jobs,
-            "sampler": self.sampler_spec.get("_target_"), "sampler_seed": self.sampler_spec.get("seed"),
-            "pruner": (self.pruner_spec or {}).get("_target_", "none"), "sweep_dir": str(self.sweep_dir),
+            "study_name": study.study_name,
+            "storage": _safe_url(self.resolved_storage()),
+            "directions": ",".join(self.directions),
+            "n_trials": self.n_trials,
+            "n_jobs": self.n_jobs,
+            "sampler": self.sampler_spec.get("_target_"),
+            "sampler_seed": self.sampler_spec.get("seed"),
+            "pruner": (self.pruner_spec or {}).get("_target_", "none"),
+            "sweep_dir": str(self.sweep_dir),
             **{f"space.{k}": v for k, v in space.describe().items()},
             **{f"fixed.{k}": v for k, v in space.fixed.items()},
         }
@@ -660,8 +720,9 @@ class PromotionRule:
         spec = dict(spec or {})
         unknown = set(spec) - {"pick", "floor_metric", "floor_delta"}
         if unknown:
-            raise ConfigError(f"hydra.sweeper.promote: unknown key(s) {sorted(unknown)} (pick, floor_metric, "
-                              "floor_delta)")
+            raise ConfigError(
+                f"hydra.sweeper.promote: unknown key(s) {sorted(unknown)} (pick, floor_metric, floor_delta)"
+            )
         floor = spec.get("floor_delta", 0.0)
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor):
             raise ConfigError(f"hydra.sweeper.promote.floor_delta: {floor!r} must be a finite number")
@@ -707,8 +768,10 @@ def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial 
         t, value, _ = max(eligible, key=lambda row: row[1])
         return t, f"{rule.describe()}: trial {t.number} ({rule.pick} {value:.4f}; {len(eligible)} eligible)"
     t, _, floor = max(scored, key=lambda row: row[2])
-    return t, (f"no trial held {rule.floor_metric} delta >= {rule.floor_delta:+g}; promoted trial {t.number}, "
-               f"the one closest to it ({rule.floor_metric} delta {floor:+.4f})")
+    return t, (
+        f"no trial held {rule.floor_metric} delta >= {rule.floor_delta:+g}; promoted trial {t.number}, "
+        f"the one closest to it ({rule.floor_metric} delta {floor:+.4f})"
+    )
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -731,15 +794,27 @@ def study_summary(study: optuna.Study, n_trials: int, best: FrozenTrial | None =
         states[t.state.name] = states.get(t.state.name, 0) + 1
     best = best if best is not None else best_trial(study)
     return {
-        "study_name": study.study_name, "directions": [d.name.lower() for d in study.directions],
-        "n_trials": n_trials, "states": states, "retried": sorted(retried_numbers(trials)),
-        "best_trial": best.number if best else None, "best_values": best.values if best else None,
+        "study_name": study.study_name,
+        "directions": [d.name.lower() for d in study.directions],
+        "n_trials": n_trials,
+        "states": states,
+        "retried": sorted(retried_numbers(trials)),
+        "best_trial": best.number if best else None,
+        "best_values": best.values if best else None,
         "best_params": best.params if best else None,
         "best_output_dir": best.user_attrs.get("output_dir") if best else None,
         "best_mlflow_run_id": best.user_attrs.get("mlflow_run_id") if best else None,
-        "trials": [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
-                    "output_dir": t.user_attrs.get("output_dir"), FAIL_ATTR: t.user_attrs.get(FAIL_ATTR)}
-                   for t in trials],
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "params": t.params,
+                "output_dir": t.user_attrs.get("output_dir"),
+                FAIL_ATTR: t.user_attrs.get(FAIL_ATTR),
+            }
+            for t in trials
+        ],
     }
 
 
@@ -753,8 +828,11 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
 
     trials = study.get_trials(deepcopy=False)
     done = [(t.number, t.values[0]) for t in trials if t.state == TrialState.COMPLETE]
-    pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
-              if t.state == TrialState.PRUNED and t.intermediate_values]
+    pruned = [
+        (t.number, t.intermediate_values[max(t.intermediate_values)])
+        for t in trials
+        if t.state == TrialState.PRUNED and t.intermediate_values
+    ]
     if not done and not pruned:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -768,8 +846,9 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
             best.append(running)
         ax.step(xs, best, where="post", color="tab:orange", label="best so far")
     if pruned:
-        ax.scatter(*zip(*pruned), marker="x", color="tab:red",
-                   label="pruned: last intermediate value (on the val subset)")
+        ax.scatter(
+            *zip(*pruned), marker="x", color="tab:red", label="pruned: last intermediate value (on the val subset)"
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("objective")
@@ -781,8 +860,9 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
     return path
 
 
-def plot_pareto(study: optuna.Study, path: Path, names: Sequence[str], chosen: FrozenTrial | None = None
-                ) -> Path | None:
+def plot_pareto(
+    study: optuna.Study, path: Path, names: Sequence[str], chosen: FrozenTrial | None = None
+) -> Path | None:
     """First vs second objective of every COMPLETE trial, the Pareto front joined, the promoted trial starred,
     and the untuned baseline's values (from the trials' metrics.json) as dashed lines; 2+ objectives only."""
     if len(study.directions) < 2:
@@ -800,11 +880,17 @@ def plot_pareto(study: optuna.Study, path: Path, names: Sequence[str], chosen: F
     ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], color="tab:blue", label="trial")
     for t in done:
         ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "-o", color="tab:orange",
-            label="Pareto front")
+    ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "-o", color="tab:orange", label="Pareto front")
     if chosen is not None and chosen.values:
-        ax.scatter([chosen.values[0]], [chosen.values[1]], marker="*", s=250, color="tab:red", zorder=5,
-                   label=f"promoted (trial {chosen.number})")
+        ax.scatter(
+            [chosen.values[0]],
+            [chosen.values[1]],
+            marker="*",
+            s=250,
+            color="tab:red",
+            zorder=5,
+            label=f"promoted (trial {chosen.number})",
+        )
     base = next((m["baseline"] for m in map(trial_metrics, done) if m and m.get("baseline")), None)
     if base is not None:
         for axis, name in ((ax.axvline, names[0]), (ax.axhline, names[1])):
@@ -865,21 +951,24 @@ def promote(best: FrozenTrial, target: Path, summary: Mapping[str, Any]) -> Path
     if model is None or not model.is_dir():
         log.info("best trial %d has no model dir to promote (%s)", best.number, model)
         return None
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
-    metrics = Path(out) / "metrics.json"
-    if metrics.is_file():
-        shutil.copy2(metrics, tmp / "metrics.json")
-    (tmp / "sweep_best.json").write_text(json.dumps(
-        {"study_name": summary.get("study_name"), "trial": best.number, "values": best.values,
-         "params": best.params, "source_dir": out}, indent=2, default=str))
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(model, tmp)
+        metrics = Path(out) / "metrics.json"
+        if metrics.is_file():
+            shutil.copy2(metrics, tmp / "metrics.json")
+        write_json(
+            {
+                "study_name": summary.get("study_name"),
+                "trial": best.number,
+                "values": best.values,
+                "params": best.params,
+                "source_dir": out,
+            },
+            tmp / "sweep_best.json",
+        )
+
+    return write_dir_atomic(target, fill)
 
 
 # ---------------------------------------------------------------- helpers

@@ -21,7 +21,7 @@ from contrastive import PROJECT_ROOT
 log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's limit on one log_params batch
-MAX_PARAM_LENGTH = 6000    # MLflow's limit on one param value
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 
 
 def configure(tracking_uri: str, experiment: str) -> str:
@@ -54,14 +54,15 @@ def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
     """Log params (to the active run, or `run_id`) in batches of at most 100 (MLflow's cap per call)."""
     items = [(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items() if v is not None]
     for start in range(0, len(items), MAX_PARAMS_PER_CALL):
-        batch = dict(items[start:start + MAX_PARAMS_PER_CALL])
+        batch = dict(items[start : start + MAX_PARAMS_PER_CALL])
         mlflow.log_params(batch, run_id=run_id) if run_id else mlflow.log_params(batch)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
     """Log the finite numeric values of a (possibly nested) dict of metrics."""
     numeric = {
-        prefix + k: float(v) for k, v in flatten(metrics).items()
+        prefix + k: float(v)
+        for k, v in flatten(metrics).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     }
     if numeric:
@@ -90,8 +91,13 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
     """The current commit of the project (with a -dirty suffix when the tree has changes), if in git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -119,8 +125,12 @@ def run(cfg: DictConfig, run_name: str | None = None, tags: Mapping[str, Any] | 
         return
     experiment_id = configure(tcfg.tracking_uri, tcfg.experiment)
     parent = tcfg.get("parent_run_id")
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent or None,
-                              tags={k: str(v) for k, v in (tags or {}).items()})
+    active = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        parent_run_id=parent or None,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+    )
     try:
         yield active.info.run_id
     except BaseException as exc:
@@ -168,8 +178,11 @@ def run_info(run_id: str) -> dict[str, Any]:
         for item in client.list_artifacts(run_id, stack.pop()):
             (stack.append(item.path) if item.is_dir else artifacts.append(item.path))
     return {
-        "status": data.info.status, "params": dict(data.data.params), "metrics": dict(data.data.metrics),
-        "tags": dict(data.data.tags), "artifacts": sorted(artifacts),
+        "status": data.info.status,
+        "params": dict(data.data.params),
+        "metrics": dict(data.data.metrics),
+        "tags": dict(data.data.tags),
+        "artifacts": sorted(artifacts),
     }
 
 
@@ -217,8 +230,11 @@ def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, An
             if changed:
                 client.set_tag(run_id, "settings_changed_on_resume", ",".join(changed))
             return run_id
-    run = client.create_run(experiment_id, run_name=f"sweep-{study_name}",
-                            tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{study_name}",
+        tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())},
+    )
     log_params(settings, run.info.run_id)
     return run.info.run_id
 
@@ -227,14 +243,23 @@ def find_trial_run(tcfg: DictConfig, parent_run_id: str, trial_number: int) -> s
     """The child run of a trial: nested under the parent, with param `optuna.trial_number` (latest if several)."""
     client, experiment_id = _client(tcfg)
     runs = client.search_runs(
-        [experiment_id], max_results=5, order_by=["attributes.start_time DESC"],
+        [experiment_id],
+        max_results=5,
+        order_by=["attributes.start_time DESC"],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                      f"and params.`optuna.trial_number` = '{int(trial_number)}'")
+        f"and params.`optuna.trial_number` = '{int(trial_number)}'",
+    )
     return runs[0].info.run_id if runs else None
 
 
-def tag_trial_run(tcfg: DictConfig, parent_run_id: str, trial_number: int, state: str,
-                  values: list[float] | None = None, reason: str | None = None) -> str | None:
+def tag_trial_run(
+    tcfg: DictConfig,
+    parent_run_id: str,
+    trial_number: int,
+    state: str,
+    values: list[float] | None = None,
+    reason: str | None = None,
+) -> str | None:
     """Tag a finished trial's child run (trial number, state PRUNED/FAIL/COMPLETE, reason); log its value on the
     parent at step = trial number. Returns the child run id (None when the job never started a run)."""
     from mlflow.entities import Metric, RunTag
@@ -248,8 +273,11 @@ def tag_trial_run(tcfg: DictConfig, parent_run_id: str, trial_number: int, state
         client.log_batch(child, tags=tags)
     if values:
         now = _now_ms()
-        metrics = [Metric("trial_value" if len(values) == 1 else f"trial_value_{i}", float(v), now, int(trial_number))
-                   for i, v in enumerate(values) if math.isfinite(float(v))]
+        metrics = [
+            Metric("trial_value" if len(values) == 1 else f"trial_value_{i}", float(v), now, int(trial_number))
+            for i, v in enumerate(values)
+            if math.isfinite(float(v))
+        ]
         client.log_batch(parent_run_id, metrics=metrics)
     return child
 
@@ -262,8 +290,9 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
     now = _now_ms()
     metrics = [Metric(f"n_{state.lower()}", float(n), now, 0) for state, n in summary.get("states", {}).items()]
     values = summary.get("best_values") or []
-    metrics += [Metric("best_value" if len(values) == 1 else f"best_value_{i}", float(v), now, 0)
-                for i, v in enumerate(values)]
+    metrics += [
+        Metric("best_value" if len(values) == 1 else f"best_value_{i}", float(v), now, 0) for i, v in enumerate(values)
+    ]
     tags = [RunTag("best_trial", str(summary.get("best_trial")))]
     tags += [RunTag(f"best.{k}", str(v)) for k, v in (summary.get("best_params") or {}).items()]
     if summary.get("best_mlflow_run_id"):
@@ -298,8 +327,9 @@ def register_best(tcfg: DictConfig | None, run_id: str | None, best_dir: str | P
         pass
     with contextlib.suppress(MlflowException):  # it may exist already
         client.create_registered_model(name)
-    version = client.create_model_version(name, source, run_id=run_id,
-                                          tags={"promoted_dir": str(Path(best_dir).resolve())})
+    version = client.create_model_version(
+        name, source, run_id=run_id, tags={"promoted_dir": str(Path(best_dir).resolve())}
+    )
     client.set_registered_model_alias(name, "best", version.version)
     log.info("registered %s version %s (alias best) from %s", name, version.version, source)
     return {"name": name, "version": version.version, "alias": "best", "source": source}

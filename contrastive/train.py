@@ -7,10 +7,7 @@ Returns the objective (`eval.objective`; a list of values when it is a list) for
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +22,7 @@ from contrastive.cli import user_errors
 from contrastive.config import check_train_config
 from contrastive.data import PreparedData, format_summary, prepare
 from contrastive.pairs import ComponentBatchSampler, build_examples, cap_pairs, component_lookup
+from contrastive.utils import write_dir_atomic, write_json
 
 # torch, sentence-transformers and mlflow are imported inside the functions that need them, so that
 # `--help`, `--cfg job` and config errors answer in a second instead of after ~8 s of imports.
@@ -45,8 +43,12 @@ def training_datasets(data: PreparedData, cfg: DictConfig) -> tuple[dict[str, An
 
     train = cap_pairs(data.splits["train"], cfg.data.max_pairs, cfg.data.split.seed)
     frames, sizes = build_examples(
-        train, hard_negatives=cfg.loss.hard_negatives, with_aux=cfg.loss.aux_weight > 0,
-        both_orders=cfg.data.both_orders, seed=cfg.trainer.seed, aux_share=float(cfg.loss.aux_share),
+        train,
+        hard_negatives=cfg.loss.hard_negatives,
+        with_aux=cfg.loss.aux_weight > 0,
+        both_orders=cfg.data.both_orders,
+        seed=cfg.trainer.seed,
+        aux_share=float(cfg.loss.aux_share),
     )
     sizes = {"train_pairs_used": len(train), **sizes}
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
@@ -59,8 +61,13 @@ class SamplerFactory:
     texts (`count_tokens`), and batches are cut from length-sorted windows of that many batches.
     """
 
-    def __init__(self, kind: str, lookup: dict[str, int], length_grouping: int = 0,
-                 count_tokens: Callable[[list[str]], list[int]] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        lookup: dict[str, int],
+        length_grouping: int = 0,
+        count_tokens: Callable[[list[str]], list[int]] | None = None,
+    ) -> None:
         self.kind = kind
         self.lookup = lookup
         self.samplers: list[Any] = []
@@ -73,8 +80,10 @@ class SamplerFactory:
         if not isinstance(windows, int) or isinstance(windows, bool) or windows < 0:
             raise ConfigError(f"batch.length_grouping: {windows!r} must be an integer >= 0 (0: off)")
         if windows > 1 and self.kind != "component":
-            raise ConfigError(f"batch.length_grouping={windows}: needs batch.sampler=component (got {self.kind!r}); "
-                              "set 0 for the other samplers")
+            raise ConfigError(
+                f"batch.length_grouping={windows}: needs batch.sampler=component (got {self.kind!r}); "
+                "set 0 for the other samplers"
+            )
         self.length_grouping = windows if count_tokens is not None else 0
         self.count_tokens = count_tokens
 
@@ -109,8 +118,9 @@ class SamplerFactory:
         if self.kind == "component":
             grouped = self.length_grouping > 1
             lengths = self.lengths(dataset, kwargs.get("valid_label_columns")) if grouped else None
-            sampler = ComponentBatchSampler(dataset, lookup=self.lookup, lengths=lengths,
-                                            mega_batches=self.length_grouping, **kwargs)
+            sampler = ComponentBatchSampler(
+                dataset, lookup=self.lookup, lengths=lengths, mega_batches=self.length_grouping, **kwargs
+            )
         elif self.kind == "no_duplicates":
             sampler = NoDuplicatesBatchSampler(dataset, **kwargs)
         else:
@@ -121,10 +131,14 @@ class SamplerFactory:
     def report(self) -> dict[str, int]:
         """Examples deferred to a later batch and dropped, summed over our component samplers."""
         stats = [s.stats for s in self.samplers if isinstance(s, ComponentBatchSampler) and not s.plain]
-        return {
-            "sampler_deferred": sum(s["deferred"] for s in stats),
-            "sampler_dropped": sum(s["dropped"] for s in stats),
-        } if stats else {}
+        return (
+            {
+                "sampler_deferred": sum(s["deferred"] for s in stats),
+                "sampler_dropped": sum(s["dropped"] for s in stats),
+            }
+            if stats
+            else {}
+        )
 
 
 def training_args(cfg: DictConfig, out: Path, sampler: Callable):
@@ -142,15 +156,16 @@ def training_args(cfg: DictConfig, out: Path, sampler: Callable):
     batch = cfg.batch
     windows = batch.get("length_grouping") or 0
     if isinstance(sampler, SamplerFactory) and windows and sampler.kind == "component":
-        sampler.group_by_length(windows, SamplerFactory.token_counter(cfg.model.name_or_path,
-                                                                      cfg.model.max_seq_length))
+        sampler.group_by_length(windows, SamplerFactory.token_counter(cfg.model.name_or_path, cfg.model.max_seq_length))
     threads = cpu_threads(batch.get("num_threads"), field="batch.num_threads")
     if threads:
         torch.set_num_threads(threads)
     tr = cfg.trainer
     device = tr.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    interleave = {"proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
-                  "round_robin": MultiDatasetBatchSamplers.ROUND_ROBIN}[cfg.loss.interleave]
+    interleave = {
+        "proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
+        "round_robin": MultiDatasetBatchSamplers.ROUND_ROBIN,
+    }[cfg.loss.interleave]
     return SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"),
         num_train_epochs=float(tr.epochs),
@@ -218,14 +233,7 @@ def objective_callback(score: Callable[[], float], cfg: DictConfig, reporter: An
 
 def save_checkpoint(model, out: Path) -> Path:
     """Save to a temporary directory, then rename: a crash never leaves a half model under `model/`."""
-    final = out / "model"
-    tmp = out / f".model.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    return write_dir_atomic(out / "model", lambda tmp: model.save(str(tmp)))
 
 
 def trial_reporter(cfg: DictConfig):
@@ -252,23 +260,23 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
     objective = functools.partial(evaluate.objective_value, model, cfg, data, cfg.eval.split)
     callback = objective_callback(objective, cfg, trial_reporter(cfg))
     trainer = SentenceTransformerTrainer(
-        model=model, args=training_args(cfg, out, sampler),
+        model=model,
+        args=training_args(cfg, out, sampler),
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
-        loss=build_losses(model, cfg.loss, datasets) if len(datasets) > 1
+        loss=build_losses(model, cfg.loss, datasets)
+        if len(datasets) > 1
         else next(iter(build_losses(model, cfg.loss, datasets).values())),
         callbacks=[tracking.MlflowLossCallback(), callback] if cfg.tracking.enabled else [callback],
     )
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]
-    return {"history": history, "sizes": sizes, "sampler": sampler.report(),
-            "steps": trainer.state.global_step, "intermediate": callback.history}
-
-
-def write_json(obj: Any, path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return {
+        "history": history,
+        "sizes": sizes,
+        "sampler": sampler.report(),
+        "steps": trainer.state.global_step,
+        "intermediate": callback.history,
+    }
 
 
 def run(cfg: DictConfig) -> float | list[float]:
@@ -284,8 +292,12 @@ def run(cfg: DictConfig) -> float | list[float]:
     data = prepare(cfg.data)
     print(format_summary(data.summary), flush=True)
     model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.trainer.device)
-    tags = {"git_commit": tracking.git_commit(), "data_fingerprint": data.fingerprint,
-            "model_fingerprint": fingerprint(cfg.model.name_or_path), "output_dir": str(out)}
+    tags = {
+        "git_commit": tracking.git_commit(),
+        "data_fingerprint": data.fingerprint,
+        "model_fingerprint": fingerprint(cfg.model.name_or_path),
+        "output_dir": str(out),
+    }
     with tracking.run(cfg, cfg.run_name or out.name, tags) as run_id:
         if run_id:
             tracking.log_params(tracking.config_params(cfg))
@@ -304,10 +316,12 @@ def run(cfg: DictConfig) -> float | list[float]:
         if run_id:
             tracking.log_loss_curve(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
-            tracking.log_metrics({"finetuned": results["finetuned"], "baseline": results["baseline"],
-                                  "delta": results.get("delta", {})})
-            tracking.log_metrics({"objective": results["objective"]["value"]}
-                                 if isinstance(results["objective"]["value"], float) else {})
+            tracking.log_metrics(
+                {"finetuned": results["finetuned"], "baseline": results["baseline"], "delta": results.get("delta", {})}
+            )
+            tracking.log_metrics(
+                {"objective": results["objective"]["value"]} if isinstance(results["objective"]["value"], float) else {}
+            )
             tracking.log_metrics({"wall_time_s": results["wall_time_s"]})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:

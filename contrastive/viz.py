@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from contrastive.pairs import cap_pairs
+from contrastive.utils import fmt_metric
 
 SIDE_TITLES = {"baseline": "baseline (untuned)", "finetuned": "fine-tuned"}
 COLORS = {1: "#0072B2", 0: "#E69F00"}  # Okabe-Ito blue / orange: readable for colour-blind viewers
@@ -36,9 +37,14 @@ def umap_layout(emb: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -
     n = len(emb)
     if n < 4:  # UMAP's spectral initialisation needs a few points; two points need no layout
         return np.c_[np.arange(n, dtype=float), np.zeros(n)]
-    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
-                        min_dist=float(min_dist), metric="cosine", random_state=int(seed),
-                        init="spectral" if n > 20 else "random")
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=max(2, min(int(n_neighbors), n - 1)),
+        min_dist=float(min_dist),
+        metric="cosine",
+        random_state=int(seed),
+        init="spectral" if n > 20 else "random",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": seeding is the point
         return np.asarray(reducer.fit_transform(emb), dtype=float)
@@ -67,10 +73,6 @@ def _mrr_key(metrics: Mapping[str, Any]) -> str | None:
     return next((k for k in metrics if k.startswith("mrr_at_")), None)
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
-
-
 def metric_line(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     """'MRR@10: baseline 0.971, fine-tuned 0.980  |  pair AP: ...' for the sides present."""
     parts = []
@@ -79,7 +81,7 @@ def metric_line(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         for side, m in metrics.items():
             name = key or _mrr_key(m)
             if name and name in m:
-                values.append(f"{SIDE_TITLES.get(side, side).split(' ')[0]} {_fmt(m[name])}")
+                values.append(f"{SIDE_TITLES.get(side, side).split(' ')[0]} {fmt_metric(m[name], digits=3)}")
         if values:
             first = next(iter(metrics.values()))
             k = (_mrr_key(first) or "mrr_at_10").rsplit("_", 1)[-1]
@@ -93,13 +95,21 @@ def wrap_caption(text: str, width: int) -> str:
 
 
 def _legend_handles(counts: Mapping[int, int]) -> list[Line2D]:
-    return [Line2D([0], [0], color=COLORS[y], marker="o", markersize=4, lw=1.2,
-                   label=f"{NAMES[y]} (n={counts.get(y, 0)})") for y in (1, 0)]
+    return [
+        Line2D([0], [0], color=COLORS[y], marker="o", markersize=4, lw=1.2, label=f"{NAMES[y]} (n={counts.get(y, 0)})")
+        for y in (1, 0)
+    ]
 
 
 # ---------------------------------------------------------------- figures
-def draw_umap(path: Path, layouts: Mapping[str, np.ndarray], segments: np.ndarray, labels: np.ndarray,
-              titles: Mapping[str, str], caption: str) -> Path:
+def draw_umap(
+    path: Path,
+    layouts: Mapping[str, np.ndarray],
+    segments: np.ndarray,
+    labels: np.ndarray,
+    titles: Mapping[str, str],
+    caption: str,
+) -> Path:
     """One panel per model: each pair a thin line between its two questions, coloured by label."""
     fig = Figure(figsize=(6.4 * len(layouts), 6.6), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(layouts)))
@@ -108,8 +118,9 @@ def draw_umap(path: Path, layouts: Mapping[str, np.ndarray], segments: np.ndarra
         for y in (0, 1):  # non-duplicates first, duplicates drawn on top
             mask = labels == y
             lines = np.stack([xy[segments[mask, 0]], xy[segments[mask, 1]]], axis=1)
-            ax.add_collection(LineCollection(lines, colors=COLORS[y], linewidths=0.6 + 0.5 * y,
-                                             alpha=0.4 + 0.4 * y, zorder=1 + y))
+            ax.add_collection(
+                LineCollection(lines, colors=COLORS[y], linewidths=0.6 + 0.5 * y, alpha=0.4 + 0.4 * y, zorder=1 + y)
+            )
             ends = xy[np.unique(segments[mask])]
             ax.scatter(ends[:, 0], ends[:, 1], s=9, color=COLORS[y], alpha=0.85, linewidths=0, zorder=3 + y)
         ax.autoscale_view()
@@ -118,15 +129,28 @@ def draw_umap(path: Path, layouts: Mapping[str, np.ndarray], segments: np.ndarra
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
     # the figure title is the legend's title, so the key sits right under it, above both panels
-    fig.legend(handles=_legend_handles(counts), loc="outside upper center", ncols=2, fontsize=9.5, frameon=False,
-               title="UMAP of sampled question pairs", title_fontsize=13)
+    fig.legend(
+        handles=_legend_handles(counts),
+        loc="outside upper center",
+        ncols=2,
+        fontsize=9.5,
+        frameon=False,
+        title="UMAP of sampled question pairs",
+        title_fontsize=13,
+    )
     fig.supxlabel(wrap_caption(caption, 170 * len(layouts) // 2), fontsize=8.5)
     fig.savefig(path, bbox_inches="tight", pad_inches=0.25)
     return path
 
 
-def draw_histograms(path: Path, scores: Mapping[str, np.ndarray], labels: np.ndarray,
-                    thresholds: Mapping[str, float | None], titles: Mapping[str, str], caption: str) -> Path:
+def draw_histograms(
+    path: Path,
+    scores: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    thresholds: Mapping[str, float | None],
+    titles: Mapping[str, str],
+    caption: str,
+) -> Path:
     """One panel per model: cosine score densities of duplicate and non-duplicate pairs, shared bins."""
     fig = Figure(figsize=(6.0 * len(scores), 4.6), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(scores), sharex=True, sharey=True))
@@ -137,31 +161,57 @@ def draw_histograms(path: Path, scores: Mapping[str, np.ndarray], labels: np.nda
     for ax, (side, s) in zip(axes, scores.items()):
         for y in (0, 1):
             if counts[y]:
-                ax.hist(s[labels == y], bins=bins, density=True, histtype="stepfilled", alpha=0.5,
-                        color=COLORS[y], edgecolor=COLORS[y], linewidth=1.0, label=f"{NAMES[y]} (n={counts[y]})")
+                ax.hist(
+                    s[labels == y],
+                    bins=bins,
+                    density=True,
+                    histtype="stepfilled",
+                    alpha=0.5,
+                    color=COLORS[y],
+                    edgecolor=COLORS[y],
+                    linewidth=1.0,
+                    label=f"{NAMES[y]} (n={counts[y]})",
+                )
         threshold = thresholds.get(side)
         if threshold is not None and np.isfinite(threshold):
             ax.axvline(threshold, color="0.2", ls="--", lw=1.0, label="best-F1 threshold")
-            ax.annotate(f"{threshold:.3f}", xy=(threshold, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(-3, -12), textcoords="offset points", ha="right", fontsize=8.5, color="0.2")
+            ax.annotate(
+                f"{threshold:.3f}",
+                xy=(threshold, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-3, -12),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8.5,
+                color="0.2",
+            )
         ax.set_title(titles[side], fontsize=11)
         ax.set_xlabel("cosine similarity")
         ax.grid(alpha=0.25)
     axes[0].set_ylabel("density")
     handles, names = axes[0].get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda i: (not names[i].startswith("dup"), i))  # duplicates first
-    axes[0].legend([handles[i] for i in order], [names[i] for i in order], loc="upper left", fontsize=8.5,
-                   framealpha=0.9)
+    axes[0].legend(
+        [handles[i] for i in order], [names[i] for i in order], loc="upper left", fontsize=8.5, framealpha=0.9
+    )
     fig.suptitle("Cosine similarity of labeled pairs", fontsize=13)
     fig.supxlabel(wrap_caption(caption, 160 * len(scores) // 2), fontsize=8.5)
     fig.savefig(path, bbox_inches="tight", pad_inches=0.25)
     return path
 
 
-def render_figures(out_dir: str | Path, pairs: pd.DataFrame, keys: Sequence[str],
-                   embeddings: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[str, Any]],
-                   n_pairs: int = 300, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-                   split: str = "val") -> list[Path]:
+def render_figures(
+    out_dir: str | Path,
+    pairs: pd.DataFrame,
+    keys: Sequence[str],
+    embeddings: Mapping[str, np.ndarray],
+    metrics: Mapping[str, Mapping[str, Any]],
+    n_pairs: int = 300,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    split: str = "val",
+) -> list[Path]:
     """UMAP and histogram PNGs of a split's labeled pairs for each model (side -> embeddings of `keys`).
 
     `pairs` has key1, key2, label; `embeddings[side]` rows line up with `keys`; `metrics[side]` gives
@@ -171,8 +221,9 @@ def render_figures(out_dir: str | Path, pairs: pd.DataFrame, keys: Sequence[str]
     out.mkdir(parents=True, exist_ok=True)
     row_of = {key: i for i, key in enumerate(keys)}
     labels = pairs["label"].to_numpy(np.int64)
-    sides = [s for s in ("baseline", "finetuned") if s in embeddings] + \
-        [s for s in embeddings if s not in ("baseline", "finetuned")]
+    sides = [s for s in ("baseline", "finetuned") if s in embeddings] + [
+        s for s in embeddings if s not in ("baseline", "finetuned")
+    ]
     mrr = {s: metrics.get(s, {}).get(_mrr_key(metrics.get(s, {})) or "", None) for s in sides}
     k = (_mrr_key(metrics.get(sides[0], {})) or "mrr_at_10").rsplit("_", 1)[-1]
     line = metric_line({s: metrics[s] for s in sides if s in metrics})
@@ -185,8 +236,11 @@ def render_figures(out_dir: str | Path, pairs: pd.DataFrame, keys: Sequence[str]
     for side in sides:
         xy = umap_layout(embeddings[side][[row_of[p] for p in points]], n_neighbors, min_dist, seed)
         layouts[side] = procrustes(xy, layouts[sides[0]]) if layouts else xy
-    umap_titles = {s: f"{SIDE_TITLES.get(s, s)}   MRR@{k} {_fmt(mrr[s])} · pair AP "
-                      f"{_fmt(metrics.get(s, {}).get('pair_ap'))}" for s in sides}
+    umap_titles = {
+        s: f"{SIDE_TITLES.get(s, s)}   MRR@{k} {fmt_metric(mrr[s], digits=3)} · pair AP "
+        f"{fmt_metric(metrics.get(s, {}).get('pair_ap'), digits=3)}"
+        for s in sides
+    }
     aligned = " The fine-tuned layout is Procrustes-aligned to the baseline's." if len(sides) > 1 else ""
     umap_caption = (
         f"{len(sample)} {split} pairs (seeded sample, seed {seed}; {len(points)} questions), UMAP fitted "
@@ -194,16 +248,24 @@ def render_figures(out_dir: str | Path, pairs: pd.DataFrame, keys: Sequence[str]
         f"the two questions of each labeled pair: duplicates (blue) should be short, non-duplicates (orange) long."
         f"\n{line}"
     )
-    files = [draw_umap(out / "umap_pairs.png", layouts, segments, sample["label"].to_numpy(np.int64),
-                       umap_titles, umap_caption)]
+    files = [
+        draw_umap(
+            out / "umap_pairs.png", layouts, segments, sample["label"].to_numpy(np.int64), umap_titles, umap_caption
+        )
+    ]
 
     scores = {s: pair_cosines(pairs, row_of, embeddings[s]) for s in sides}
-    hist_titles = {s: f"{SIDE_TITLES.get(s, s)}   pair AP {_fmt(metrics.get(s, {}).get('pair_ap'))} · "
-                      f"best F1 {_fmt(metrics.get(s, {}).get('pair_best_f1'))}" for s in sides}
+    hist_titles = {
+        s: f"{SIDE_TITLES.get(s, s)}   pair AP {fmt_metric(metrics.get(s, {}).get('pair_ap'), digits=3)} · "
+        f"best F1 {fmt_metric(metrics.get(s, {}).get('pair_best_f1'), digits=3)}"
+        for s in sides
+    }
     thresholds = {s: metrics.get(s, {}).get("pair_threshold") for s in sides}
-    hist_caption = (f"All {len(pairs)} labeled {split} pairs ({int(labels.sum())} duplicates, "
-                    f"{int(len(labels) - labels.sum())} non-duplicates); dashed: the best-F1 threshold. "
-                    f"Less overlap = better pair classification.\n{line}")
+    hist_caption = (
+        f"All {len(pairs)} labeled {split} pairs ({int(labels.sum())} duplicates, "
+        f"{int(len(labels) - labels.sum())} non-duplicates); dashed: the best-F1 threshold. "
+        f"Less overlap = better pair classification.\n{line}"
+    )
     files.append(draw_histograms(out / "cosine_hist.png", scores, labels, thresholds, hist_titles, hist_caption))
     return files
 
@@ -221,6 +283,15 @@ def write_figures(out_dir: str | Path, model: Any, cfg: Any, data: Any, results:
         embeddings = {"finetuned": evaluate.encode(model, es.texts, cfg.eval.batch_size, show_progress=False)}
     pairs = data.splits[es.split]
     metrics = {side: results[side] for side in ("baseline", "finetuned") if results.get(side)}
-    return render_figures(out_dir, pairs, es.keys, embeddings, metrics, n_pairs=umap_cfg.n_pairs,
-                          n_neighbors=umap_cfg.n_neighbors, min_dist=umap_cfg.min_dist, seed=umap_cfg.seed,
-                          split=es.split)
+    return render_figures(
+        out_dir,
+        pairs,
+        es.keys,
+        embeddings,
+        metrics,
+        n_pairs=umap_cfg.n_pairs,
+        n_neighbors=umap_cfg.n_neighbors,
+        min_dist=umap_cfg.min_dist,
+        seed=umap_cfg.seed,
+        split=es.split,
+    )

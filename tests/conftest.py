@@ -20,8 +20,7 @@ _FIXTURE_CFG: dict[str, Any] = {
     "source": "local",
     "path": str(FIXTURE_CSV),
     "format": None,
-    "columns": {"question1": "question1", "question2": "question2", "label": "label", "qid1": "qid1",
-                "qid2": "qid2"},
+    "columns": {"question1": "question1", "question2": "question2", "label": "label", "qid1": "qid1", "qid2": "qid2"},
     "on_empty": "drop",
     "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0, "group_by": "all_pairs"},
 }
@@ -81,8 +80,11 @@ def write_frame(frame: pd.DataFrame, path: Path) -> Path:
 def write_pairs(tmp_path: Path) -> Callable[..., Path]:
     """Factory: write rows (tuples or a DataFrame) as `name` under tmp_path, in the format of its extension."""
 
-    def _write(rows: Sequence[Sequence[Any]] | pd.DataFrame, name: str = "pairs.csv",
-               columns: Sequence[str] = ("question1", "question2", "label")) -> Path:
+    def _write(
+        rows: Sequence[Sequence[Any]] | pd.DataFrame,
+        name: str = "pairs.csv",
+        columns: Sequence[str] = ("question1", "question2", "label"),
+    ) -> Path:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=list(columns))
         return write_frame(frame, tmp_path / name)
 

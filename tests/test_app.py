@@ -63,12 +63,14 @@ def bag_of_words(texts) -> np.ndarray:
 
 
 def ready_index(texts, description="test corpus") -> BackgroundIndex:
-    return BackgroundIndex(lambda: CorpusIndex(list(texts), bag_of_words(texts), description), description,
-                           len(texts)).start()
+    return BackgroundIndex(
+        lambda: CorpusIndex(list(texts), bag_of_words(texts), description), description, len(texts)
+    ).start()
 
 
-def engine(texts=("How do I learn Python?", "How can I lose weight?"), *, ft=0.6, base=0.9,
-           with_baseline=True, **kw) -> Engine:
+def engine(
+    texts=("How do I learn Python?", "How can I lose weight?"), *, ft=0.6, base=0.9, with_baseline=True, **kw
+) -> Engine:
     thresholds = Thresholds(ft, base, True, "metrics.json")
     return Engine(bag_of_words, bag_of_words if with_baseline else None, thresholds, LIMITS, ready_index(texts), **kw)
 
@@ -116,7 +118,7 @@ def test_search_is_fast_on_100k_by_384():
     index.search(emb[:1], 10)  # warm-up
     started = time.perf_counter()
     for row in (1, 2, 3):
-        assert index.search(emb[row:row + 1], 10)[0][0][0] == row
+        assert index.search(emb[row : row + 1], 10)[0][0][0] == row
     per_query = (time.perf_counter() - started) / 3
     assert per_query < 0.25, f"{per_query * 1e3:.0f} ms per query"
 
@@ -183,25 +185,31 @@ def test_unique_questions_uses_question_keys():
     assert unique_questions(["How?", "how? ", "Why?", "HOW?"]) == ["How?", "Why?"]
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("q.txt", "First?\n\nSecond?\n", ["First?", "Second?"]),
-    ("q.csv", "id,Question\n1,First?\n2,Second?\n", ["First?", "Second?"]),
-    ("q.csv", "question1,question2,label\nA?,B?,1\nC?,D?,0\n", ["A?", "C?", "B?", "D?"]),
-    ("q.csv", "Only one column?\nAnother?\n", ["Only one column?", "Another?"]),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("q.txt", "First?\n\nSecond?\n", ["First?", "Second?"]),
+        ("q.csv", "id,Question\n1,First?\n2,Second?\n", ["First?", "Second?"]),
+        ("q.csv", "question1,question2,label\nA?,B?,1\nC?,D?,0\n", ["A?", "C?", "B?", "D?"]),
+        ("q.csv", "Only one column?\nAnother?\n", ["Only one column?", "Another?"]),
+    ],
+)
 def test_read_questions_file(tmp_path, name, content, expected):
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     assert read_questions_file(path, LIMITS) == expected
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("q.json", "[]", "unsupported file type '.json'"),
-    ("q.csv", "a,b\n1,2\n", "name one column 'question'"),
-    ("q.txt", "x" * 20_000, "MB, the limit is 0.0 MB"),
-    ("q.txt", "\n\n", "no questions found"),
-    ("q.csv", "", "is empty"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("q.json", "[]", "unsupported file type '.json'"),
+        ("q.csv", "a,b\n1,2\n", "name one column 'question'"),
+        ("q.txt", "x" * 20_000, "MB, the limit is 0.0 MB"),
+        ("q.txt", "\n\n", "no questions found"),
+        ("q.csv", "", "is empty"),
+    ],
+)
 def test_read_questions_file_errors(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
@@ -321,9 +329,12 @@ def test_find_checkpoint_none(tmp_path):
 
 # ---------------------------------------------------------------- thresholds
 def _metrics(ft=0.83, base=0.77) -> dict:
-    return {"split": "val", "objective": {"name": "mrr_at_10", "value": 0.9},
-            "finetuned": {"mrr_at_10": 0.9, "pair_threshold": ft},
-            "baseline": {"mrr_at_10": 0.8, "pair_threshold": base}}
+    return {
+        "split": "val",
+        "objective": {"name": "mrr_at_10", "value": 0.9},
+        "finetuned": {"mrr_at_10": 0.9, "pair_threshold": ft},
+        "baseline": {"mrr_at_10": 0.8, "pair_threshold": base},
+    }
 
 
 def test_thresholds_from_the_model_dir_then_its_parent(tmp_path):
@@ -359,8 +370,10 @@ def test_compare_gives_each_model_its_own_verdict():
     rows = engine(ft=0.6, base=0.95).compare("How do I learn Python fast?", "How do I learn Python?")
     cosine = float(bag_of_words(["How do I learn Python fast?"])[0] @ bag_of_words(["How do I learn Python?"])[0])
     assert 0.6 <= cosine < 0.95
-    assert [(r["model"], r["duplicate"], r["threshold"]) for r in rows] == [("finetuned", True, 0.6),
-                                                                         ("baseline", False, 0.95)]
+    assert [(r["model"], r["duplicate"], r["threshold"]) for r in rows] == [
+        ("finetuned", True, 0.6),
+        ("baseline", False, 0.95),
+    ]
     assert rows[0]["cosine"] == pytest.approx(cosine, abs=1e-6)
     html = render_compare(rows, engine().thresholds)
     assert 'id="cmp-finetuned"' in html and 'data-verdict="not duplicate"' in html
@@ -419,8 +432,12 @@ def test_header_says_what_is_served():
     thresholds = load_thresholds(None, 0.8)
     text = header_markdown(Checkpoint(None, "none", "nothing under outputs"), "base/model", thresholds, None)
     assert "No fine-tuned checkpoint found" in text and "base/model" in text and "uncalibrated" in text
-    text = header_markdown(Checkpoint("/x/best", "latest promoted sweep best"), "base/model",
-                           Thresholds(0.8, 0.7, True, "/x/metrics.json", "", _metrics()), "ab12")
+    text = header_markdown(
+        Checkpoint("/x/best", "latest promoted sweep best"),
+        "base/model",
+        Thresholds(0.8, 0.7, True, "/x/metrics.json", "", _metrics()),
+        "ab12",
+    )
     assert "/x/best" in text and "latest promoted sweep best" in text and "0.800" in text and "ab12" in text
     assert "val mrr_at_10 0.900 vs 0.800 baseline" in text
     odd = {**_metrics(), "objective": {"name": ["mrr_at_10", "pair_ap"], "value": 0.5}}  # no crash on a list
@@ -444,16 +461,19 @@ def test_app_config_defaults_are_valid():
     assert app.host == "127.0.0.1" and app.share is False and app.port == 7860
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("port", 70000, "app.port=70000"),
-    ("port", -1, "app.port=-1"),
-    ("share", "yes", "app.share='yes'"),
-    ("fallback_threshold", 2, "app.fallback_threshold=2"),
-    ("top_k", 60, "app.top_k=60: must be <= app.max_top_k"),
-    ("limits.max_chars", 0, "app.limits.max_chars=0"),
-    ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0"),
-    ("corpus.splits", [], "app.corpus.splits=[]"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("port", 70000, "app.port=70000"),
+        ("port", -1, "app.port=-1"),
+        ("share", "yes", "app.share='yes'"),
+        ("fallback_threshold", 2, "app.fallback_threshold=2"),
+        ("top_k", 60, "app.top_k=60: must be <= app.max_top_k"),
+        ("limits.max_chars", 0, "app.limits.max_chars=0"),
+        ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0"),
+        ("corpus.splits", [], "app.corpus.splits=[]"),
+    ],
+)
 def test_app_config_rejects(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_app_config(_app_cfg(**{key: value}))

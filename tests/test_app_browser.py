@@ -23,8 +23,16 @@ from contrastive import PROJECT_ROOT
 from contrastive.app import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 FT_THRESHOLD, BASE_THRESHOLD = 0.55, 0.97  # far apart, so the same pair gets two different verdicts
 START_TIMEOUT_S = 240
 
@@ -40,9 +48,12 @@ def checkpoint(tmp_path_factory, minilm) -> Path:
     """A run directory like train.py writes: model/ (the untuned model, saved) and metrics.json beside it."""
     run = tmp_path_factory.mktemp("run")
     minilm.save(str(run / "model"))
-    metrics = {"split": "val", "objective": {"name": "mrr_at_10", "value": 0.9},
-               "finetuned": {"mrr_at_10": 0.9, "pair_threshold": FT_THRESHOLD},
-               "baseline": {"mrr_at_10": 0.9, "pair_threshold": BASE_THRESHOLD}}
+    metrics = {
+        "split": "val",
+        "objective": {"name": "mrr_at_10", "value": 0.9},
+        "finetuned": {"mrr_at_10": 0.9, "pair_threshold": FT_THRESHOLD},
+        "baseline": {"mrr_at_10": 0.9, "pair_threshold": BASE_THRESHOLD},
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run / "model"
 
@@ -67,8 +78,16 @@ def app_url(checkpoint, tmp_path_factory):
     work = tmp_path_factory.mktemp("app")
     port = free_port()
     log = work / "app.log"
-    args = [sys.executable, "-m", "contrastive.app", f"app.port={port}", "data=fixture", f"app.model={checkpoint}",
-            f"hydra.run.dir={work / 'hydra'}", f"paths.cache_dir={work / 'cache'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "contrastive.app",
+        f"app.port={port}",
+        "data=fixture",
+        f"app.model={checkpoint}",
+        f"hydra.run.dir={work / 'hydra'}",
+        f"paths.cache_dir={work / 'cache'}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -61,9 +61,17 @@ def test_bench_config_composes_and_resolves():
 def test_data_config_falls_back_to_the_fixture_and_says_so(tmp_path):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"data": {"source": "auto", "path": None, "default_path": str(tmp_path / "missing.pq"),
-                                     "split": {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}}},
-                            "bench": {"fixture_path": "fixture.csv"}})
+    cfg = OmegaConf.create(
+        {
+            "data": {
+                "source": "auto",
+                "path": None,
+                "default_path": str(tmp_path / "missing.pq"),
+                "split": {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
+            },
+            "bench": {"fixture_path": "fixture.csv"},
+        }
+    )
     data, note = bench.data_config(cfg)
     assert data.path == "fixture.csv" and data.source == "local" and "FIXTURE" in note
     (tmp_path / "missing.pq").write_text("x")
@@ -121,8 +129,11 @@ def test_epoch_padding_pads_each_column_separately():
 
 def test_counting_collator_records_rows_and_tokens_and_delegates():
     inner = SimpleNamespace(valid_label_columns=["label"])
-    masks = {"anchor_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]),
-             "positive_attention_mask": torch.tensor([[1, 1], [1, 1]]), "anchor_input_ids": torch.zeros(2, 3)}
+    masks = {
+        "anchor_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]),
+        "positive_attention_mask": torch.tensor([[1, 1], [1, 1]]),
+        "anchor_input_ids": torch.zeros(2, 3),
+    }
 
     class Collate:
         valid_label_columns = ["label"]
@@ -177,8 +188,10 @@ def test_safe_ratio_and_percentiles():
 
 
 def test_markdown_table_has_one_line_per_row_and_escapes_pipes():
-    rows = [{"row": "1a", "what": "a | b", "a": 30.0, "b": 20.0, "ratio": 1.5, "target": ">= 1.5x", "met": True},
-            {"row": "4", "what": "no ratio", "a": "2.0 s"}]
+    rows = [
+        {"row": "1a", "what": "a | b", "a": 30.0, "b": 20.0, "ratio": 1.5, "target": ">= 1.5x", "met": True},
+        {"row": "4", "what": "no ratio", "a": "2.0 s"},
+    ]
     lines = markdown_table(rows).splitlines()
     assert len(lines) == 4
     assert lines[0].startswith("| row | compares (A vs B) | A | B | ratio A/B |")
@@ -193,14 +206,6 @@ def test_render_shares_uses_the_final_peak():
     assert bench.render_shares([50e9, " vs ", 25e9], 100e9) == "50.0% vs 25.0%"
     assert bench.render_shares([1e9], None) == "-"
     assert bench.render_shares("100%", 1.0) == "100%" and bench.render_shares(None, 1.0) is None
-
-
-def test_fmt_numbers():
-    assert bench.fmt(1234.5) == "1,234" or bench.fmt(1234.5) == "1,235"
-    assert bench.fmt(12.34) == "12.3"
-    assert bench.fmt(0.5) == "0.500"
-    assert bench.fmt(0.0004) == "4.00e-04"
-    assert bench.fmt(None) == "-" and bench.fmt(False) == "no" and bench.fmt(7) == "7"
 
 
 # ---------------------------------------------------------------- bootstrap CIs
@@ -283,8 +288,9 @@ def test_grouped_sampler_keeps_the_examples_clean_and_pads_less(seed):
     columns = [_words(dataset[c]) for c in dataset.column_names]
     lengths = [a + b for a, b in zip(*columns)]
     plain = ComponentBatchSampler(dataset, batch_size=32, drop_last=False, lookup=lookup, seed=seed)
-    grouped = ComponentBatchSampler(dataset, batch_size=32, drop_last=False, lookup=lookup, seed=seed,
-                                    lengths=lengths, mega_batches=4)
+    grouped = ComponentBatchSampler(
+        dataset, batch_size=32, drop_last=False, lookup=lookup, seed=seed, lengths=lengths, mega_batches=4
+    )
     batches, base = list(grouped), list(plain)
     used = list(itertools.chain.from_iterable(batches))
     assert len(used) == len(set(used))  # each example at most once per epoch
@@ -294,15 +300,22 @@ def test_grouped_sampler_keeps_the_examples_clean_and_pads_less(seed):
     assert all(len(b) == 32 for b in batches[:-1]) and len(grouped) == len(batches)
     assert epoch_padding(batches, columns)["ratio"] < 0.8 * epoch_padding(base, columns)["ratio"]
     assert [len(b) for b in batches] != sorted(len(b) for b in batches) or len(batches) < 3
-    assert list(ComponentBatchSampler(dataset, batch_size=32, drop_last=False, lookup=lookup, seed=seed,
-                                      lengths=lengths, mega_batches=4)) == batches  # deterministic
+    assert (
+        list(
+            ComponentBatchSampler(
+                dataset, batch_size=32, drop_last=False, lookup=lookup, seed=seed, lengths=lengths, mega_batches=4
+            )
+        )
+        == batches
+    )  # deterministic
 
 
 def test_grouped_batches_are_shuffled_not_short_to_long():
     dataset, lookup = _grouped_dataset()
     lengths = [a + b for a, b in zip(_words(dataset["anchor"]), _words(dataset["positive"]))]
-    sampler = ComponentBatchSampler(dataset, batch_size=32, drop_last=True, lookup=lookup, seed=0,
-                                    lengths=lengths, mega_batches=8)
+    sampler = ComponentBatchSampler(
+        dataset, batch_size=32, drop_last=True, lookup=lookup, seed=0, lengths=lengths, mega_batches=8
+    )
     longest = [max(lengths[i] for i in b) for b in sampler]
     assert longest != sorted(longest)
     sampler.set_epoch(1)
@@ -314,20 +327,23 @@ def test_grouping_off_leaves_the_batches_as_before():
     lengths = list(range(200))
     base = list(ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lookup=lookup, seed=3))
     for windows in (0, 1):
-        same = ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lookup=lookup, seed=3,
-                                     lengths=lengths, mega_batches=windows)
+        same = ComponentBatchSampler(
+            dataset, batch_size=16, drop_last=False, lookup=lookup, seed=3, lengths=lengths, mega_batches=windows
+        )
         assert list(same) == base
     with pytest.raises(ValueError, match="lengths"):
-        ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lookup=lookup, lengths=[1, 2],
-                              mega_batches=4)
+        ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lookup=lookup, lengths=[1, 2], mega_batches=4)
 
 
 def test_grouped_plain_batches_for_labeled_pairs_keep_every_example():
-    dataset = Dataset.from_dict({"sentence1": [f"s {'w ' * i}" for i in range(100)],
-                                 "sentence2": [f"t {'w ' * (99 - i)}" for i in range(100)],
-                                 "label": [float(i % 2) for i in range(100)]})
-    sampler = ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lengths=list(range(100)),
-                                    mega_batches=2)
+    dataset = Dataset.from_dict(
+        {
+            "sentence1": [f"s {'w ' * i}" for i in range(100)],
+            "sentence2": [f"t {'w ' * (99 - i)}" for i in range(100)],
+            "label": [float(i % 2) for i in range(100)],
+        }
+    )
+    sampler = ComponentBatchSampler(dataset, batch_size=16, drop_last=False, lengths=list(range(100)), mega_batches=2)
     batches = list(sampler)
     assert sampler.plain
     assert sorted(itertools.chain.from_iterable(batches)) == list(range(100))
@@ -377,8 +393,12 @@ def test_onnx_backends_match_torch_and_export_into_the_cache_dir(tmp_path):
     from contrastive.evaluate import encode
     from contrastive.model import fingerprint, resolve_model
 
-    texts = ["How do I learn Python?", "What is the best way to learn Python quickly?", "Why is the sky blue?",
-             "a " * 300]
+    texts = [
+        "How do I learn Python?",
+        "What is the best way to learn Python quickly?",
+        "Why is the sky blue?",
+        "a " * 300,
+    ]
     packaged = sorted(p.name for p in Path(resolve_model("all-MiniLM-L6-v2")).rglob("*"))
     reference = encode(load_model("all-MiniLM-L6-v2", 128), texts, 2, show_progress=False)
     for backend, floor in (("onnx", 0.9999), ("onnx-int8", 0.97)):

@@ -28,7 +28,11 @@ def test_default_config_composes_and_passes():
     cfg = _compose()
     assert set(GROUPS) <= set(cfg)
     assert {g: cfg.hydra.runtime.choices[g] for g in ("model", "data", "loss", "batch")} == {
-        "model": "minilm", "data": "qqp", "loss": "mnrl_cosine", "batch": "default"}
+        "model": "minilm",
+        "data": "qqp",
+        "loss": "mnrl_cosine",
+        "batch": "default",
+    }
     check_train_config(cfg)
     assert cfg.loss.aux in AUX_LOSSES and cfg.batch.sampler in SAMPLERS and cfg.loss.interleave in INTERLEAVE
 
@@ -105,10 +109,22 @@ def test_bad_value_is_a_config_error_naming_key_and_value(override, key, shown):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("override", ["loss.aux_weight=0", "batch.size=2", "data.max_pairs=1000",
-                                      "trainer.max_steps=5", "trainer.warmup_ratio=0", "eval.n_boot=0",
-                                      "loss.aux=cosent", "loss.aux=online_contrastive", "batch.sampler=random",
-                                      "batch.sampler=no_duplicates", "loss.interleave=round_robin"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "loss.aux_weight=0",
+        "batch.size=2",
+        "data.max_pairs=1000",
+        "trainer.max_steps=5",
+        "trainer.warmup_ratio=0",
+        "eval.n_boot=0",
+        "loss.aux=cosent",
+        "loss.aux=online_contrastive",
+        "batch.sampler=random",
+        "batch.sampler=no_duplicates",
+        "loss.interleave=round_robin",
+    ],
+)
 def test_edge_values_are_accepted(override):
     check_train_config(_compose(override))
 
@@ -117,7 +133,10 @@ def test_edge_values_are_accepted(override):
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "contrastive.train", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -142,10 +161,13 @@ def test_cli_help_lists_the_groups(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("overrides", "expected"), [
-    (["loss.aux_weight=-1"], "loss.aux_weight=-1"),
-    (["data=qqp_local", "data.path=/nonexistent.parquet"], "data.path: file not found: /nonexistent.parquet"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss.aux_weight=-1"], "loss.aux_weight=-1"),
+        (["data=qqp_local", "data.path=/nonexistent.parquet"], "data.path: file not found: /nonexistent.parquet"),
+    ],
+)
 def test_cli_user_error_is_one_line_without_traceback(tmp_path, overrides, expected):
     done = _cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", "tracking.enabled=false", tmp_path=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]

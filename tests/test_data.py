@@ -92,10 +92,12 @@ def test_format_override_and_unknown_extension(write_pairs):
 
 
 def test_configurable_column_names(write_pairs):
-    path = write_pairs([(q1, q2, lab, i, i + 100) for i, (q1, q2, lab) in enumerate(ROWS)], "custom.jsonl",
-                       columns=("text_a", "text_b", "is_dup", "id_a", "id_b"))
-    cfg = {"columns": {"question1": "text_a", "question2": "text_b", "label": "is_dup", "qid1": "id_a",
-                       "qid2": "id_b"}}
+    path = write_pairs(
+        [(q1, q2, lab, i, i + 100) for i, (q1, q2, lab) in enumerate(ROWS)],
+        "custom.jsonl",
+        columns=("text_a", "text_b", "is_dup", "id_a", "id_b"),
+    )
+    cfg = {"columns": {"question1": "text_a", "question2": "text_b", "label": "is_dup", "qid1": "id_a", "qid2": "id_b"}}
     frame, _ = validate(load_local(path), cfg)
     assert list(frame["question1"]) == [r[0] for r in ROWS]
     assert list(frame["label"]) == [r[2] for r in ROWS]
@@ -194,10 +196,10 @@ def test_on_empty_unknown_value():
 
 def test_repeated_pairs_self_pairs_and_conflicts_counted():
     rows = ROWS + [
-        ROWS[0],                                              # exact repeat
-        (ROWS[1][1], ROWS[1][0], 1),                          # same pair, other order
+        ROWS[0],  # exact repeat
+        (ROWS[1][1], ROWS[1][0], 1),  # same pair, other order
         ("how do I   LEARN python?", "How can I learn Python?", 1),  # same identity, other case/space
-        ("Why?", "  why? ", 1),                               # self-pair after normalization
+        ("Why?", "  why? ", 1),  # self-pair after normalization
         ("Is 42 the answer?", "What is the meaning of life?", 1),  # conflicting label: kept, counted
     ]
     frame, stats = validate(pd.DataFrame(rows, columns=list(COLUMNS)), {})
@@ -239,8 +241,14 @@ def test_hub_failure_offline_is_one_line_saying_what_to_pass(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError) as err:
-        load_raw({"source": "auto", "path": None, "default_path": None,
-                  "hub": {"dataset": "nyu-mll/glue", "config": "qqp", "splits": ["train"]}})
+        load_raw(
+            {
+                "source": "auto",
+                "path": None,
+                "default_path": None,
+                "hub": {"dataset": "nyu-mll/glue", "config": "qqp", "splits": ["train"]},
+            }
+        )
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("data.source=hub: cannot load nyu-mll/glue/qqp")
@@ -305,13 +313,15 @@ def test_component_ids_do_not_depend_on_row_order():
 
 
 def test_merge_by_qid_joins_texts_sharing_an_id():
-    raw = pd.DataFrame({
-        "question1": ["How do I learn Python?", "What is the best way to learn Python?", "Is tea healthy?"],
-        "question2": ["How do I learn Java?", "Is coffee healthy?", "Is coffee good for you?"],
-        "label": [0, 0, 1],
-        "qid1": [1, 1, 5],  # rows 0 and 1: two texts of one question id
-        "qid2": [2, 3, 4],
-    })
+    raw = pd.DataFrame(
+        {
+            "question1": ["How do I learn Python?", "What is the best way to learn Python?", "Is tea healthy?"],
+            "question2": ["How do I learn Java?", "Is coffee healthy?", "Is coffee good for you?"],
+            "label": [0, 0, 1],
+            "qid1": [1, 1, 5],  # rows 0 and 1: two texts of one question id
+            "qid2": [2, 3, 4],
+        }
+    )
     frame = merge_by_qid(validate(raw, {})[0])
     assert frame.loc[0, "key1"] == frame.loc[1, "key1"] == "how do i learn python?"  # the smallest text key
     assert frame.loc[2, "key1"] == "is tea healthy?"
@@ -323,8 +333,10 @@ def test_merge_by_qid_without_ids_changes_nothing():
 
 
 def test_prepare_uses_qids_from_the_file(write_pairs, data_cfg):
-    rows = [("How do I learn Python?", "How can I learn Python?", 1, 1, 2),
-            ("Python: how to learn it?", "How do I learn Java?", 0, 1, 3)]  # qid 1 has two texts
+    rows = [
+        ("How do I learn Python?", "How can I learn Python?", 1, 1, 2),
+        ("Python: how to learn it?", "How do I learn Java?", 0, 1, 3),
+    ]  # qid 1 has two texts
     data_cfg["path"] = str(write_pairs(rows, "ids.csv", columns=("question1", "question2", "label", "qid1", "qid2")))
     data_cfg["split"]["fractions"] = {"train": 1.0}
     prepared = prepare(data_cfg)
@@ -340,13 +352,14 @@ def test_split_by_duplicates_is_leak_free_and_counts_crossings(fixture_data_by_d
     keys = _split_keys(prepared.splits)
     names = list(keys)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not keys[a] & keys[b], f"{a} and {b} share questions"
     summary = prepared.summary
     assert summary["leaked_keys"] == 0
     assert summary["cross_split_pairs_dropped"] > 0  # the fixture's non-duplicates cross components
-    assert sum(len(df) for df in prepared.splits.values()) + summary["cross_split_pairs_dropped"] == summary[
-        "rows_kept"]
+    assert (
+        sum(len(df) for df in prepared.splits.values()) + summary["cross_split_pairs_dropped"] == summary["rows_kept"]
+    )
     for df in prepared.splits.values():  # a duplicate component lives in one split
         dup = df[df["label"] == 1]
         assert (dup["comp1"] == dup["comp2"]).all()
@@ -450,6 +463,5 @@ def test_shared_qqp_matches_its_readme_and_splits_leak_free(shared_qqp):
     assert prepared.summary["dropped_empty_question"] == 0  # README: no empty or missing questions
     assert prepared.summary["leaked_keys"] == 0
     keys = _split_keys(prepared.splits)
-    assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (
-        keys["val"] & keys["test"])
+    assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
     assert all(len(prepared.splits[name]) > 0 for name in ("train", "val", "test"))

@@ -158,8 +158,7 @@ def test_ranking_metrics_hand_computed():
     m = ranking_per_query(hits, np.array([2, 1, 2]), k=10, map_k=100)
     assert m["mrr_at_10"].tolist() == pytest.approx([1 / 2, 0.0, 1.0])
     ideal2 = 1 + 1 / math.log2(3)
-    assert m["ndcg_at_10"].tolist() == pytest.approx([(1 / math.log2(3) + 1 / math.log2(5)) / ideal2, 0.0,
-                                                      1 / ideal2])
+    assert m["ndcg_at_10"].tolist() == pytest.approx([(1 / math.log2(3) + 1 / math.log2(5)) / ideal2, 0.0, 1 / ideal2])
     assert m["recall_at_1"].tolist() == pytest.approx([0.0, 0.0, 0.5])
     assert m["recall_at_10"].tolist() == pytest.approx([1.0, 0.0, 0.5])
     assert m["map_at_100"].tolist() == pytest.approx([(1 / 2 + 2 / 4) / 2, 1 / 12, 1 / 2])
@@ -168,10 +167,17 @@ def test_ranking_metrics_hand_computed():
 
 def test_retrieval_on_a_hand_made_split_with_a_distractor():
     # component 0 = {a, b, c} (a~b, b~c); d and e are singletons, labeled non-duplicates of a and c
-    frame = pd.DataFrame({
-        "question1": ["a", "b", "a", "c"], "question2": ["b", "c", "d", "e"], "label": [1, 1, 0, 0],
-        "key1": ["a", "b", "a", "c"], "key2": ["b", "c", "d", "e"], "comp1": [0, 0, 0, 0], "comp2": [0, 0, 1, 2],
-    })
+    frame = pd.DataFrame(
+        {
+            "question1": ["a", "b", "a", "c"],
+            "question2": ["b", "c", "d", "e"],
+            "label": [1, 1, 0, 0],
+            "key1": ["a", "b", "a", "c"],
+            "key2": ["b", "c", "d", "e"],
+            "comp1": [0, 0, 0, 0],
+            "comp2": [0, 0, 1, 2],
+        }
+    )
     extra = pd.DataFrame({"key": ["z", "b"], "text": ["Z", "B"]})  # b is in the split: dropped as distractor
     es = build_eval_set(frame, "val", extra)
     assert es.keys == ["a", "b", "c", "d", "e", "z"] and es.n_split == 5
@@ -183,8 +189,7 @@ def test_retrieval_on_a_hand_made_split_with_a_distractor():
     # a: z(0.05) b(0.1) d(0.5) c(1.2) -> relevant at 2, 4 ; b: z a d c ; c: d b z a
     assert m["mrr_at_10"].tolist() == pytest.approx([1 / 2, 1 / 2, 1 / 2])
     assert m["recall_at_1"].tolist() == pytest.approx([0.0, 0.0, 0.0])
-    assert m["map_at_100"].tolist() == pytest.approx([(1 / 2 + 2 / 4) / 2, (1 / 2 + 2 / 4) / 2,
-                                                      (1 / 2 + 2 / 4) / 2])
+    assert m["map_at_100"].tolist() == pytest.approx([(1 / 2 + 2 / 4) / 2, (1 / 2 + 2 / 4) / 2, (1 / 2 + 2 / 4) / 2])
     assert es.pair_rows.tolist() == [[0, 1], [1, 2], [0, 3], [2, 4]]
 
 
@@ -420,9 +425,12 @@ def test_distractors_from_files_are_deduplicated_capped_and_seeded(tmp_path, cfg
 
 
 def test_bad_eval_values_are_one_line_errors(cfg, tmp_path):
-    for key, value, needle in (("objective", "mrr_at_5", "eval.objective"), ("chunk_size", 0, "eval.chunk_size"),
-                               ("distractors", str(tmp_path / "none.txt"), "eval.distractors"),
-                               ("max_distractors", -1, "eval.max_distractors")):
+    for key, value, needle in (
+        ("objective", "mrr_at_5", "eval.objective"),
+        ("chunk_size", 0, "eval.chunk_size"),
+        ("distractors", str(tmp_path / "none.txt"), "eval.distractors"),
+        ("max_distractors", -1, "eval.max_distractors"),
+    ):
         bad = copy.deepcopy(cfg)
         bad.eval[key] = value
         with pytest.raises(ConfigError, match=needle):
@@ -434,8 +442,9 @@ def test_bad_eval_values_are_one_line_errors(cfg, tmp_path):
 
 # ---------------------------------------------------------------- CLI
 def test_parse_args_separates_the_checkpoint_from_the_baseline():
-    checkpoint, overrides, out = evaluate.parse_args(["model=runs/x/model", "data=fixture", "split=test",
-                                                      "eval.n_boot=10", "--json", "m.json"])
+    checkpoint, overrides, out = evaluate.parse_args(
+        ["model=runs/x/model", "data=fixture", "split=test", "eval.n_boot=10", "--json", "m.json"]
+    )
     assert checkpoint == "runs/x/model" and out == "m.json"
     assert overrides == ["data=fixture", "eval.split=test", "eval.n_boot=10"]
     cfg = evaluate.compose_config(overrides)
@@ -464,9 +473,22 @@ def test_cli_on_the_fixture(tmp_path):
 
     out = tmp_path / "m.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "contrastive.evaluate", f"model={packaged_model_dir()}", "data=fixture",
-         "split=test", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=50", "--json", str(out)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "contrastive.evaluate",
+            f"model={packaged_model_dir()}",
+            "data=fixture",
+            "split=test",
+            f"eval.cache_dir={tmp_path / 'cache'}",
+            "eval.n_boot=50",
+            "--json",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mrr_at_10" in proc.stdout and "fine-tuned" in proc.stdout

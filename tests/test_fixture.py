@@ -47,8 +47,9 @@ def test_fixture_has_chained_duplicates(fixture_pairs):
     members = defaultdict(set)
     for key in set(positive["key1"]) | set(positive["key2"]):
         members[comp[key]].add(key)
-    chained = [keys for keys in members.values()
-               if any(frozenset((a, b)) not in direct for a in keys for b in keys if a < b)]
+    chained = [
+        keys for keys in members.values() if any(frozenset((a, b)) not in direct for a in keys for b in keys if a < b)
+    ]
     assert len(members) > 1
     assert len(chained) == len(members)  # every duplicate component links questions never paired directly
     assert all(len(keys) >= 3 for keys in members.values())

@@ -9,8 +9,7 @@ from torch import nn
 from contrastive.errors import ConfigError, TrainingDiverged
 from contrastive.losses import WeightedLoss, auxiliary, build_losses
 
-LOSS_CFG = {"scale": 20.0, "cached": False, "mini_batch_size": 4, "aux": "cosine", "aux_weight": 0.3,
-            "aux_margin": 0.5}
+LOSS_CFG = {"scale": 20.0, "cached": False, "mini_batch_size": 4, "aux": "cosine", "aux_weight": 0.3, "aux_margin": 0.5}
 
 
 def _features(model, texts):
@@ -48,8 +47,10 @@ def test_build_losses_maps_datasets(minilm):
     assert set(only_mnrl) == {"mnrl_pairs"}
 
 
-@pytest.mark.parametrize(("aux", "cls"), [("cosine", "CosineSimilarityLoss"), ("cosent", "CoSENTLoss"),
-                                          ("online_contrastive", "OnlineContrastiveLoss")])
+@pytest.mark.parametrize(
+    ("aux", "cls"),
+    [("cosine", "CosineSimilarityLoss"), ("cosent", "CoSENTLoss"), ("online_contrastive", "OnlineContrastiveLoss")],
+)
 def test_aux_choice(minilm, aux, cls):
     assert type(auxiliary(minilm, {**LOSS_CFG, "aux": aux})).__name__ == cls
 

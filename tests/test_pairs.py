@@ -73,8 +73,12 @@ def test_cap_pairs_order_independent_with_conflicting_labels():
         rows += [(f"q{i} a?", f"q{i} b?", 1), (f"q{i} a?", f"q{i} b?", 0)]
     frame = _pairs(rows)
     assert len(frame) == 80
-    picked = {frozenset(zip(df["key1"], df["label"])) for df in (
-        cap_pairs(frame.sample(frac=1.0, random_state=s).reset_index(drop=True), 41, seed=0) for s in range(6))}
+    picked = {
+        frozenset(zip(df["key1"], df["label"]))
+        for df in (
+            cap_pairs(frame.sample(frac=1.0, random_state=s).reset_index(drop=True), 41, seed=0) for s in range(6)
+        )
+    }
     assert len(picked) == 1
 
 
@@ -85,11 +89,13 @@ def test_positives_from_duplicates_only_and_both_orders():
     assert list(pos.columns) == ["anchor", "positive", "comp"]
     assert len(pos) == int((frame["label"] == 1).sum())
     assert set(zip(pos["anchor"], pos["positive"])) == set(
-        zip(frame.loc[frame["label"] == 1, "question1"], frame.loc[frame["label"] == 1, "question2"]))
+        zip(frame.loc[frame["label"] == 1, "question1"], frame.loc[frame["label"] == 1, "question2"])
+    )
     both = positives(frame, both_orders=True)
     assert len(both) == 2 * len(pos)
     assert set(zip(both["anchor"], both["positive"])) == set(zip(pos["anchor"], pos["positive"])) | set(
-        zip(pos["positive"], pos["anchor"]))
+        zip(pos["positive"], pos["anchor"])
+    )
 
 
 def test_negatives_by_component():
@@ -277,20 +283,29 @@ def test_component_sampler_every_batch_used_under_proportional_interleave(fixtur
     samplers = [ComponentBatchSampler(d, batch_size=16, drop_last=False, lookup=lookup) for d in parts]
     combined = ProportionalBatchSampler(ConcatDataset(parts), samplers, generator=torch.Generator(), seed=0)
     indices = sorted(itertools.chain.from_iterable(combined))
-    expected = sorted(itertools.chain(itertools.chain.from_iterable(samplers[0]),
-                                      (len(parts[0]) + i for b in samplers[1] for i in b)))
+    expected = sorted(
+        itertools.chain(itertools.chain.from_iterable(samplers[0]), (len(parts[0]) + i for b in samplers[1] for i in b))
+    )
     assert indices == expected
     assert len(indices) == sum(len(d) for d in parts) - samplers[0].stats["dropped"]
 
 
 def test_no_duplicates_sampler_puts_chained_duplicates_together():
     """sentence-transformers' sampler compares exact strings; A~B, B~C, D~C make (A, B) and (D, C) clash-free."""
-    frame = _pairs([("How do I learn Python?", "How can I learn Python?", 1),
-                    ("How can I learn Python?", "What is the best way to learn Python?", 1),
-                    ("What are some tips to learn Python?", "What is the best way to learn Python?", 1)])
+    frame = _pairs(
+        [
+            ("How do I learn Python?", "How can I learn Python?", 1),
+            ("How can I learn Python?", "What is the best way to learn Python?", 1),
+            ("What are some tips to learn Python?", "What is the best way to learn Python?", 1),
+        ]
+    )
     lookup = component_lookup([frame])
-    dataset = Dataset.from_dict({"anchor": ["How do I learn Python?", "What are some tips to learn Python?"],
-                                 "positive": ["How can I learn Python?", "What is the best way to learn Python?"]})
+    dataset = Dataset.from_dict(
+        {
+            "anchor": ["How do I learn Python?", "What are some tips to learn Python?"],
+            "positive": ["How can I learn Python?", "What is the best way to learn Python?"],
+        }
+    )
     theirs = list(NoDuplicatesBatchSampler(dataset, batch_size=2, drop_last=False))
     assert [sorted(b) for b in theirs] == [[0, 1]]  # one batch: a duplicate serves as an in-batch negative
     assert _clashes(dataset, theirs, lookup) == 1

@@ -26,8 +26,13 @@ def _cfg(*overrides: str):
 def test_config_composes_with_the_documented_defaults():
     cfg = reproduce.compose_config([])
     rp = cfg.reproduce
-    assert [r.name for r in rp.ablation] == ["mnrl_only", "hard_negatives", "component_sampler", "aux_loss",
-                                               "larger_batch"]
+    assert [r.name for r in rp.ablation] == [
+        "mnrl_only",
+        "hard_negatives",
+        "component_sampler",
+        "aux_loss",
+        "larger_batch",
+    ]
     assert rp.sweep.config == "reproduce" and rp.test.split == "test"
     assert rp.budget_pairs is None or rp.budget_pairs > 4000
     assert str(rp.results_dir).endswith("/results") and str(rp.readme).endswith("README.md")
@@ -37,12 +42,15 @@ def test_config_composes_with_the_documented_defaults():
     assert sweep.hydra.sweeper.promote.pick == "pair_ap" and sweep.hydra.sweeper.promote.floor_metric == "mrr_at_10"
 
 
-@pytest.mark.parametrize("override, match", [
-    ("reproduce.budget_pairs=0", r"reproduce.budget_pairs=0: must be null \(all train pairs\) or an integer >= 1"),
-    ("reproduce.ablation=[]", r"reproduce.ablation=\[\]: empty"),
-    ("reproduce.test.n_boot=0", r"reproduce.test.n_boot=0: must be an integer >= 1"),
-    ("reproduce.targets.pair_ap_min_delta=x", r"reproduce.targets.pair_ap_min_delta='x': must be a number"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("reproduce.budget_pairs=0", r"reproduce.budget_pairs=0: must be null \(all train pairs\) or an integer >= 1"),
+        ("reproduce.ablation=[]", r"reproduce.ablation=\[\]: empty"),
+        ("reproduce.test.n_boot=0", r"reproduce.test.n_boot=0: must be an integer >= 1"),
+        ("reproduce.targets.pair_ap_min_delta=x", r"reproduce.targets.pair_ap_min_delta='x': must be a number"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_field(override, match):
     with pytest.raises(ConfigError, match=match):
         reproduce.check_config(_cfg(override))
@@ -99,23 +107,41 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     """The real stages as subprocesses: sweep (2 trials, 2 objectives), two ablation rows, the final report."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# t\n\n{reproduce.START}\nold\n{reproduce.END}\n")
-    extra = ["trainer.max_steps=3", "eval.umap.n_pairs=30", "eval.umap.n_neighbors=5", "tracking.log_model=false",
-             f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    cfg = _cfg("reproduce.sweep.config=fixture_reproduce", f"reproduce.work_dir={tmp_path / 'work'}",
-               f"reproduce.results_dir={tmp_path / 'results'}", f"reproduce.readme={readme}",
-               "reproduce.budget_pairs=120", "reproduce.test.n_boot=50", "reproduce.test.max_distractors=100")
+    extra = [
+        "trainer.max_steps=3",
+        "eval.umap.n_pairs=30",
+        "eval.umap.n_neighbors=5",
+        "tracking.log_model=false",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    cfg = _cfg(
+        "reproduce.sweep.config=fixture_reproduce",
+        f"reproduce.work_dir={tmp_path / 'work'}",
+        f"reproduce.results_dir={tmp_path / 'results'}",
+        f"reproduce.readme={readme}",
+        "reproduce.budget_pairs=120",
+        "reproduce.test.n_boot=50",
+        "reproduce.test.max_distractors=100",
+    )
     cfg.reproduce.extra = extra
-    cfg.reproduce.ablation = [{"name": "mnrl_only", "label": "MNRL only", "set": ["loss.aux_weight=0"],
-                               "from_best": []},
-                              {"name": "final", "label": "+ sweep", "set": [],
-                               "from_best": ["loss.aux", "loss.aux_weight", "batch.size", "trainer.lr"]}]
+    cfg.reproduce.ablation = [
+        {"name": "mnrl_only", "label": "MNRL only", "set": ["loss.aux_weight=0"], "from_best": []},
+        {
+            "name": "final",
+            "label": "+ sweep",
+            "set": [],
+            "from_best": ["loss.aux", "loss.aux_weight", "batch.size", "trainer.lr"],
+        },
+    ]
     results = reproduce.reproduce(cfg, "test")
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     assert saved["targets"] == results["targets"] and set(saved["targets"]) == {"pair_ap", "mrr_at_10", "both"}
     assert sum(saved["sweep"]["states"].values()) == 2 and saved["sweep"]["promotion"]["why"]
     assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "final"]
-    assert saved["ablation"][1]["overrides"][0] == "loss.aux_weight=" + str(saved["sweep"]["best_params"]
-                                                                            ["loss.aux_weight"])
+    assert saved["ablation"][1]["overrides"][0] == "loss.aux_weight=" + str(
+        saved["sweep"]["best_params"]["loss.aux_weight"]
+    )
     final = saved["final"]
     assert final["own_corpus"]["finetuned"]["n_corpus"] < final["distractors"]["finetuned"]["n_corpus"]
     for which in ("own_corpus", "distractors"):
@@ -142,12 +168,20 @@ def test_a_failed_stage_is_reported_by_its_error_line_not_a_progress_bar():
 
 def test_trial_table_marks_the_pareto_front_and_the_promoted_trial():
     def trial(number, state, values, share, batch):
-        return {"number": number, "state": state, "values": values,
-                "params": {"loss.aux_share": share, "batch.size": batch}}
+        return {
+            "number": number,
+            "state": state,
+            "values": values,
+            "params": {"loss.aux_share": share, "batch.size": batch},
+        }
 
-    trials = [trial(0, "COMPLETE", [0.97, 0.79], 0.42, 128), trial(1, "COMPLETE", [0.96, 0.78], 0.15, 64),
-              trial(2, "COMPLETE", [0.95, 0.82], 0.55, 64), trial(3, "PRUNED", None, 0.3, 64),
-              trial(4, "COMPLETE", [0.97, 0.79], 0.4, 128)]
+    trials = [
+        trial(0, "COMPLETE", [0.97, 0.79], 0.42, 128),
+        trial(1, "COMPLETE", [0.96, 0.78], 0.15, 64),
+        trial(2, "COMPLETE", [0.95, 0.82], 0.55, 64),
+        trial(3, "PRUNED", None, 0.3, 64),
+        trial(4, "COMPLETE", [0.97, 0.79], 0.4, 128),
+    ]
     assert reproduce.pareto_numbers(trials) == {0, 2, 4}  # 1 is beaten by 0; equal values do not beat each other
     lines = reproduce.trial_table({"trials": trials, "best_trial": 0}, ["mrr_at_10", "pair_ap"], 6000)
     rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]

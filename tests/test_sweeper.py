@@ -46,8 +46,9 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "loss.hard_negatives": "choice(true, false)",
         "data.max_pairs": 2000,
     }
-    space = sweeper.parse_search_space(params, ["loss.aux_weight=0.5", "+extra=tag(int, interval(1, 4))",
-                                                "++skip=tag(log, int, interval(2, 64))"])
+    space = sweeper.parse_search_space(
+        params, ["loss.aux_weight=0.5", "+extra=tag(int, interval(1, 4))", "++skip=tag(log, int, interval(2, 64))"]
+    )
     d = space.distributions
     assert d["batch.size"] == CategoricalDistribution([16, 32, 64])
     assert d["trainer.lr"] == FloatDistribution(5e-6, 1e-4, log=True)
@@ -62,11 +63,14 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
 
 
 def test_optuna_form_and_bad_specs():
-    space = sweeper.parse_search_space({
-        "trainer.lr": OmegaConf.create({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}),
-        "batch.size": {"type": "int", "low": 16, "high": 256, "step": 16},
-        "loss.aux": {"type": "categorical", "choices": ["cosine", "cosent"]},
-    }, [])
+    space = sweeper.parse_search_space(
+        {
+            "trainer.lr": OmegaConf.create({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}),
+            "batch.size": {"type": "int", "low": 16, "high": 256, "step": 16},
+            "loss.aux": {"type": "categorical", "choices": ["cosine", "cosent"]},
+        },
+        [],
+    )
     assert space.distributions == {
         "trainer.lr": FloatDistribution(1e-5, 1e-3, log=True),
         "batch.size": IntDistribution(16, 256, step=16),
@@ -83,8 +87,29 @@ def test_optuna_form_and_bad_specs():
     assert sweeper.directions_of(["maximize", "MINIMIZE"]) == ["maximize", "minimize"]
 
 
-@pytest.mark.parametrize("value", [True, False, None, 0, 256, 0.1, 3.0e-05, 1e-12, "fixture", "a b", "it's", "1",
-                                   "true", "x,y", "a\\b", "end\\", "x\\'y", "sqlite:////tmp/o.db"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        None,
+        0,
+        256,
+        0.1,
+        3.0e-05,
+        1e-12,
+        "fixture",
+        "a b",
+        "it's",
+        "1",
+        "true",
+        "x,y",
+        "a\\b",
+        "end\\",
+        "x\\'y",
+        "sqlite:////tmp/o.db",
+    ],
+)
 def test_sampled_values_round_trip_through_hydra_overrides(value):
     line = f"key={sweeper.format_value(value)}"
     parsed = OverridesParser.create().parse_overrides([line])[0].value()
@@ -113,16 +138,16 @@ def _trial(number: int, state: TrialState, **system_attrs) -> optuna.trial.Froze
 def test_budget_counts_the_study_total_and_lets_retries_replace_killed_trials():
     trials = [
         _trial(0, TrialState.COMPLETE),
-        _trial(1, TrialState.FAIL),                       # killed, re-queued as trial 3
+        _trial(1, TrialState.FAIL),  # killed, re-queued as trial 3
         _trial(2, TrialState.PRUNED),
         _trial(3, TrialState.WAITING, failed_trial=1, retry_history=[1]),
     ]
     assert [t.number for t in sweeper.budget_trials(trials)] == [0, 2, 3]
-    assert sweeper.asks_left(trials, n_trials=3) == 1       # only the waiting retry
-    assert sweeper.asks_left(trials, n_trials=5) == 3       # the retry and two new trials
-    assert not sweeper.over_budget(trials, 3, n_trials=3)   # the retry: 2 counted trials before it
+    assert sweeper.asks_left(trials, n_trials=3) == 1  # only the waiting retry
+    assert sweeper.asks_left(trials, n_trials=5) == 3  # the retry and two new trials
+    assert not sweeper.over_budget(trials, 3, n_trials=3)  # the retry: 2 counted trials before it
     trials.append(_trial(4, TrialState.RUNNING))
-    assert sweeper.over_budget(trials, 5, n_trials=4)       # a 5th counted trial in a budget of 4
+    assert sweeper.over_budget(trials, 5, n_trials=4)  # a 5th counted trial in a budget of 4
 
 
 def test_trial_seeded_sampler_draws_by_trial_number():
@@ -134,8 +159,8 @@ def test_trial_seeded_sampler_draws_by_trial_number():
         return [study.ask(space).params["x"] for _ in range(n)]
 
     a, b = first_values(3), first_values(2)
-    assert a[:2] == b                  # trial n draws the same value in any process
-    assert len(set(a)) == 3            # and different trials differ
+    assert a[:2] == b  # trial n draws the same value in any process
+    assert len(set(a)) == 3  # and different trials differ
 
 
 # ---------------------------------------------------------------- the job side: pruning through the storage
@@ -153,12 +178,12 @@ def _study_with_running_trial(tmp_path: Path, pruner: dict | None, directions=("
 def test_reporter_finds_its_trial_through_the_storage_and_prunes(tmp_path):
     url, number = _study_with_running_trial(tmp_path, {"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})
     cfg = OmegaConf.create({"x": 1})
-    assert pruning.reporter_from_cfg(cfg) is None                    # not a trial: no reporter
+    assert pruning.reporter_from_cfg(cfg) is None  # not a trial: no reporter
     overrides = pruning.trial_overrides(url, "s", number)
     assert all(o.startswith("++optuna.") for o in overrides)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("++").replace("'", "") for o in overrides]))
     reporter = pruning.reporter_from_cfg(cfg)
-    reporter.report(0.8, 1)                                          # above the threshold: goes on
+    reporter.report(0.8, 1)  # above the threshold: goes on
     with pytest.raises(optuna.TrialPruned, match="step 2"):
         reporter.report(0.2, 2)
     stored = optuna.load_study(study_name="s", storage=url).trials[number]
@@ -178,9 +203,9 @@ def test_multi_objective_trials_are_pruned_on_their_first_objective(tmp_path):
         trial = study.ask()
         trial.set_user_attr(pruning.PRUNER_ATTR, median)
         cfg[value] = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": trial.number}})
-    pruning.reporter_from_cfg(cfg[0.95]).report(0.95, 1)           # above the median (0.85): goes on
+    pruning.reporter_from_cfg(cfg[0.95]).report(0.95, 1)  # above the median (0.85): goes on
     with pytest.raises(optuna.TrialPruned, match="step 1"):
-        pruning.reporter_from_cfg(cfg[0.5]).report(0.5, 1)         # below it: pruned
+        pruning.reporter_from_cfg(cfg[0.5]).report(0.5, 1)  # below it: pruned
     assert optuna.load_study(study_name="s", storage=url).trials[3].intermediate_values == {1: 0.5}
 
 
@@ -220,7 +245,7 @@ def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
         assert -2.0 <= t.params["x"] <= 6.0
         assert t.value == pytest.approx(toy_objective(t.params["x"]))
         assert Path(t.user_attrs["output_dir"]) == tmp_path / "sweeps" / "toy" / f"trial_{t.number}"
-        assert len(t.intermediate_values) == 3                       # every "eval step" reached the storage
+        assert len(t.intermediate_values) == 3  # every "eval step" reached the storage
     best = max(trials, key=lambda t: t.value)
     summary = json.loads((tmp_path / "sweeps" / "toy" / "summary.json").read_text())
     assert summary["best_trial"] == best.number and summary["states"] == {"COMPLETE": 3}
@@ -239,7 +264,10 @@ def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
     assert parent.data.params["study_name"] == "toy" and parent.data.params["space.x"] == "float[-2.0, 6.0]"
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "objective_by_trial.png", "param_importances.png", "summary.json"}
+        "objective_by_trial.png",
+        "param_importances.png",
+        "summary.json",
+    }
     children = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
     assert sorted(children) == ["0", "1", "2"]
     assert {r.data.tags["trial_state"] for r in children.values()} == {"COMPLETE"}
@@ -251,8 +279,15 @@ def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
 def test_pruned_and_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     # x > 5 raises ConfigError, x < -1 raises TrainingDiverged; step 1 reports objective(x) - 2, so the
     # threshold pruner (lower -6) stops exactly the trials with (x - 2)^2 > 4 that did not fail
-    run_toy(tmp_path, "fail_above=5.0", "diverge_below=-1.0", "hydra/sweeper/pruner=threshold",
-            "hydra.sweeper.pruner.lower=-6.0", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=8")
+    run_toy(
+        tmp_path,
+        "fail_above=5.0",
+        "diverge_below=-1.0",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=-6.0",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=8",
+    )
     trials = load_toy_study(tmp_path).trials
     assert len(trials) == 8
     for t in trials:
@@ -273,8 +308,9 @@ def test_pruned_and_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
 def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
     marker = tmp_path / "hanging"
     args = ("hydra.sweeper.n_trials=4", f"hang_marker={marker}", "hang_at_trial=1", "hydra/sweeper/pruner=none")
-    first = subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + TOY_TIMEOUT_S
         while not marker.exists() and first.poll() is None and time.time() < deadline:
@@ -295,24 +331,26 @@ def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
     assert retries[0].params == killed.params
     counted = sweeper.budget_trials(trials)
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
-    assert trials[0].value == before[0].value                        # the finished trial was kept, not rerun
+    assert trials[0].value == before[0].value  # the finished trial was kept, not rerun
 
 
 def test_two_processes_share_one_study(tmp_path):
     args = ("hydra.sweeper.n_trials=6", "step_sleep=0.1", "hydra/sweeper/pruner=none")
-    procs = [subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=TOY_TIMEOUT_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     trials = load_toy_study(tmp_path).trials
     counted = sweeper.budget_trials(trials)
     assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
-    assert all(t.state == TrialState.FAIL for t in trials if t not in counted)   # over-budget asks only
-    assert len({t.params["x"] for t in counted}) == 6                           # no trial sampled twice
+    assert all(t.state == TrialState.FAIL for t in trials if t not in counted)  # over-budget asks only
+    assert len({t.params["x"] for t in counted}) == 6  # no trial sampled twice
     dirs = {t.user_attrs["output_dir"] for t in counted}
     assert len(dirs) == 6
     pids = {(Path(d) / "pid").read_text() for d in dirs}
-    assert len(pids) == 2                                                       # both processes ran trials
+    assert len(pids) == 2  # both processes ran trials
 
 
 # ---------------------------------------------------------------- the real training job
@@ -322,8 +360,15 @@ def test_two_processes_share_one_study(tmp_path):
 def test_real_train_sweep_on_the_fixture(tmp_path):
     out = tmp_path / "outputs"
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    command = [sys.executable, "-m", "contrastive.train", "+sweeps=fixture_tiny", f"paths.output_root={out}",
-               f"paths.cache_dir={tmp_path / 'cache'}", f"tracking.tracking_uri={uri}"]
+    command = [
+        sys.executable,
+        "-m",
+        "contrastive.train",
+        "+sweeps=fixture_tiny",
+        f"paths.output_root={out}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri={uri}",
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_dir = out / "sweeps" / "fixture_tiny"
@@ -362,9 +407,15 @@ def _study_with_metrics(tmp_path: Path) -> optuna.Study:
     for number, (mrr, ap) in enumerate([(0.92, 0.72), (0.89, 0.80), (0.91, 0.75)]):
         out = tmp_path / f"trial_{number}"
         out.mkdir()
-        (out / "metrics.json").write_text(json.dumps({
-            "finetuned": {"mrr_at_10": mrr, "pair_ap": ap}, "baseline": {"mrr_at_10": 0.90, "pair_ap": 0.70},
-            "delta": {"mrr_at_10": {"delta": mrr - 0.90}, "pair_ap": {"delta": ap - 0.70}}}))
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "finetuned": {"mrr_at_10": mrr, "pair_ap": ap},
+                    "baseline": {"mrr_at_10": 0.90, "pair_ap": 0.70},
+                    "delta": {"mrr_at_10": {"delta": mrr - 0.90}, "pair_ap": {"delta": ap - 0.70}},
+                }
+            )
+        )
         trial = study.ask()
         trial.set_user_attr("output_dir", str(out))
         study.tell(trial, [mrr, ap])
@@ -375,12 +426,12 @@ def test_promotion_rule_picks_the_best_ap_that_keeps_retrieval(tmp_path):
     study = _study_with_metrics(tmp_path)
     rule = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
     best, why = sweeper.choose_trial(study, rule)
-    assert best.number == 2 and "2 eligible" in why            # trial 1 has the best AP but lowers MRR
+    assert best.number == 2 and "2 eligible" in why  # trial 1 has the best AP but lowers MRR
     loose = sweeper.PromotionRule.from_spec({"pick": "pair_ap"})
     assert sweeper.choose_trial(study, loose)[0].number == 1
     strict = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.05})
     best, why = sweeper.choose_trial(study, strict)
-    assert best.number == 0 and "no trial held" in why         # nobody holds the floor: the closest to it
+    assert best.number == 0 and "no trial held" in why  # nobody holds the floor: the closest to it
     default = sweeper.PromotionRule.from_spec(None)
     assert sweeper.choose_trial(study, default)[0].number == 0  # Pareto front, best first objective
 

@@ -17,16 +17,25 @@ def store(tmp_path):
 
 
 def _cfg(uri: str, **tracking_extra):
-    return OmegaConf.create({"tracking": {"enabled": True, "tracking_uri": uri, "experiment": "t", **tracking_extra},
-                             "a": {"b": 1, "c": [1, 2]}, "hydra": {"x": 1}})
+    return OmegaConf.create(
+        {
+            "tracking": {"enabled": True, "tracking_uri": uri, "experiment": "t", **tracking_extra},
+            "a": {"b": 1, "c": [1, 2]},
+            "hydra": {"x": 1},
+        }
+    )
 
 
 def test_flatten_and_config_params(store):
     flat = tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "d": None}
     assert tracking.config_params(_cfg(store)) == {
-        "tracking.enabled": "True", "tracking.tracking_uri": store, "tracking.experiment": "t",
-        "a.b": "1", "a.c": "[1, 2]"}  # Hydra's own block left out
+        "tracking.enabled": "True",
+        "tracking.tracking_uri": store,
+        "tracking.experiment": "t",
+        "a.b": "1",
+        "a.c": "[1, 2]",
+    }  # Hydra's own block left out
 
 
 def test_more_than_100_params_are_batched(store, monkeypatch):

@@ -14,22 +14,43 @@ from hydra import compose, initialize_config_dir
 from contrastive import CONF_DIR, PROJECT_ROOT
 from contrastive.errors import TrainingDiverged
 
-FAST = ["data=fixture", "trainer.max_steps=4", "batch.size=8", "trainer.logging_steps=1", "eval.n_boot=50",
-        "eval.umap.n_pairs=30", "eval.umap.n_neighbors=5", "tracking.log_model=false"]
+FAST = [
+    "data=fixture",
+    "trainer.max_steps=4",
+    "batch.size=8",
+    "trainer.logging_steps=1",
+    "eval.n_boot=50",
+    "eval.umap.n_pairs=30",
+    "eval.umap.n_neighbors=5",
+    "tracking.log_model=false",
+]
 
 
 def _cfg(tmp_path: Path, *overrides: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[
-            *FAST, f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}", *overrides,
-        ])
+        return compose(
+            "train",
+            overrides=[
+                *FAST,
+                f"paths.output_dir={tmp_path / 'out'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+                *overrides,
+            ],
+        )
 
 
 def _run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "contrastive.train", *FAST, f"hydra.run.dir={tmp_path / 'run'}",
-            f"paths.cache_dir={tmp_path / 'cache'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-            *overrides]
+    args = [
+        sys.executable,
+        "-m",
+        "contrastive.train",
+        *FAST,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        *overrides,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=600)
 
@@ -77,8 +98,12 @@ def test_train_cli_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_bad_config_fails_before_training(tmp_path):
-    for override, key in [("batch.size=1", "batch.size"), ("trainer.lr=0", "trainer.lr"),
-                          ("batch.sampler=fancy", "batch.sampler"), ("loss.aux=mse", "loss.aux")]:
+    for override, key in [
+        ("batch.size=1", "batch.size"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("batch.sampler=fancy", "batch.sampler"),
+        ("loss.aux=mse", "loss.aux"),
+    ]:
         proc = _run_cli(tmp_path, override)
         assert proc.returncode == 2, override
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -110,8 +135,7 @@ def test_diverging_loss_fails_the_run(tmp_path):
     from contrastive import tracking
     from contrastive.train import run
 
-    cfg = _cfg(tmp_path, "trainer.lr=1.0e+12", "trainer.warmup_ratio=0.0", "trainer.max_steps=6",
-               "run_name=diverge")
+    cfg = _cfg(tmp_path, "trainer.lr=1.0e+12", "trainer.warmup_ratio=0.0", "trainer.max_steps=6", "run_name=diverge")
     with pytest.raises(TrainingDiverged, match="non-finite"):
         run(cfg)
     tracking.configure(cfg.tracking.tracking_uri, cfg.tracking.experiment)
@@ -138,5 +162,6 @@ def test_aux_share_sets_the_aux_datasets_size(tmp_path, fixture_data):
     full = training_datasets(fixture_data, _cfg(tmp_path))[1]
     part = training_datasets(fixture_data, _cfg(tmp_path, "loss.aux_share=0.5"))[1]
     assert abs(part["examples_aux_pairs"] - full["examples_aux_pairs"] / 2) <= 1  # rounded per label
-    assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == \
-        {k: v for k, v in full.items() if k != "examples_aux_pairs"}
+    assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == {
+        k: v for k, v in full.items() if k != "examples_aux_pairs"
+    }

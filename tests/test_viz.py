@@ -45,16 +45,18 @@ def test_render_figures_writes_both_pngs(tmp_path, val_space):
 
 def test_single_model_draws_one_panel(tmp_path, val_space):
     pairs, es, emb, metrics = val_space
-    files = viz.render_figures(tmp_path, pairs, es.keys, {"finetuned": emb["finetuned"]},
-                               {"finetuned": metrics["finetuned"]}, n_pairs=30)
+    files = viz.render_figures(
+        tmp_path, pairs, es.keys, {"finetuned": emb["finetuned"]}, {"finetuned": metrics["finetuned"]}, n_pairs=30
+    )
     for path in files:
         assert_png(path)
         assert imread(path).shape[1] < 1200
 
 
 def test_write_figures_from_an_evaluation_result(tmp_path, fixture_data):
-    cfg = evaluate.compose_config(["data=fixture", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=20",
-                                   "eval.umap.n_pairs=25"])
+    cfg = evaluate.compose_config(
+        ["data=fixture", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=20", "eval.umap.n_pairs=25"]
+    )
 
     class Model:
         def get_embedding_dimension(self) -> int:
@@ -92,8 +94,9 @@ def test_umap_layout_is_seeded():
 
 
 def test_captions_carry_the_metrics():
-    line = viz.metric_line({"baseline": {"mrr_at_10": 0.5, "pair_ap": 0.25},
-                            "finetuned": {"mrr_at_10": 0.75, "pair_ap": float("nan")}})
+    line = viz.metric_line(
+        {"baseline": {"mrr_at_10": 0.5, "pair_ap": 0.25}, "finetuned": {"mrr_at_10": 0.75, "pair_ap": float("nan")}}
+    )
     assert line == "MRR@10: baseline 0.500, fine-tuned 0.750   |   pair AP: baseline 0.250, fine-tuned n/a"
     assert max(len(x) for x in viz.wrap_caption("word " * 100, 80).splitlines()) <= 80
 
