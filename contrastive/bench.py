@@ -1174,10 +1174,10 @@ def sweep_objective(
 ) -> Callable[[Any], float]:
     """An Optuna objective: a fresh copy of the model trained through our Trainer path at a sampled learning rate;
     train.objective_callback reports the objective on the val subset every `eval_every` steps to the trial, and
-    pruning.Reporter raises TrialPruned when the study's pruner says so."""
+    trial.Reporter raises TrialPruned when the study's pruner says so."""
     from contrastive.evaluate import encode
-    from contrastive.pruning import Reporter
     from contrastive.train import objective_callback
+    from hydra_plugins.contrastive_sweeper.trial import Reporter
 
     cfg, b = inp.cfg, inp.cfg.bench.sweep
 
@@ -1241,7 +1241,7 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     trials interleaved (trial i of every sweep back to back, at the same thread count); wall time of each sweep
     and its best value with a CI.
 
-    In-process Optuna over our job's pieces (train.objective_callback, pruning.Reporter and the sweeper's pruner
+    In-process Optuna over our job's pieces (train.objective_callback, trial.Reporter and the sweeper's pruner
     specs in conf/hydra/sweeper/pruner/) rather than Hydra multirun: a full `contrastive.train` trial
     re-encodes the whole val split, minutes per trial on 2 cores."""
     import optuna
@@ -1249,7 +1249,7 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
 
     from contrastive.evaluate import build_eval_set
     from contrastive.pairs import cap_pairs
-    from contrastive.pruning import build_pruner
+    from hydra_plugins.contrastive_sweeper.trial import build_pruner
 
     cfg, b = inp.cfg, inp.cfg.bench.sweep
     dataset = Dataset.from_pandas(inp.train_pairs, preserve_index=False)
@@ -1292,7 +1292,7 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         "queries": len(es.queries),
         "threads_setting": b.get("threads"),
         "pruners": specs,
-        "how": "in-process optuna, trials interleaved, over contrastive.train.objective_callback + pruning.Reporter",
+        "how": "in-process optuna, trials interleaved, over contrastive.train.objective_callback + trial.Reporter",
     }
     u, k = runs["none"], str(b.objective)
     rows = []

@@ -107,7 +107,7 @@ def check_data(data_overrides: list[str]) -> None:
 
 def row_overrides(rows: Sequence[Mapping[str, Any]], best_params: Mapping[str, Any]) -> list[list[str]]:
     """Each ablation row's cumulative overrides: its `set` and `from_best` added to the previous rows'."""
-    from contrastive.sweeper import format_value
+    from hydra_plugins.contrastive_sweeper.search_space import format_value
 
     out, current = [], {}
     for i, row in enumerate(rows):
@@ -230,7 +230,7 @@ def sweep_study(sweep_dir: Path, study_name: str) -> Any:
     """The sweep's Optuna study (from its SQLite file), or None when it cannot be read."""
     import optuna
 
-    from contrastive.pruning import rdb_storage
+    from hydra_plugins.contrastive_sweeper.trial import rdb_storage
 
     try:
         return optuna.load_study(study_name=study_name, storage=rdb_storage(f"sqlite:///{sweep_dir / 'optuna.db'}"))
@@ -253,8 +253,8 @@ def study_span_s(study: Any) -> float:
 
 
 def importances(study: Any) -> dict[str, dict[str, float]]:
-    """`sweeper.param_importances` for each objective of the sweep's study, rounded ({} without a study)."""
-    from contrastive.sweeper import param_importances
+    """`sweep_report.param_importances` for each objective of the sweep's study, rounded ({} without a study)."""
+    from contrastive.sweep_report import param_importances
 
     if study is None:
         return {}

@@ -192,8 +192,9 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 # ---- sweep-level tracking ----
-# The Optuna sweeper (contrastive/sweeper.py) keeps its parent run off MLflow's fluent run stack, because
-# trial jobs may run in the same process and start their own (child) runs: everything below uses MlflowClient.
+# The sweep report (contrastive/sweep_report.py) keeps the sweep's parent run off MLflow's fluent run stack,
+# because trial jobs may run in the same process and start their own (child) runs: everything below uses
+# MlflowClient.
 
 
 def _now_ms() -> int:
@@ -259,13 +260,15 @@ def tag_trial_run(
     state: str,
     values: list[float] | None = None,
     reason: str | None = None,
+    run_id: str | None = None,
 ) -> str | None:
-    """Tag a finished trial's child run (trial number, state PRUNED/FAIL/COMPLETE, reason); log its value on the
-    parent at step = trial number. Returns the child run id (None when the job never started a run)."""
+    """Tag a finished trial's child run (`run_id`, the one the job recorded, else found under the parent) with
+    the trial number, state PRUNED/FAIL/COMPLETE and reason; log its value on the parent at step = trial
+    number. Returns the child run id (None when the job never started a run)."""
     from mlflow.entities import Metric, RunTag
 
     client, _ = _client(tcfg)
-    child = find_trial_run(tcfg, parent_run_id, trial_number)
+    child = run_id or find_trial_run(tcfg, parent_run_id, trial_number)
     if child:
         tags = [RunTag("trial_number", str(trial_number)), RunTag("trial_state", state)]
         if reason:

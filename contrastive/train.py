@@ -237,16 +237,17 @@ def save_checkpoint(model, out: Path) -> Path:
 
 
 def trial_reporter(cfg: DictConfig):
-    """The sweeper's pruning reporter when this job is an Optuna trial, else None."""
+    """This job's handle on its Optuna trial (report, prune, record results) when it is one, else None."""
     try:
-        from contrastive.pruning import reporter_from_cfg
+        from hydra_plugins.contrastive_sweeper.trial import reporter_from_cfg
     except ImportError:
         return None
     return reporter_from_cfg(cfg)
 
 
-def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]:
-    """Train the model in place; returns the loss history, sizes and sampler report."""
+def fit(model, cfg: DictConfig, data: PreparedData, out: Path, reporter: Any = None) -> dict[str, Any]:
+    """Train the model in place (intermediate objectives go to `reporter`, the trial's, when a sweep runs it);
+    returns the loss history, sizes and sampler report."""
     from sentence_transformers import SentenceTransformerTrainer
 
     from contrastive import evaluate, tracking
@@ -258,7 +259,7 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     sampler = SamplerFactory(cfg.batch.sampler, component_lookup([data.splits["train"]]))
     objective = functools.partial(evaluate.objective_value, model, cfg, data, cfg.eval.split)
-    callback = objective_callback(objective, cfg, trial_reporter(cfg))
+    callback = objective_callback(objective, cfg, reporter)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=training_args(cfg, out, sampler),
@@ -298,19 +299,27 @@ def run(cfg: DictConfig) -> float | list[float]:
         "model_fingerprint": fingerprint(cfg.model.name_or_path),
         "output_dir": str(out),
     }
+    reporter = trial_reporter(cfg)
     with tracking.run(cfg, cfg.run_name or out.name, tags) as run_id:
+        if reporter is not None:
+            reporter.record(mlflow_run_id=run_id)
         if run_id:
             tracking.log_params(tracking.config_params(cfg))
             tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
         evaluate.warm_baseline(model, cfg, data)  # the model is still untuned: no second load later
-        trained = fit(model, cfg, data, out)
+        trained = fit(model, cfg, data, out, reporter)
         results = evaluate.evaluate_run(model, cfg, data)
         results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}
         results["wall_time_s"] = round(time.time() - started, 1)
         results["mlflow_run_id"] = run_id
-        write_json(evaluate.to_json(results), out / "metrics.json")
+        payload = evaluate.to_json(results)
+        write_json(payload, out / "metrics.json")
+        if reporter is not None:  # what the sweep report reads: metrics, deltas, pair threshold
+            from contrastive.sweep_report import result_attrs
+
+            reporter.record(**result_attrs(payload))
         figures = viz.write_figures(out / "figures", model, cfg, data, results) if cfg.eval.umap.enabled else []
         checkpoint = save_checkpoint(model, out) if cfg.save_model else None
         if run_id:

@@ -39,7 +39,8 @@ def test_config_composes_with_the_documented_defaults():
     sweep = OmegaConf.load(Path(cfg.paths.root_dir) / "sweeps" / "reproduce.yaml")
     assert list(sweep.eval.objective) == ["mrr_at_10", "pair_ap"]
     assert list(sweep.hydra.sweeper.direction) == ["maximize", "maximize"]
-    assert sweep.hydra.sweeper.promote.pick == "pair_ap" and sweep.hydra.sweeper.promote.floor_metric == "mrr_at_10"
+    promote = sweep.hydra.sweeper.callbacks.report.promote
+    assert promote.pick == "pair_ap" and promote.floor_metric == "mrr_at_10"
 
 
 @pytest.mark.parametrize(

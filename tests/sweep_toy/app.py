@@ -1,7 +1,8 @@
 """A toy Hydra task for fast sweeper tests: objective -(x - 2)^2, reported at every "eval step".
 
 Knobs (conf/toy.yaml) make a trial fail, diverge, hang (to be killed) or write a model dir, the way the
-real train job can; no model, no data: a sweep of a few trials takes seconds.
+real train job can; like it, the job records its MLflow run and objective on its trial (trial.py) for the
+sweep report. No model, no data: a sweep of a few trials takes seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from contrastive.errors import ConfigError, TrainingDiverged
-from contrastive.pruning import reporter_from_cfg
+from hydra_plugins.contrastive_sweeper.trial import Reporter, reporter_from_cfg
 
 
 def objective(x: float) -> float:
@@ -28,7 +29,7 @@ def intermediate(x: float, step: int, steps: int) -> float:
     return objective(x) - (steps - step)
 
 
-def work(cfg: DictConfig, out: Path) -> float:
+def work(cfg: DictConfig, out: Path, reporter: Reporter | None) -> float:
     x = float(cfg.x)
     (out / "pid").write_text(str(os.getpid()))
     if cfg.fail_above is not None and x > cfg.fail_above:
@@ -39,7 +40,6 @@ def work(cfg: DictConfig, out: Path) -> float:
     if cfg.hang_marker and trial == cfg.hang_at_trial and not Path(cfg.hang_marker).exists():
         Path(cfg.hang_marker).write_text(str(os.getpid()))
         time.sleep(600)  # the test kills the sweep process here
-    reporter = reporter_from_cfg(cfg)
     for step in range(1, cfg.steps + 1):
         time.sleep(cfg.step_sleep)
         if reporter is not None:
@@ -50,19 +50,24 @@ def work(cfg: DictConfig, out: Path) -> float:
         (out / "model" / "config.json").write_text(json.dumps({"x": x}))
         metrics = {"split": "val", "objective": {"name": "toy", "value": value}}
         (out / "metrics.json").write_text(json.dumps(metrics))
+        if reporter is not None:
+            reporter.record(objective=metrics["objective"])
     return [value, -abs(x)] if cfg.two_objectives else value
 
 
 @hydra.main(config_path="conf", config_name="toy", version_base="1.3")
 def main(cfg: DictConfig) -> float | list[float]:
     out = Path(HydraConfig.get().runtime.output_dir)
+    reporter = reporter_from_cfg(cfg)
     if not cfg.tracking.enabled:
-        return work(cfg, out)
+        return work(cfg, out, reporter)
     from contrastive import tracking
 
     with tracking.run(cfg, out.name) as run_id:
+        if reporter is not None:
+            reporter.record(mlflow_run_id=run_id)
         tracking.log_params(tracking.config_params(cfg))
-        value = work(cfg, out)
+        value = work(cfg, out, reporter)
         if cfg.make_model:
             tracking.log_model_dir(out / "model")
         tracking.log_metrics({"objective": value})

@@ -1,38 +1,45 @@
-"""The job side of an Optuna sweep: find this job's trial through the storage, report values, get pruned.
+"""The job side of a sweep: find this job's trial through the storage, report intermediate values (and get
+pruned), record the job's results on the trial; and the names of the user attributes a trial carries.
 
-Contract with `contrastive.sweeper`: each trial job runs with the overrides
+Contract with the sweeper (`_impl`): each trial job runs with the overrides of `address_overrides`,
     ++optuna.storage='<url>' ++optuna.study_name='<name>' ++optuna.trial_number=<n>
 so a job running in any process (or machine) that reaches the storage can load its study, look its trial
-up by number, report intermediate objective values and ask the study's pruner whether to stop. The pruner
-the sweeper configured is stored on the trial as the user attr `pruner` (a Hydra `_target_` mapping).
+up by number, report intermediate objective values, ask the study's pruner whether to stop, and record what
+it found (`Reporter.record`: JSON-able structures, stored as the trial's user attributes) for whatever reads
+the study at the end of the sweep. The pruner the sweeper configured is stored on the trial as the user
+attr `pruner` (a Hydra `_target_` mapping).
+
+Optuna is imported inside the functions: Hydra imports every public module of a plugin at start-up.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from omegaconf import DictConfig, OmegaConf
+from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
+from hydra_plugins.contrastive_sweeper.search_space import quote
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna"  # the job config block the sweeper adds
-PRUNER_ATTR = "pruner"  # trial user attr: the pruner spec the job rebuilds
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite write lock (several processes share one file)
 
+# user attributes the sweeper records on a trial
+PRUNER_ATTR = "pruner"  # the pruner spec the job rebuilds
+OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory
+OVERRIDES_ATTR = "overrides"  # the job's overrides
+FAIL_ATTR = "fail_reason"  # why a trial failed
+OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
 
-def quote(value: str) -> str:
-    """A string as a single-quoted Hydra override value (backslashes doubled only before a quote or the end)."""
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
 
-
-def trial_overrides(storage: str, study_name: str, number: int) -> list[str]:
+def address_overrides(storage: str, study_name: str, number: int) -> list[str]:
     """The overrides that tell a job which trial it is."""
     return [
         f"++{TRIAL_KEY}.storage={quote(storage)}",
@@ -46,6 +53,7 @@ def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.R
 
     Processes that open a new database at the same moment race to create its tables: the loser retries.
     """
+    import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
@@ -62,15 +70,16 @@ def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.R
 
 def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     """A pruner from a Hydra `_target_` mapping (None or an empty mapping: never prune)."""
+    import optuna
+
     if not spec:
         return optuna.pruners.NopPruner()
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     pruner = instantiate(OmegaConf.create(dict(spec)), _convert_="all")
     if not isinstance(pruner, optuna.pruners.BasePruner):
-        from contrastive.errors import ConfigError
-
-        raise ConfigError(f"hydra.sweeper.pruner._target_={spec.get('_target_')!r}: not an Optuna pruner")
+        raise SweeperConfigError(f"hydra.sweeper.pruner._target_={spec.get('_target_')!r}: not an Optuna pruner")
     return pruner
 
 
@@ -90,7 +99,8 @@ class FirstObjectiveView:
 
 
 class Reporter:
-    """Reports a job's intermediate objective to its Optuna trial and raises `optuna.TrialPruned` when told.
+    """A job's handle on its Optuna trial: reports intermediate objective values (raising `optuna.TrialPruned`
+    when told) and records the job's results as user attributes.
 
     Multi-objective studies: Optuna's `Trial.report` refuses them, so the value (of the first objective) is
     written to the storage directly and the pruner judges it through `FirstObjectiveView`: a trial is pruned
@@ -101,8 +111,14 @@ class Reporter:
         self.trial = trial
         self.multi = len(trial.study.directions) > 1
 
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
     def report(self, value: float, step: int) -> None:
         """Record `value` at `step`; raise optuna.TrialPruned if the study's pruner stops this trial."""
+        import optuna
+
         value = float(value)
         if not math.isfinite(value):
             log.warning("trial %d: not reporting non-finite value %r at step %d", self.trial.number, value, step)
@@ -117,9 +133,23 @@ class Reporter:
         if prune:
             raise optuna.TrialPruned(f"trial {self.trial.number} pruned at step {step} (value {value:.4g})")
 
+    def record(self, **attrs: Any) -> None:
+        """Store JSON-able values (numbers, strings, lists, dicts) as the trial's user attributes; a trial that
+        another process already finished (e.g. failed as stale) keeps its attributes, with a warning."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            for key, value in attrs.items():
+                if value is not None:
+                    self.trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError as exc:
+            log.warning("trial %d: results not recorded: %s", self.trial.number, exc)
+
 
 def load_trial(storage: str, study_name: str, number: int) -> optuna.Trial:
     """The live trial `number` of a study, found through the storage (works from any process)."""
+    import optuna
+
     rdb = rdb_storage(storage)
     study_id = rdb.get_study_id_from_name(study_name)
     trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, int(number))
@@ -128,8 +158,8 @@ def load_trial(storage: str, study_name: str, number: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
-def reporter_from_cfg(cfg: DictConfig | Mapping[str, Any]) -> Reporter | None:
-    """The pruning reporter of this job when it runs as an Optuna trial (`optuna.*` set), else None."""
+def reporter_from_cfg(cfg: Any) -> Reporter | None:
+    """The reporter of this job when it runs as an Optuna trial (`optuna.*` set in its config), else None."""
     block = cfg.get(TRIAL_KEY) if cfg is not None else None
     if not block or block.get("trial_number") is None:
         return None

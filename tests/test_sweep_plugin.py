@@ -1,18 +1,16 @@
-"""The Optuna sweeper: search-space parsing, budget accounting, pruning through the storage, and whole sweeps.
+"""The generic Optuna sweeper plugin (hydra_plugins/contrastive_sweeper/): search-space parsing, typed settings,
+budget accounting, the job side (pruning and results through the storage), and whole sweeps.
 
 Whole sweeps run the toy Hydra task (tests/sweep_toy/app.py: objective -(x-2)^2, reported at every
 "eval step") as subprocesses, so resume-after-kill and two processes sharing one storage are real.
-One slow test sweeps the real training job on the fixture.
+The project's report at the end of a sweep is tested in test_sweep_report.py.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,17 +20,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from sweep_toy.runner import TOY_TIMEOUT_S, load_toy_study, run_toy, toy_command, toy_objective
 
-from contrastive import PROJECT_ROOT, pruning, sweeper
-from contrastive.errors import ConfigError
-
-TOY_APP = PROJECT_ROOT / "tests" / "sweep_toy" / "app.py"
-TOY_TIMEOUT_S = 120
-
-
-def toy_objective(x: float) -> float:
-    return -((x - 2.0) ** 2)
-
+from contrastive import PROJECT_ROOT
+from hydra_plugins.contrastive_sweeper import SweeperConfigError, _impl, budget, search_space
+from hydra_plugins.contrastive_sweeper import trial as job
+from hydra_plugins.contrastive_sweeper.config import OptunaSweeperConf
 
 # ---------------------------------------------------------------- search space and overrides
 
@@ -46,7 +39,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "loss.hard_negatives": "choice(true, false)",
         "data.max_pairs": 2000,
     }
-    space = sweeper.parse_search_space(
+    space = search_space.parse_search_space(
         params, ["loss.aux_weight=0.5", "+extra=tag(int, interval(1, 4))", "++skip=tag(log, int, interval(2, 64))"]
     )
     d = space.distributions
@@ -63,7 +56,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
 
 
 def test_optuna_form_and_bad_specs():
-    space = sweeper.parse_search_space(
+    space = search_space.parse_search_space(
         {
             "trainer.lr": OmegaConf.create({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}),
             "batch.size": {"type": "int", "low": 16, "high": 256, "step": 16},
@@ -76,15 +69,12 @@ def test_optuna_form_and_bad_specs():
         "batch.size": IntDistribution(16, 256, step=16),
         "loss.aux": CategoricalDistribution(["cosine", "cosent"]),
     }
-    with pytest.raises(ConfigError, match="hydra.sweeper.params.x.type='normal'"):
-        sweeper.parse_search_space({"x": {"type": "normal", "low": 0, "high": 1}}, [])
-    with pytest.raises(ConfigError, match="hydra.sweeper.params.x"):
-        sweeper.parse_search_space({"x": {"type": "float", "low": 0}}, [])
-    with pytest.raises(ConfigError, match="not supported"):
-        sweeper.parse_search_space({"data": "glob(*)"}, [])
-    with pytest.raises(ConfigError, match="direction"):
-        sweeper.directions_of("up")
-    assert sweeper.directions_of(["maximize", "MINIMIZE"]) == ["maximize", "minimize"]
+    with pytest.raises(SweeperConfigError, match="hydra.sweeper.params.x.type='normal'"):
+        search_space.parse_search_space({"x": {"type": "normal", "low": 0, "high": 1}}, [])
+    with pytest.raises(SweeperConfigError, match="hydra.sweeper.params.x"):
+        search_space.parse_search_space({"x": {"type": "float", "low": 0}}, [])
+    with pytest.raises(SweeperConfigError, match="not supported"):
+        search_space.parse_search_space({"data": "glob(*)"}, [])
 
 
 @pytest.mark.parametrize(
@@ -111,18 +101,18 @@ def test_optuna_form_and_bad_specs():
     ],
 )
 def test_sampled_values_round_trip_through_hydra_overrides(value):
-    line = f"key={sweeper.format_value(value)}"
+    line = f"key={search_space.format_value(value)}"
     parsed = OverridesParser.create().parse_overrides([line])[0].value()
     assert parsed == value and type(parsed) is type(value)
 
 
 def test_objective_values():
-    assert sweeper.objective_values(0.5, 1) == [0.5]
-    assert sweeper.objective_values([0.5, 2], 2) == [0.5, 2.0]
-    assert sweeper.objective_values({"name": "mrr_at_10", "value": 0.9}, 1) == [0.9]
+    assert _impl.objective_values(0.5, 1) == [0.5]
+    assert _impl.objective_values([0.5, 2], 2) == [0.5, 2.0]
+    assert _impl.objective_values({"name": "mrr_at_10", "value": 0.9}, 1) == [0.9]
     for bad, n in ((float("nan"), 1), ([0.5], 2), (None, 1), ("high", 1)):
         with pytest.raises(ValueError):
-            sweeper.objective_values(bad, n)
+            _impl.objective_values(bad, n)
 
 
 # ---------------------------------------------------------------- budget across processes
@@ -142,12 +132,12 @@ def test_budget_counts_the_study_total_and_lets_retries_replace_killed_trials():
         _trial(2, TrialState.PRUNED),
         _trial(3, TrialState.WAITING, failed_trial=1, retry_history=[1]),
     ]
-    assert [t.number for t in sweeper.budget_trials(trials)] == [0, 2, 3]
-    assert sweeper.asks_left(trials, n_trials=3) == 1  # only the waiting retry
-    assert sweeper.asks_left(trials, n_trials=5) == 3  # the retry and two new trials
-    assert not sweeper.over_budget(trials, 3, n_trials=3)  # the retry: 2 counted trials before it
+    assert [t.number for t in budget.budget_trials(trials)] == [0, 2, 3]
+    assert budget.asks_left(trials, n_trials=3) == 1  # only the waiting retry
+    assert budget.asks_left(trials, n_trials=5) == 3  # the retry and two new trials
+    assert not budget.over_budget(trials, 3, n_trials=3)  # the retry: 2 counted trials before it
     trials.append(_trial(4, TrialState.RUNNING))
-    assert sweeper.over_budget(trials, 5, n_trials=4)  # a 5th counted trial in a budget of 4
+    assert budget.over_budget(trials, 5, n_trials=4)  # a 5th counted trial in a budget of 4
 
 
 def test_trial_seeded_sampler_draws_by_trial_number():
@@ -155,7 +145,7 @@ def test_trial_seeded_sampler_draws_by_trial_number():
     space = {"x": FloatDistribution(0.0, 1.0)}
 
     def first_values(n: int) -> list[float]:
-        study = optuna.create_study(sampler=sweeper.TrialSeededSampler(spec, 7))
+        study = optuna.create_study(sampler=_impl.TrialSeededSampler(spec, 7))
         return [study.ask(space).params["x"] for _ in range(n)]
 
     a, b = first_values(3), first_values(2)
@@ -171,18 +161,18 @@ def _study_with_running_trial(tmp_path: Path, pruner: dict | None, directions=("
     study = optuna.create_study(study_name="s", storage=url, directions=list(directions))
     trial = study.ask()
     if pruner:
-        trial.set_user_attr(pruning.PRUNER_ATTR, pruner)
+        trial.set_user_attr(job.PRUNER_ATTR, pruner)
     return url, trial.number
 
 
 def test_reporter_finds_its_trial_through_the_storage_and_prunes(tmp_path):
     url, number = _study_with_running_trial(tmp_path, {"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})
     cfg = OmegaConf.create({"x": 1})
-    assert pruning.reporter_from_cfg(cfg) is None  # not a trial: no reporter
-    overrides = pruning.trial_overrides(url, "s", number)
+    assert job.reporter_from_cfg(cfg) is None  # not a trial: no reporter
+    overrides = job.address_overrides(url, "s", number)
     assert all(o.startswith("++optuna.") for o in overrides)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("++").replace("'", "") for o in overrides]))
-    reporter = pruning.reporter_from_cfg(cfg)
+    reporter = job.reporter_from_cfg(cfg)
     reporter.report(0.8, 1)  # above the threshold: goes on
     with pytest.raises(optuna.TrialPruned, match="step 2"):
         reporter.report(0.2, 2)
@@ -201,12 +191,49 @@ def test_multi_objective_trials_are_pruned_on_their_first_objective(tmp_path):
     cfg = {}
     for value in (0.95, 0.5):
         trial = study.ask()
-        trial.set_user_attr(pruning.PRUNER_ATTR, median)
+        trial.set_user_attr(job.PRUNER_ATTR, median)
         cfg[value] = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": trial.number}})
-    pruning.reporter_from_cfg(cfg[0.95]).report(0.95, 1)  # above the median (0.85): goes on
+    job.reporter_from_cfg(cfg[0.95]).report(0.95, 1)  # above the median (0.85): goes on
     with pytest.raises(optuna.TrialPruned, match="step 1"):
-        pruning.reporter_from_cfg(cfg[0.5]).report(0.5, 1)  # below it: pruned
+        job.reporter_from_cfg(cfg[0.5]).report(0.5, 1)  # below it: pruned
     assert optuna.load_study(study_name="s", storage=url).trials[3].intermediate_values == {1: 0.5}
+
+
+def test_reporter_records_the_jobs_results_as_user_attributes(tmp_path):
+    url, number = _study_with_running_trial(tmp_path, None)
+    cfg = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": number}})
+    reporter = job.reporter_from_cfg(cfg)
+    reporter.record(mlflow_run_id="abc", metrics={"mrr_at_10": 0.9, "pair_threshold": 0.7}, skipped=None)
+    stored = optuna.load_study(study_name="s", storage=url).trials[number]
+    assert stored.user_attrs == {"mlflow_run_id": "abc", "metrics": {"mrr_at_10": 0.9, "pair_threshold": 0.7}}
+    study = optuna.load_study(study_name="s", storage=url)
+    study.tell(number, 0.9)
+    reporter.record(late=1)  # the trial was finished meanwhile (e.g. failed as stale): a warning, no error
+    assert "late" not in optuna.load_study(study_name="s", storage=url).trials[number].user_attrs
+
+
+def test_typed_settings_refuse_bad_values_in_one_line():
+    assert OptunaSweeperConf(direction=["maximize", "MINIMIZE"]).directions == ["maximize", "minimize"]
+    for settings, match in (
+        ({"n_trials": 0}, r"hydra.sweeper.n_trials=0: must be an integer >= 1"),
+        ({"n_jobs": True}, r"hydra.sweeper.n_jobs=True: must be an integer >= 1"),
+        ({"direction": "up"}, r"hydra.sweeper.direction='up': maximize, minimize"),
+        ({"promote": {"pick": "x"}}, r"hydra.sweeper: unknown key\(s\) \['promote'\]"),
+    ):
+        with pytest.raises(SweeperConfigError, match=match):
+            OptunaSweeperConf.from_settings(settings)
+
+
+def test_a_bad_sweeper_setting_is_one_line_and_exit_2(tmp_path):
+    for override, message in (
+        ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0: must be an integer >= 1"),
+        ("x=glob(*)", "error: x=glob(*): this sweep type is not supported by the Optuna sweeper"),
+    ):
+        done = subprocess.run(toy_command(tmp_path, override), capture_output=True, text=True, timeout=TOY_TIMEOUT_S)
+        assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr[-2000:]
+        assert len(done.stderr.strip().splitlines()) == 1
+    typo = subprocess.run(toy_command(tmp_path, "hydra.sweeper.n_trail=3"), capture_output=True, text=True)
+    assert typo.returncode != 0 and "Key 'n_trail' not in 'OptunaSweeperConf'" in typo.stderr  # the schema
 
 
 def test_sweeper_is_registered_as_a_hydra_plugin():
@@ -220,60 +247,6 @@ def test_sweeper_is_registered_as_a_hydra_plugin():
 
 
 # ---------------------------------------------------------------- whole sweeps of the toy task
-
-
-def toy_command(out: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(TOY_APP), "-m", f"out={out}", *overrides]
-
-
-def run_toy(out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(toy_command(out, *overrides), capture_output=True, text=True, timeout=TOY_TIMEOUT_S)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-def load_toy_study(out: Path, name: str = "toy") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'sweeps' / name / 'optuna.db'}")
-
-
-def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
-    run_toy(tmp_path, "tracking.enabled=true", "make_model=true")
-    study = load_toy_study(tmp_path)
-    trials = study.trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    for t in trials:
-        assert -2.0 <= t.params["x"] <= 6.0
-        assert t.value == pytest.approx(toy_objective(t.params["x"]))
-        assert Path(t.user_attrs["output_dir"]) == tmp_path / "sweeps" / "toy" / f"trial_{t.number}"
-        assert len(t.intermediate_values) == 3  # every "eval step" reached the storage
-    best = max(trials, key=lambda t: t.value)
-    summary = json.loads((tmp_path / "sweeps" / "toy" / "summary.json").read_text())
-    assert summary["best_trial"] == best.number and summary["states"] == {"COMPLETE": 3}
-    promoted = tmp_path / "sweeps" / "toy" / "best"
-    assert json.loads((promoted / "config.json").read_text())["x"] == best.params["x"]
-    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
-
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
-    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    assert parent.data.params["study_name"] == "toy" and parent.data.params["space.x"] == "float[-2.0, 6.0]"
-    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "objective_by_trial.png",
-        "param_importances.png",
-        "summary.json",
-    }
-    children = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
-    assert sorted(children) == ["0", "1", "2"]
-    assert {r.data.tags["trial_state"] for r in children.values()} == {"COMPLETE"}
-    assert best.user_attrs["mlflow_run_id"] == children[str(best.number)].info.run_id
-    version = client.get_model_version_by_alias("toy-model", "best")
-    assert version.run_id == best.user_attrs["mlflow_run_id"]
 
 
 def test_pruned_and_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
@@ -329,7 +302,7 @@ def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
-    counted = sweeper.budget_trials(trials)
+    counted = budget.budget_trials(trials)
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
     assert trials[0].value == before[0].value  # the finished trial was kept, not rerun
 
@@ -343,7 +316,7 @@ def test_two_processes_share_one_study(tmp_path):
     outputs = [p.communicate(timeout=TOY_TIMEOUT_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     trials = load_toy_study(tmp_path).trials
-    counted = sweeper.budget_trials(trials)
+    counted = budget.budget_trials(trials)
     assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
     assert all(t.state == TrialState.FAIL for t in trials if t not in counted)  # over-budget asks only
     assert len({t.params["x"] for t in counted}) == 6  # no trial sampled twice
@@ -353,109 +326,20 @@ def test_two_processes_share_one_study(tmp_path):
     assert len(pids) == 2  # both processes ran trials
 
 
-# ---------------------------------------------------------------- the real training job
-
-
-@pytest.mark.slow
-def test_real_train_sweep_on_the_fixture(tmp_path):
-    out = tmp_path / "outputs"
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    command = [
-        sys.executable,
-        "-m",
-        "contrastive.train",
-        "+sweeps=fixture_tiny",
-        f"paths.output_root={out}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"tracking.tracking_uri={uri}",
-    ]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    sweep_dir = out / "sweeps" / "fixture_tiny"
-    study = optuna.load_study(study_name="fixture_tiny", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    trials = study.trials
-    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
-    for t in trials:
-        metrics = json.loads((sweep_dir / f"trial_{t.number}" / "metrics.json").read_text())
-        assert t.value == pytest.approx(metrics["finetuned"]["mrr_at_10"])
-        # eval_steps=2 reached the trial, reported at the examples seen by then (step 2 x batch size)
-        assert 2 * t.params["batch.size"] in t.intermediate_values
-        assert t.params["batch.size"] in (8, 16) and 0.0 <= t.params["loss.aux_weight"] <= 1.0
-        config = OmegaConf.load(sweep_dir / f"trial_{t.number}" / "config.yaml")
-        assert config.batch.size == t.params["batch.size"]
-        assert math.isclose(config.trainer.lr, t.params["trainer.lr"])
-    best = study.best_trial
-    promoted = sweep_dir / "best"
-    assert (promoted / "model.safetensors").is_file()
-    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
-
-    from contrastive import tracking
-
-    tracking.configure(uri, "contrastive")
-    child = tracking.run_info(best.user_attrs["mlflow_run_id"])
-    assert child["tags"]["trial_state"] == "COMPLETE" and child["tags"]["trial_number"] == str(best.number)
-    assert child["metrics"]["finetuned.mrr_at_10"] == pytest.approx(best.value)
-    parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
-    assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
-    assert "param_importances.png" in parent["artifacts"]
-
-
-# ---------------------------------------------------------------- promotion rule and Pareto plot
-def _study_with_metrics(tmp_path: Path) -> optuna.Study:
-    """Three complete 2-objective trials whose metrics.json hold MRR / AP deltas vs a 0.90 / 0.70 baseline."""
-    study = optuna.create_study(directions=["maximize", "maximize"])
-    for number, (mrr, ap) in enumerate([(0.92, 0.72), (0.89, 0.80), (0.91, 0.75)]):
-        out = tmp_path / f"trial_{number}"
-        out.mkdir()
-        (out / "metrics.json").write_text(
-            json.dumps(
-                {
-                    "finetuned": {"mrr_at_10": mrr, "pair_ap": ap},
-                    "baseline": {"mrr_at_10": 0.90, "pair_ap": 0.70},
-                    "delta": {"mrr_at_10": {"delta": mrr - 0.90}, "pair_ap": {"delta": ap - 0.70}},
-                }
-            )
-        )
-        trial = study.ask()
-        trial.set_user_attr("output_dir", str(out))
-        study.tell(trial, [mrr, ap])
-    return study
-
-
-def test_promotion_rule_picks_the_best_ap_that_keeps_retrieval(tmp_path):
-    study = _study_with_metrics(tmp_path)
-    rule = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
-    best, why = sweeper.choose_trial(study, rule)
-    assert best.number == 2 and "2 eligible" in why  # trial 1 has the best AP but lowers MRR
-    loose = sweeper.PromotionRule.from_spec({"pick": "pair_ap"})
-    assert sweeper.choose_trial(study, loose)[0].number == 1
-    strict = sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.05})
-    best, why = sweeper.choose_trial(study, strict)
-    assert best.number == 0 and "no trial held" in why  # nobody holds the floor: the closest to it
-    default = sweeper.PromotionRule.from_spec(None)
-    assert sweeper.choose_trial(study, default)[0].number == 0  # Pareto front, best first objective
-
-
-def test_promotion_rule_rejects_unknown_keys_and_bad_floors():
-    with pytest.raises(ConfigError, match="promote: unknown key"):
-        sweeper.PromotionRule.from_spec({"pik": "pair_ap"})
-    with pytest.raises(ConfigError, match="floor_delta: 'x'"):
-        sweeper.PromotionRule.from_spec({"pick": "pair_ap", "floor_delta": "x"})
-
-
-def test_pareto_plot_marks_front_promoted_and_baseline(tmp_path):
-    study = _study_with_metrics(tmp_path)
-    path = sweeper.plot_pareto(study, tmp_path / "pareto.png", ["mrr_at_10", "pair_ap"], study.trials[2])
-    assert path is not None and path.stat().st_size > 10_000
-    single = optuna.create_study()
-    assert sweeper.plot_pareto(single, tmp_path / "none.png", ["x"]) is None  # one objective: no front
+def test_the_plugin_runs_without_the_projects_callbacks(tmp_path):
+    run_toy(tmp_path, "hydra.sweeper.callbacks.report=null", "make_model=true", "hydra.sweeper.n_trials=2")
+    trials = load_toy_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert trials[0].user_attrs["objective"]["value"] == pytest.approx(toy_objective(trials[0].params["x"]))
+    sweep_dir = tmp_path / "sweeps" / "toy"
+    assert not (sweep_dir / "summary.json").exists() and not (sweep_dir / "best").exists()  # no report
 
 
 @pytest.mark.parametrize("target", ["optuna.samplers.TPESampler", "optuna.samplers.NSGAIISampler"])
 def test_multi_objective_samplers_accept_pruned_trials_with_intermediate_values(target):
     """Optuna's TPE ranks pruned trials by `study.direction`, which a multi-objective study refuses."""
     spec = {"_target_": target, "n_startup_trials": 2} if "TPE" in target else {"_target_": target}
-    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sweeper.TrialSeededSampler(spec, 0))
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=_impl.TrialSeededSampler(spec, 0))
     space = {"x": FloatDistribution(0.0, 1.0), "y": CategoricalDistribution(["a", "b"])}
     for i in range(6):
         trial = study.ask(space)
@@ -474,10 +358,9 @@ def test_a_sampler_error_fails_the_asked_trial_instead_of_leaving_it_running(tmp
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=url, sampler=Broken())
-    sweep = sweeper.OptunaSweeper(n_trials=3, heartbeat_interval=None)
-    sweep.config = OmegaConf.create({"tracking": {"enabled": False}})
-    space = sweeper.SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0)})
+    sweep = _impl.OptunaSweeperImpl(OptunaSweeperConf(n_trials=3, heartbeat_interval=None))
+    space = search_space.SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0)})
     with pytest.raises(RuntimeError, match="sampler broke"):
-        sweep._ask_batch(study, pruning.rdb_storage(url), space)
+        sweep._ask_batch(study, job.rdb_storage(url), space)
     (trial,) = optuna.load_study(study_name="s", storage=url).trials
-    assert trial.state == TrialState.FAIL and "sampler broke" in trial.user_attrs[sweeper.FAIL_ATTR]
+    assert trial.state == TrialState.FAIL and "sampler broke" in trial.user_attrs[job.FAIL_ATTR]

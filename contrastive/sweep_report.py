@@ -1,0 +1,462 @@
+"""The project's side of an Optuna sweep: MLflow parent run, promotion, summary and figures, from the study.
+
+`SweepReport` is a callback of the generic sweeper (hydra_plugins/contrastive_sweeper/callbacks.py), set in
+conf/hydra/sweeper/optuna.yaml under `hydra.sweeper.callbacks.report`:
+- at the start it opens the sweep's MLflow parent run (reopened on resume: its id is the study's user attr
+  `mlflow_parent_run_id`) and gives every job `++tracking.parent_run_id=<id>`, so the job's run is its child;
+- after each trial it tags the trial's child run (trial number, state, reason) and logs the value on the parent;
+- at the end it chooses the trial to promote (`PromotionRule`), writes summary.json and three figures into
+  the sweep dir, copies the promoted trial's `model/` to `best_dir`, and logs the summary on the parent run
+  and registers the promoted model (all MLflow calls through contrastive.tracking).
+
+It reads what the training jobs recorded on their trials (`result_attrs`: objective, fine-tuned and baseline
+metrics, deltas, pair threshold, MLflow run id), so it needs no trial's files but the promoted `model/` dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from contrastive.errors import ConfigError
+from contrastive.utils import write_dir_atomic, write_json
+from hydra_plugins.contrastive_sweeper import SweepCallback, SweepInfo
+from hydra_plugins.contrastive_sweeper.budget import budget_trials, retried_numbers
+from hydra_plugins.contrastive_sweeper.search_space import quote
+from hydra_plugins.contrastive_sweeper.trial import FAIL_ATTR, OUTPUT_DIR_ATTR
+
+log = logging.getLogger(__name__)
+
+PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the sweep's MLflow parent run, reused on resume
+# trial user attrs recorded by the training job (`result_attrs`)
+RUN_ATTR = "mlflow_run_id"  # the job's MLflow run (the parent's child)
+OBJECTIVE_ATTR = "objective"  # {"name": metric or list of metrics, "value": ...}
+METRICS_ATTR = "metrics"  # fine-tuned metrics on the split
+BASELINE_ATTR = "baseline"  # the untuned baseline's metrics on the same split
+DELTA_ATTR = "delta"  # metric -> {"delta", "ci_low", "ci_high"} (fine-tuned - baseline)
+THRESHOLD_ATTR = "pair_threshold"  # the fine-tuned model's best-F1 cosine threshold
+
+
+def result_attrs(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What a training job records on its trial, taken from its metrics.json content."""
+    finetuned = metrics.get("finetuned") or {}
+    return {
+        OBJECTIVE_ATTR: metrics.get("objective"),
+        METRICS_ATTR: finetuned or None,
+        BASELINE_ATTR: metrics.get("baseline"),
+        DELTA_ATTR: metrics.get("delta"),
+        THRESHOLD_ATTR: finetuned.get("pair_threshold"),
+    }
+
+
+# ---------------------------------------------------------------- the sweeper callback
+
+
+class SweepReport(SweepCallback):
+    """MLflow parent run, promotion, summary and figures of a sweep (`hydra.sweeper.callbacks.report`)."""
+
+    def __init__(
+        self,
+        tracking: DictConfig | None = None,
+        promote_best: bool = True,
+        best_dir: str | None = None,
+        promote: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.tracking = tracking if tracking is not None and tracking.enabled else None
+        self.promote_best = promote_best
+        self.best_dir = best_dir
+        self.rule = PromotionRule.from_spec(_plain(promote))
+        self.parent_run_id: str | None = None
+
+    def on_sweep_start(self, study: optuna.Study, info: SweepInfo) -> list[str]:
+        """Open (or reopen) the parent run; its id for every job."""
+        if self.tracking is None:
+            return []
+        previous = study.user_attrs.get(PARENT_ATTR)
+        run_id = _tracking().start_sweep_run(self.tracking, study.study_name, info.settings(), previous)
+        if run_id != previous:
+            study.set_user_attr(PARENT_ATTR, run_id)
+        self.parent_run_id = run_id
+        return [f"++tracking.parent_run_id={quote(run_id)}"]
+
+    def on_trial_end(self, study: optuna.Study, trial: FrozenTrial, reason: str | None) -> None:
+        """Tag the trial's child run with its number and state; its value on the parent run."""
+        if self.parent_run_id and self.tracking is not None:
+            _tracking().tag_trial_run(
+                self.tracking,
+                self.parent_run_id,
+                trial.number,
+                trial.state.name,
+                trial.values,
+                reason,
+                run_id=trial.user_attrs.get(RUN_ATTR),
+            )
+
+    def on_sweep_end(self, study: optuna.Study, info: SweepInfo) -> None:
+        """Study summary (summary.json, figures), promotion of the chosen trial, MLflow parent run summary.
+
+        Each step only warns when it fails: the trials are safe in the storage and a rerun repeats this.
+        """
+        self.finish(study, info)
+        self.end_parent("FINISHED")
+
+    def on_sweep_error(self, study: optuna.Study, info: SweepInfo, exc: BaseException) -> None:
+        self.end_parent("KILLED")
+
+    def finish(self, study: optuna.Study, info: SweepInfo) -> dict[str, Any]:
+        """The end of the sweep, but closing the parent run; the summary."""
+        sweep_dir = Path(info.sweep_dir)
+        best, why = choose_trial(study, self.rule)
+        summary = study_summary(study, info.n_trials, best)
+        summary["promotion"] = {"rule": self.rule.describe(), "why": why}
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        figures = [
+            p
+            for p in (
+                _tolerant(plot_history, study, sweep_dir / "objective_by_trial.png"),
+                _tolerant(plot_importances, study, sweep_dir / "param_importances.png"),
+                _tolerant(plot_pareto, study, sweep_dir / "pareto_front.png", objective_names(study), best),
+            )
+            if p
+        ]
+        summary["figures"] = [str(p) for p in figures]
+        promoted = None
+        if best is not None and self.promote_best:
+            target = Path(self.best_dir) if self.best_dir else sweep_dir / "best"
+            promoted = _tolerant(promote, best, target, summary)
+        summary["promoted_dir"] = str(promoted) if promoted else None
+        path = sweep_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2, default=str))
+        log.info(
+            "study %r: %s; best %s",
+            study.study_name,
+            summary["states"],
+            {k: summary.get(k) for k in ("best_trial", "best_values", "best_params")},
+        )
+        if promoted:
+            log.info("best trial promoted to %s", promoted)
+        if self.parent_run_id:
+            tracking = _tracking()
+            _tolerant(tracking.log_sweep_summary, self.parent_run_id, summary, [path, *figures])
+            if promoted is not None and best is not None:
+                summary["registered"] = _tolerant(
+                    tracking.register_best, self.tracking, best.user_attrs.get(RUN_ATTR), promoted
+                )
+        return summary
+
+    def end_parent(self, status: str) -> None:
+        """Close the parent run (FINISHED, or KILLED when the sweep was interrupted; a rerun reopens it)."""
+        if self.parent_run_id:
+            _tolerant(_tracking().end_sweep_run, self.parent_run_id, status)
+
+
+# ---------------------------------------------------------------- promotion
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """Which COMPLETE trial a sweep promotes (`hydra.sweeper.callbacks.report.promote`).
+
+    With `pick` unset: the study's best (single objective), or the Pareto-front trial best on the first
+    objective. With `pick`: the trial with the highest fine-tuned `pick` metric (recorded on the trial by its
+    job) among the eligible ones, where eligible means `delta[floor_metric] >= floor_delta` (fine-tuned minus
+    untuned baseline) when `floor_metric` is set. When no trial is eligible, the one with the highest
+    floor-metric delta is promoted, and the summary says so.
+    """
+
+    pick: str | None = None
+    floor_metric: str | None = None
+    floor_delta: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> PromotionRule:
+        spec = dict(spec or {})
+        unknown = set(spec) - {"pick", "floor_metric", "floor_delta"}
+        if unknown:
+            raise ConfigError(
+                f"hydra.sweeper.callbacks.report.promote: unknown key(s) {sorted(unknown)} "
+                "(pick, floor_metric, floor_delta)"
+            )
+        floor = spec.get("floor_delta", 0.0)
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor):
+            raise ConfigError(f"hydra.sweeper.callbacks.report.promote.floor_delta: {floor!r} must be a finite number")
+        return cls(spec.get("pick") or None, spec.get("floor_metric") or None, float(floor))
+
+    def describe(self) -> str:
+        if not self.pick:
+            return "the study's best trial (first objective on the Pareto front)"
+        floor = f" among trials with {self.floor_metric} delta >= {self.floor_delta:+g}" if self.floor_metric else ""
+        return f"highest {self.pick}{floor}"
+
+
+def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial | None, str]:
+    """The trial `rule` promotes and a sentence saying why."""
+    if not rule.pick:
+        best = best_trial(study)
+        return best, rule.describe() if best else "no COMPLETE trial"
+    scored = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        value = (t.user_attrs.get(METRICS_ATTR) or {}).get(rule.pick)
+        if value is None:
+            log.warning("trial %d: no %s recorded by its job; not a promotion candidate", t.number, rule.pick)
+            continue
+        delta = t.user_attrs.get(DELTA_ATTR) or {}
+        floor = (delta.get(rule.floor_metric) or {}).get("delta") if rule.floor_metric else 0.0
+        scored.append((t, float(value), float("-inf") if floor is None else float(floor)))
+    if not scored:
+        return None, f"no COMPLETE trial with {rule.pick} recorded"
+    eligible = [row for row in scored if row[2] >= rule.floor_delta]
+    if eligible:
+        t, value, _ = max(eligible, key=lambda row: row[1])
+        return t, f"{rule.describe()}: trial {t.number} ({rule.pick} {value:.4f}; {len(eligible)} eligible)"
+    t, _, floor = max(scored, key=lambda row: row[2])
+    return t, (
+        f"no trial held {rule.floor_metric} delta >= {rule.floor_delta:+g}; promoted trial {t.number}, "
+        f"the one closest to it ({rule.floor_metric} delta {floor:+.4f})"
+    )
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial (multi-objective: the Pareto-front trial best on the first objective)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    front = study.best_trials
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(front, key=lambda t: sign * t.values[0])
+
+
+def promote(best: FrozenTrial, target: Path, summary: Mapping[str, Any]) -> Path | None:
+    """Copy the best trial's `model/` (+ its metrics.json) to a stable dir, replacing the previous one."""
+    out = best.user_attrs.get(OUTPUT_DIR_ATTR)
+    model = Path(out) / "model" if out else None
+    if model is None or not model.is_dir():
+        log.info("best trial %d has no model dir to promote (%s)", best.number, model)
+        return None
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(model, tmp)
+        metrics = Path(out) / "metrics.json"
+        if metrics.is_file():
+            shutil.copy2(metrics, tmp / "metrics.json")
+        write_json(
+            {
+                "study_name": summary.get("study_name"),
+                "trial": best.number,
+                "values": best.values,
+                "params": best.params,
+                "source_dir": out,
+            },
+            tmp / "sweep_best.json",
+        )
+
+    return write_dir_atomic(target, fill)
+
+
+# ---------------------------------------------------------------- summary and figures
+
+
+def study_summary(study: optuna.Study, n_trials: int, best: FrozenTrial | None = None) -> dict[str, Any]:
+    """Counts by state and the best (or given) trial's number, values, params and output dir (JSON-able)."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in budget_trials(trials):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    best = best if best is not None else best_trial(study)
+    return {
+        "study_name": study.study_name,
+        "directions": [d.name.lower() for d in study.directions],
+        "n_trials": n_trials,
+        "states": states,
+        "retried": sorted(retried_numbers(trials)),
+        "best_trial": best.number if best else None,
+        "best_values": best.values if best else None,
+        "best_params": best.params if best else None,
+        "best_output_dir": best.user_attrs.get(OUTPUT_DIR_ATTR) if best else None,
+        "best_mlflow_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "params": t.params,
+                "output_dir": t.user_attrs.get(OUTPUT_DIR_ATTR),
+                FAIL_ATTR: t.user_attrs.get(FAIL_ATTR),
+            }
+            for t in trials
+        ],
+    }
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names as the jobs recorded them (labels); generic names if unknown."""
+    n = len(study.directions)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        name = (t.user_attrs.get(OBJECTIVE_ATTR) or {}).get("name")
+        names = [name] if isinstance(name, str) else list(name or [])
+        if len(names) == n:
+            return [str(x) for x in names]
+    return [f"objective {i}" for i in range(n)]
+
+
+def plot_history(study: optuna.Study, path: Path) -> Path | None:
+    """Objective by trial number (first objective): complete dots, pruned crosses, best-so-far line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    trials = study.get_trials(deepcopy=False)
+    done = [(t.number, t.values[0]) for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [
+        (t.number, t.intermediate_values[max(t.intermediate_values)])
+        for t in trials
+        if t.state == TrialState.PRUNED and t.intermediate_values
+    ]
+    if not done and not pruned:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if done:
+        ax.scatter(*zip(*done), label="complete", color="tab:blue")
+        better = max if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
+        xs, best, running = [], [], None
+        for number, value in done:
+            running = value if running is None else better(running, value)
+            xs.append(number)
+            best.append(running)
+        ax.step(xs, best, where="post", color="tab:orange", label="best so far")
+    if pruned:
+        ax.scatter(
+            *zip(*pruned), marker="x", color="tab:red", label="pruned: last intermediate value (on the val subset)"
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.set_title(f"{study.study_name}: objective by trial")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(
+    study: optuna.Study, path: Path, names: Sequence[str], chosen: FrozenTrial | None = None
+) -> Path | None:
+    """First vs second objective of every COMPLETE trial, the Pareto front joined, the promoted trial starred,
+    and the untuned baseline's values (recorded on the trials) as dashed lines; 2+ objectives only."""
+    if len(study.directions) < 2:
+        return None
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = sorted(study.best_trials, key=lambda t: t.values[0])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], color="tab:blue", label="trial")
+    for t in done:
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "-o", color="tab:orange", label="Pareto front")
+    if chosen is not None and chosen.values:
+        ax.scatter(
+            [chosen.values[0]],
+            [chosen.values[1]],
+            marker="*",
+            s=250,
+            color="tab:red",
+            zorder=5,
+            label=f"promoted (trial {chosen.number})",
+        )
+    base = next((t.user_attrs[BASELINE_ATTR] for t in done if t.user_attrs.get(BASELINE_ATTR)), None)
+    if base is not None:
+        for axis, name in ((ax.axvline, names[0]), (ax.axhline, names[1])):
+            if name in base:
+                axis(base[name], linestyle="--", color="gray", linewidth=1)
+        ax.plot([], [], linestyle="--", color="gray", label="untuned baseline")
+    ax.set_xlabel(f"{names[0]} ({study.directions[0].name.lower()})")
+    ax.set_ylabel(f"{names[1]} ({study.directions[1].name.lower()})")
+    ax.set_title(f"{study.study_name}: objectives of complete trials")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def param_importances(study: optuna.Study, index: int = 0) -> dict[str, float]:
+    """Parameter importances (Optuna's default evaluator) for objective `index`, most important first; {} when
+    they cannot be computed (fewer than 2 complete trials, a constant objective)."""
+    target = None
+    if len(study.directions) > 1:  # the evaluator ranks params for low target values
+        sign = -1.0 if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        target = lambda t: sign * t.values[index]  # noqa: E731
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
+            return dict(optuna.importance.get_param_importances(study, target=target))
+    except (RuntimeError, ValueError) as exc:
+        log.info("no parameter importances: %s", exc)
+        return {}
+
+
+def plot_importances(study: optuna.Study, path: Path) -> Path | None:
+    """Parameter importances of the first objective as a bar chart; None when there are none."""
+    importances = param_importances(study)
+    if not importances:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.5 * len(names)))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance (normalized; Optuna's default evaluator)")
+    ax.set_title(f"{study.study_name}: parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node) if isinstance(node, Mapping) else node
+
+
+def _tolerant(step: Any, *args: Any) -> Any:
+    """Run one end-of-sweep step; on an error, warn and return None."""
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s failed: %s: %s", getattr(step, "__name__", step), type(exc).__name__, exc)
+        return None
+
+
+def _tracking():
+    from contrastive import tracking  # imports MLflow: only when a sweep tracks
+
+    return tracking

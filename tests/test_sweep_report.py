@@ -1,0 +1,204 @@
+"""The project's sweep report (contrastive/sweep_report.py): MLflow parent and child runs, promotion rule,
+summary and figures, read from the study (what the jobs recorded on their trials).
+
+One toy sweep (tests/sweep_toy/app.py) runs with MLflow; one slow test sweeps the real training job on the
+fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+from sweep_toy.runner import load_toy_study, run_toy, toy_objective
+
+from contrastive import sweep_report
+from contrastive.errors import ConfigError
+from hydra_plugins.contrastive_sweeper import SweepInfo
+
+
+def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
+    run_toy(tmp_path, "tracking.enabled=true", "make_model=true")
+    study = load_toy_study(tmp_path)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for t in trials:
+        assert -2.0 <= t.params["x"] <= 6.0
+        assert t.value == pytest.approx(toy_objective(t.params["x"]))
+        assert Path(t.user_attrs["output_dir"]) == tmp_path / "sweeps" / "toy" / f"trial_{t.number}"
+        assert len(t.intermediate_values) == 3  # every "eval step" reached the storage
+    best = max(trials, key=lambda t: t.value)
+    summary = json.loads((tmp_path / "sweeps" / "toy" / "summary.json").read_text())
+    assert summary["best_trial"] == best.number and summary["states"] == {"COMPLETE": 3}
+    promoted = tmp_path / "sweeps" / "toy" / "best"
+    assert json.loads((promoted / "config.json").read_text())["x"] == best.params["x"]
+    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study_name"] == "toy" and parent.data.params["space.x"] == "float[-2.0, 6.0]"
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "objective_by_trial.png",
+        "param_importances.png",
+        "summary.json",
+    }
+    children = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert sorted(children) == ["0", "1", "2"]
+    assert {r.data.tags["trial_state"] for r in children.values()} == {"COMPLETE"}
+    assert best.user_attrs["mlflow_run_id"] == children[str(best.number)].info.run_id
+    version = client.get_model_version_by_alias("toy-model", "best")
+    assert version.run_id == best.user_attrs["mlflow_run_id"]
+
+
+# ---------------------------------------------------------------- the real training job
+
+
+@pytest.mark.slow
+def test_real_train_sweep_on_the_fixture(tmp_path):
+    out = tmp_path / "outputs"
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = [
+        sys.executable,
+        "-m",
+        "contrastive.train",
+        "+sweeps=fixture_tiny",
+        f"paths.output_root={out}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri={uri}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = out / "sweeps" / "fixture_tiny"
+    study = optuna.load_study(study_name="fixture_tiny", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    trials = study.trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        metrics = json.loads((sweep_dir / f"trial_{t.number}" / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["finetuned"]["mrr_at_10"])
+        # eval_steps=2 reached the trial, reported at the examples seen by then (step 2 x batch size)
+        assert 2 * t.params["batch.size"] in t.intermediate_values
+        assert t.params["batch.size"] in (8, 16) and 0.0 <= t.params["loss.aux_weight"] <= 1.0
+        config = OmegaConf.load(sweep_dir / f"trial_{t.number}" / "config.yaml")
+        assert config.batch.size == t.params["batch.size"]
+        assert math.isclose(config.trainer.lr, t.params["trainer.lr"])
+    best = study.best_trial
+    promoted = sweep_dir / "best"
+    assert (promoted / "model.safetensors").is_file()
+    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
+
+    from contrastive import tracking
+
+    tracking.configure(uri, "contrastive")
+    child = tracking.run_info(best.user_attrs["mlflow_run_id"])
+    assert child["tags"]["trial_state"] == "COMPLETE" and child["tags"]["trial_number"] == str(best.number)
+    assert child["metrics"]["finetuned.mrr_at_10"] == pytest.approx(best.value)
+    parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
+    assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
+    assert "param_importances.png" in parent["artifacts"]
+
+
+# ---------------------------------------------------------------- promotion rule and Pareto plot
+def _study_with_metrics(tmp_path: Path | None = None) -> optuna.Study:
+    """Three complete 2-objective trials whose jobs recorded MRR / AP and their deltas vs a 0.90 / 0.70 baseline
+    (with `tmp_path`: each trial also has an output dir holding a model)."""
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for number, (mrr, ap) in enumerate([(0.92, 0.72), (0.89, 0.80), (0.91, 0.75)]):
+        metrics = {
+            "objective": {"name": ["mrr_at_10", "pair_ap"], "value": [mrr, ap]},
+            "finetuned": {"mrr_at_10": mrr, "pair_ap": ap, "pair_threshold": 0.5 + number / 10},
+            "baseline": {"mrr_at_10": 0.90, "pair_ap": 0.70},
+            "delta": {"mrr_at_10": {"delta": mrr - 0.90}, "pair_ap": {"delta": ap - 0.70}},
+        }
+        trial = study.ask()
+        for key, value in sweep_report.result_attrs(metrics).items():
+            trial.set_user_attr(key, value)
+        if tmp_path is not None:
+            out = tmp_path / f"trial_{number}"
+            (out / "model").mkdir(parents=True)
+            (out / "model" / "weights").write_text(str(number))
+            (out / "metrics.json").write_text(json.dumps(metrics))
+            trial.set_user_attr("output_dir", str(out))
+        study.tell(trial, [mrr, ap])
+    return study
+
+
+def test_promotion_rule_picks_the_best_ap_that_keeps_retrieval():
+    study = _study_with_metrics()
+    rule = sweep_report.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
+    best, why = sweep_report.choose_trial(study, rule)
+    assert best.number == 2 and "2 eligible" in why  # trial 1 has the best AP but lowers MRR
+    loose = sweep_report.PromotionRule.from_spec({"pick": "pair_ap"})
+    assert sweep_report.choose_trial(study, loose)[0].number == 1
+    strict = sweep_report.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.05})
+    best, why = sweep_report.choose_trial(study, strict)
+    assert best.number == 0 and "no trial held" in why  # nobody holds the floor: the closest to it
+    default = sweep_report.PromotionRule.from_spec(None)
+    assert sweep_report.choose_trial(study, default)[0].number == 0  # Pareto front, best first objective
+
+
+def test_promotion_rule_rejects_unknown_keys_and_bad_floors():
+    with pytest.raises(ConfigError, match="promote: unknown key"):
+        sweep_report.PromotionRule.from_spec({"pik": "pair_ap"})
+    with pytest.raises(ConfigError, match="floor_delta: 'x'"):
+        sweep_report.PromotionRule.from_spec({"pick": "pair_ap", "floor_delta": "x"})
+
+
+def test_pareto_plot_marks_front_promoted_and_baseline(tmp_path):
+    study = _study_with_metrics()
+    path = sweep_report.plot_pareto(study, tmp_path / "pareto.png", ["mrr_at_10", "pair_ap"], study.trials[2])
+    assert path is not None and path.stat().st_size > 10_000
+    single = optuna.create_study()
+    assert sweep_report.plot_pareto(single, tmp_path / "none.png", ["x"]) is None  # one objective: no front
+
+
+def test_result_attrs_are_what_a_job_records():
+    metrics = {
+        "split": "val",
+        "objective": {"name": "mrr_at_10", "value": 0.9},
+        "finetuned": {"mrr_at_10": 0.9, "pair_threshold": 0.61},
+        "baseline": {"mrr_at_10": 0.8},
+        "delta": {"mrr_at_10": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15}},
+        "training": {"steps": 4},
+    }
+    assert sweep_report.result_attrs(metrics) == {
+        "objective": {"name": "mrr_at_10", "value": 0.9},
+        "metrics": {"mrr_at_10": 0.9, "pair_threshold": 0.61},
+        "baseline": {"mrr_at_10": 0.8},
+        "delta": {"mrr_at_10": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15}},
+        "pair_threshold": 0.61,
+    }
+
+
+def test_report_at_the_end_reads_the_study_not_the_trials_files(tmp_path):
+    study = _study_with_metrics(tmp_path)
+    for number in range(3):  # the rule and the Pareto baseline need no trial's metrics.json
+        (tmp_path / f"trial_{number}" / "metrics.json").unlink()
+    report = sweep_report.SweepReport(promote={"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
+    sweep_dir = tmp_path / "sweep"
+    info = SweepInfo(
+        "s", "sqlite://", ["maximize", "maximize"], 3, 1, "optuna.samplers.RandomSampler", 0, "none", sweep_dir
+    )
+    assert report.on_sweep_start(study, info) == []  # no tracking: no parent run, no override for the jobs
+    report.on_sweep_end(study, info)
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["best_trial"] == 2 and "2 eligible" in summary["promotion"]["why"]
+    assert {Path(p).name for p in summary["figures"]} == {"objective_by_trial.png", "pareto_front.png"}
+    assert summary["promoted_dir"] == str(sweep_dir / "best")
+    assert (sweep_dir / "best" / "weights").read_text() == "2"
+    assert json.loads((sweep_dir / "best" / "sweep_best.json").read_text())["trial"] == 2
+    assert set(summary) >= {"study_name", "directions", "n_trials", "states", "retried", "best_values", "trials"}
+    assert sweep_report.objective_names(study) == ["mrr_at_10", "pair_ap"]
