@@ -89,6 +89,11 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     for t in trials:
         metrics = json.loads((sweep_dir / f"trial_{t.number}" / "metrics.json").read_text())
         assert t.value == pytest.approx(metrics["finetuned"]["mrr_at_10"])
+        # what the report reads: the job recorded its results on the trial, as structures
+        assert t.user_attrs["metrics"] == metrics["finetuned"] and t.user_attrs["delta"] == metrics["delta"]
+        assert t.user_attrs["baseline"] == metrics["baseline"] and t.user_attrs["objective"] == metrics["objective"]
+        assert t.user_attrs["pair_threshold"] == metrics["finetuned"]["pair_threshold"]
+        assert t.user_attrs["mlflow_run_id"] == metrics["mlflow_run_id"]
         # eval_steps=2 reached the trial, reported at the examples seen by then (step 2 x batch size)
         assert 2 * t.params["batch.size"] in t.intermediate_values
         assert t.params["batch.size"] in (8, 16) and 0.0 <= t.params["loss.aux_weight"] <= 1.0

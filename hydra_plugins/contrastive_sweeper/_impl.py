@@ -437,7 +437,7 @@ class OptunaSweeperImpl(Sweeper):
         elif state == TrialState.PRUNED:
             log.info("trial %d: PRUNED (%s)", trial.number, reason)
         hooks = self._hooks("on_trial_end")
-        frozen = study._storage.get_trial(trial._trial_id) if hooks else None
+        frozen = trial.storage.get_trial(trial._trial_id) if hooks else None
         for hook in hooks:
             try:
                 hook(study, frozen, reason)
