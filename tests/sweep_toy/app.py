@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> float | list[float]:
         return work(cfg, out)
     from contrastive import tracking
 
-    with tracking.run(cfg, out.name) as run_id:
+    with tracking.run(cfg.tracking, out.name) as run_id:
         tracking.log_params(tracking.config_params(cfg))
         value = work(cfg, out)
         if cfg.make_model:
