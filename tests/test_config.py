@@ -253,7 +253,7 @@ def test_cli_help_lists_the_groups(tmp_path):
         (["eval.objective=mrr"], "eval.objective='mrr': choose one of"),
         (["loss.aux_weight=abc"], "loss.aux_weight: Value 'abc'"),
         (["loss.aux_wieght=0.3"], "Could not override 'loss.aux_wieght'"),
-        (["data=nope"], "data=nope"),
+        (["data=nope"], "Could not find 'data/nope' (choose one of fixture, qqp, qqp_local)"),
         (["data=qqp_local", "data.path=/nonexistent.parquet"], "data.path: file not found: /nonexistent.parquet"),
     ],
 )

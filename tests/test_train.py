@@ -164,3 +164,52 @@ def test_aux_share_sets_the_aux_datasets_size(tmp_path, fixture_data):
     assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == {
         k: v for k, v in full.items() if k != "examples_aux_pairs"
     }
+
+
+# ---------------------------------------------------------------- the pinned fixture run
+PINNED = PROJECT_ROOT / "tests" / "fixtures" / "fixture_run_metrics.json"
+
+
+def _leaves(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+@pytest.mark.slow
+def test_fixture_run_metrics_are_pinned(tmp_path):
+    """`python -m contrastive.train data=fixture` (the default recipe) gives exactly the pinned metrics.json values
+    (tests/fixtures/fixture_run_metrics.json, written by the run before the settings/evaluation refactor): a
+    refactor that changes any number, or any key, fails here."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contrastive.train",
+            "data=fixture",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    pinned = json.loads(PINNED.read_text())
+    want = dict(_leaves(pinned))
+    have = {k: v for k, v in _leaves(got) if not k.startswith((".wall_time_s", ".mlflow_run_id"))}
+    assert sorted(have) == sorted(want)
+    for key, value in want.items():
+        if isinstance(value, float):
+            assert have[key] == pytest.approx(value, rel=0, abs=1e-12), key
+        else:
+            assert have[key] == value, key
