@@ -29,7 +29,7 @@ test: install                         ## the whole suite (unit + end-to-end on t
 test-fast: install                    ## unit tests only
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-lint: install
+lint: install                         ## ruff check and ruff format --check (CI runs it)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -13,3 +13,8 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+# The typed schema of conf/ (contrastive/settings.py) must be in Hydra's ConfigStore before any composition.
+from contrastive.settings import register as _register_schemas  # noqa: E402
+
+_register_schemas()

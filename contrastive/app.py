@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from contrastive.errors import ConfigError, DataError, ModelError, UserError
 from contrastive.search import (
@@ -38,6 +38,7 @@ from contrastive.search import (
     read_questions_file,
     unique_questions,
 )
+from contrastive.settings import load_app
 
 log = logging.getLogger(__name__)
 
@@ -573,48 +574,6 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
 
 
 # ---------------------------------------------------------------- wiring
-def check_app_config(app: DictConfig) -> None:
-    """Reject app settings that would fail later, each as a one-line ConfigError."""
-
-    def need(ok: bool, key: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"app.{key}={OmegaConf.select(app, key)!r}: {why}")
-
-    def positive_int(key: str) -> None:
-        value = OmegaConf.select(app, key)
-        need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, "must be an integer >= 1")
-
-    port = app.port
-    need(port is None or (isinstance(port, int) and 0 <= port <= 65535), "port", "must be 0..65535 or null")
-    need(isinstance(app.host, str) and bool(app.host), "host", "must be a host name or address")
-    need(isinstance(app.share, bool), "share", "must be true or false")
-    fb = app.fallback_threshold
-    need(
-        isinstance(fb, (int, float)) and not isinstance(fb, bool) and -1 <= fb <= 1,
-        "fallback_threshold",
-        "must be a cosine in [-1, 1]",
-    )
-    for key in (
-        "batch_size",
-        "top_k",
-        "max_top_k",
-        "chunk_size",
-        "limits.max_chars",
-        "limits.max_questions",
-        "corpus.max_questions",
-    ):
-        positive_int(key)
-    need(app.top_k <= app.max_top_k, "top_k", f"must be <= app.max_top_k ({app.max_top_k})")
-    mb = app.limits.max_upload_mb
-    need(isinstance(mb, (int, float)) and not isinstance(mb, bool) and mb > 0, "limits.max_upload_mb", "must be > 0")
-    splits = app.corpus.splits
-    need(
-        app.corpus.path is not None or (splits is not None and len(splits) > 0),
-        "corpus.splits",
-        "name at least one split, or set app.corpus.path",
-    )
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on `host`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -684,7 +643,7 @@ def create_app(cfg: DictConfig):
     from contrastive.model import backend_args, fingerprint, load_model
 
     app = cfg.app
-    check_app_config(app)
+    load_app(cfg)  # every config check, before any model or data is loaded
     checkpoint = find_checkpoint(app.model, cfg.paths.output_root)
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
     baseline_name = str(cfg.model.name_or_path)
@@ -771,12 +730,9 @@ def serve(cfg: DictConfig) -> None:
 def main() -> None:
     """`python -m contrastive.app [overrides]`: Hydra composes conf/app.yaml, then the app serves."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import hydra
+    from contrastive.cli import hydra_app, user_errors
 
-    from contrastive import CONF_DIR
-    from contrastive.cli import user_errors
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="app", version_base="1.3")
+    @hydra_app("app")
     def _main(cfg: DictConfig) -> None:
         with user_errors():
             serve(cfg)

@@ -35,13 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from contrastive import CONF_DIR
-from contrastive.cli import user_errors
+from contrastive.cli import hydra_app, user_errors
 from contrastive.utils import fmt_cell, numpy_default, write_json
 
 log = logging.getLogger("contrastive.bench")
@@ -333,7 +332,7 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     from contrastive.evaluate import build_eval_set
     from contrastive.model import load_model
     from contrastive.pairs import cap_pairs, component_lookup, positives
-    from contrastive.train import SamplerFactory
+    from contrastive.samplers import SamplerFactory
 
     data_cfg, source_note = data_config(cfg)
     data = prepare(data_cfg)
@@ -486,13 +485,15 @@ def our_config(
 def our_trainer(
     model: Any, dataset: Any, cfg: DictConfig, lookup: dict[str, int], out: str, callbacks: Sequence[Any] = ()
 ):
-    """Our training path on `dataset`: training_args + SamplerFactory + build_losses from contrastive.train."""
+    """Our training path on `dataset`: contrastive.training's sampler factory, threads, arguments and losses."""
     from sentence_transformers import SentenceTransformerTrainer
 
     from contrastive.losses import build_losses
-    from contrastive.train import SamplerFactory, training_args
+    from contrastive.training import apply_threads, sampler_factory, training_args
 
-    args = training_args(cfg, Path(out), SamplerFactory(cfg.batch.sampler, lookup))
+    factory = sampler_factory(cfg, lookup)
+    apply_threads(cfg.batch)
+    args = training_args(cfg, Path(out), factory)
     args.disable_tqdm = True
     loss = build_losses(model, cfg.loss, ["mnrl_pairs"])["mnrl_pairs"]
     return SentenceTransformerTrainer(
@@ -571,7 +572,7 @@ def sampler_padding(inp: Inputs, dataset: Any, batch_size: int, seed: int, group
     import torch
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    from contrastive.train import SamplerFactory
+    from contrastive.samplers import SamplerFactory
 
     lengths = [inp.count_tokens(dataset[c]) for c in dataset.column_names]
     plans = {
@@ -1176,7 +1177,7 @@ def sweep_objective(
     train.objective_callback reports the objective on the val subset every `eval_every` steps to the trial, and
     trial.Reporter raises TrialPruned when the study's pruner says so."""
     from contrastive.evaluate import encode
-    from contrastive.train import objective_callback
+    from contrastive.training import objective_callback
     from hydra_plugins.contrastive_sweeper.trial import Reporter
 
     cfg, b = inp.cfg, inp.cfg.bench.sweep
@@ -1399,7 +1400,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
+@hydra_app("bench")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     with user_errors():

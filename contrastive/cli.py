@@ -1,11 +1,16 @@
-"""Turning user errors into one line on stderr and a non-zero exit, in single runs."""
+"""Entry-point helpers: user errors as one line on stderr and exit 2, for config mistakes too."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from omegaconf import DictConfig
 
 from contrastive.errors import UserError
 
@@ -33,3 +38,63 @@ def user_errors() -> Iterator[None]:
             raise
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def config_error_line(exc: BaseException) -> str:
+    """One line from a Hydra / OmegaConf composition error, naming the key and the value where it can."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    def first(e: BaseException) -> str:
+        text = str(getattr(e, "msg", None) or e).strip()
+        return text.splitlines()[0] if text else type(e).__name__
+
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        reason = first(cause)
+        if cause is exc:
+            return f"{key}: {reason}" if key else reason
+        return f"{key}: {reason} ({first(exc)})" if key else f"{first(exc)}: {reason}"
+    options = [o for o in getattr(exc, "options", None) or [] if not str(o).endswith("_schema")]
+    return f"{first(exc)} (choose one of {', '.join(map(str, options))})" if options else first(exc)
+
+
+def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """`@hydra.main` on conf/<config_name>.yaml whose config mistakes are one line and exit 2.
+
+    A config that does not compose (an unknown group option, a typo'd key, a value of the wrong type for the
+    schema in contrastive/settings.py) prints `error: ...` and exits 2, as a ConfigError raised by the task
+    does, instead of Hydra's several lines and exit 1. Hydra re-raises such errors only under
+    HYDRA_FULL_ERROR=1, which this sets while it runs.
+    """
+    import hydra
+
+    from contrastive import CONF_DIR
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+
+        @functools.wraps(task)
+        def entry() -> Any:
+            from hydra.errors import HydraException
+            from omegaconf.errors import OmegaConfBaseException
+
+            previous = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                return main()
+            except (HydraException, OmegaConfBaseException) as exc:
+                print(f"error: {config_error_line(exc)}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            except UserError as exc:  # raised outside the task (e.g. by the sweeper)
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            finally:
+                if previous is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = previous
+
+        return entry
+
+    return decorate

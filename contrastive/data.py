@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from contrastive.errors import DataError
+from contrastive.settings import DataSettings
 from contrastive.utils import seeded_hash, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,9 @@ def read_questions(path: str | Path, origin: str) -> list[str]:
     return [str(v) for v in items if v is not None and not pd.isna(v) and str(v).strip()]
 
 
-def resolve_source(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
+def resolve_source(cfg: DataSettings) -> tuple[str, str | None]:
     """Decide where the data comes from: ('local', path) or ('hub', None), per `data.source`."""
-    source = cfg.get("source", "local")
-    path = cfg.get("path")
+    source, path = cfg.source, cfg.path
     if source == "local":
         if not path:
             raise DataError("data.path: no file given; pass data.path=/path/to/qqp.parquet")
@@ -148,21 +148,20 @@ def resolve_source(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
     if source == "auto":
         if path:
             return "local", str(path)
-        default = cfg.get("default_path")
+        default = cfg.default_path
         if default and Path(default).expanduser().is_file():
             return "local", str(default)
         return "hub", None
     raise DataError(f"data.source: unknown value {source!r} (choose auto, local, hub)")
 
 
-def load_raw(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+def load_raw(cfg: DataSettings) -> tuple[pd.DataFrame, str]:
     """Load the configured pairs as a raw DataFrame; returns it and a description of its origin."""
     kind, path = resolve_source(cfg)
     if kind == "local":
-        return load_local(path, cfg.get("format")), str(Path(path).expanduser().resolve())
-    hub = cfg.get("hub", {})
-    frame = load_hub(hub.get("dataset", "nyu-mll/glue"), hub.get("config", "qqp"), hub.get("splits", ["train"]))
-    return frame, f"hub:{hub.get('dataset')}/{hub.get('config')}"
+        return load_local(path, cfg.format), str(Path(path).expanduser().resolve())
+    hub = cfg.hub
+    return load_hub(hub.dataset, hub.config, list(hub.splits)), f"hub:{hub.dataset}/{hub.config}"
 
 
 # ---------------------------------------------------------------- validation
@@ -187,16 +186,16 @@ def question_key(text: str) -> str:
     return _WS.sub(" ", str(text)).strip().casefold()
 
 
-def validate(raw: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+def validate(raw: pd.DataFrame, cfg: DataSettings) -> tuple[pd.DataFrame, dict[str, int]]:
     """Rename the configured columns, check them, coerce labels; drop and count empty, self and repeated pairs."""
-    cols = dict(cfg.get("columns", {}))
-    names = {std: cols.get(std, std) for std in COLUMNS}
+    cols = cfg.columns
+    names = {std: getattr(cols, std) for std in COLUMNS}
     missing = [f"data.columns.{std}={name!r}" for std, name in names.items() if name not in raw.columns]
     if missing:
         raise DataError(f"{', '.join(missing)}: column not in data (it has {list(raw.columns)})")
     frame = pd.DataFrame({std: raw[name] for std, name in names.items()})
     for std in ("qid1", "qid2"):
-        name = cols.get(std, std)
+        name = getattr(cols, std)
         frame[std] = raw[name].astype("string") if name and name in raw.columns else pd.NA
     frame["label"] = _coerce_labels(frame["label"], names["label"])
     stats = {"rows_read": len(frame)}
@@ -205,14 +204,12 @@ def validate(raw: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, d
         frame[q] = frame[q].astype("string")
     empty = frame["question1"].fillna("").str.strip().eq("") | frame["question2"].fillna("").str.strip().eq("")
     stats["dropped_empty_question"] = int(empty.sum())
-    if empty.any() and cfg.get("on_empty", "drop") == "error":
+    if empty.any() and cfg.on_empty == "error":
         rows = np.flatnonzero(empty.to_numpy())[:10].tolist()
         raise DataError(
             f"data.on_empty=error: {int(empty.sum())} empty or blank question(s), e.g. rows {rows} "
             "(rows count data rows from 0)"
         )
-    if cfg.get("on_empty", "drop") not in ("drop", "error"):
-        raise DataError(f"data.on_empty: unknown value {cfg.get('on_empty')!r} (choose drop, error)")
     frame = frame[~empty].copy()
 
     frame["key1"] = frame["question1"].map(question_key)
@@ -387,16 +384,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def prepare(cfg: Mapping[str, Any]) -> PreparedData:
+def prepare(cfg: DataSettings) -> PreparedData:
     """The whole data stage: load, validate, identities, components, split, summary."""
     raw, origin = load_raw(cfg)
     frame, stats = validate(raw, cfg)
     frame = merge_by_qid(frame)
-    split_cfg = cfg.get("split", {})
-    fractions = dict(split_cfg.get("fractions", {"train": 0.8, "val": 0.1, "test": 0.1}))
-    splits, split_stats = split_pairs(
-        frame, fractions, int(split_cfg.get("seed", 0)), split_cfg.get("group_by", "all_pairs")
-    )
+    split = cfg.split
+    splits, split_stats = split_pairs(frame, dict(split.fractions), int(split.seed), split.group_by)
     summary = {"source": origin, **stats, **split_stats}
     summary = summarize(summary, splits)
     questions = dict(zip(frame["key1"], frame["question1"]))

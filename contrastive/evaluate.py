@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 
 from contrastive import CONF_DIR
 from contrastive.cli import user_errors
-from contrastive.config import _need, _number
 from contrastive.data import PreparedData, question_key, read_questions
 from contrastive.errors import ConfigError, DataError
 from contrastive.model import backend_args, fingerprint, load_model
@@ -59,32 +58,6 @@ def ranking_keys(k: int, map_k: int) -> tuple[str, ...]:
 def metric_keys(k: int, map_k: int) -> tuple[str, ...]:
     """Every metric that gets a delta: ranking metrics then pair metrics."""
     return ranking_keys(k, map_k) + PAIR_KEYS
-
-
-def check_eval_config(cfg: DictConfig) -> None:
-    """Reject eval values that would fail or mislead later, before any model is loaded."""
-    ev = cfg.eval
-    for key in ("k", "map_k", "chunk_size", "query_chunk_size", "batch_size"):
-        _need(isinstance(ev[key], int) and ev[key] >= 1, f"eval.{key}", ev[key], "must be an integer >= 1")
-    _need(ev.split in ("train", "val", "test"), "eval.split", ev.split, "choose train, val or test")
-    _need(isinstance(ev.n_boot, int) and ev.n_boot >= 0, "eval.n_boot", ev.n_boot, "must be an integer >= 0")
-    _need(_number(ev.ci) and 0 < ev.ci < 1, "eval.ci", ev.ci, "must be in (0, 1)")
-    _need(isinstance(ev.seed, int), "eval.seed", ev.seed, "must be an integer")
-    cap = ev.max_distractors
-    _need(
-        cap is None or (isinstance(cap, int) and cap >= 0),
-        "eval.max_distractors",
-        cap,
-        "must be null or an integer >= 0",
-    )
-    spec = ev.distractors
-    _need(isinstance(spec, str) and spec != "", "eval.distractors", spec, "choose none, train or a file path")
-    if spec not in ("none", "train"):
-        _need(Path(spec).expanduser().is_file(), "eval.distractors", spec, "file not found (or none, train)")
-    names = ev.objective if not isinstance(ev.objective, str) else [ev.objective]
-    known = metric_keys(ev.k, ev.map_k)
-    for name in names:
-        _need(name in known, "eval.objective", name, f"choose one of {', '.join(known)}")
 
 
 # ---------------------------------------------------------------- the evaluation set
@@ -629,7 +602,6 @@ def evaluate_run(
     `baseline_model` is only used when the baseline cache misses: a model, a loader, or None to load
     cfg.model.name_or_path; passing `model` itself reuses its embeddings (the evaluated model is untuned).
     """
-    check_eval_config(cfg)
     ev = cfg.eval
     es = cached_eval_set(cfg, data, split)
     clock = time.perf_counter()
@@ -791,7 +763,6 @@ def run_cli(argv: Sequence[str]) -> dict[str, Any]:
 
     checkpoint, overrides, json_out = parse_args(argv)
     cfg = compose_config(overrides)
-    check_eval_config(cfg)
     checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
     data = prepare(cfg.data)
     model = load_model(checkpoint, cfg.model.max_seq_length, cfg.trainer.get("device"), **backend_args(cfg.model))

@@ -17,8 +17,7 @@ sizes, or ``round_robin``), so :math:`w` multiplies every auxiliary batch's loss
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -26,7 +25,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import losses as st_losses
 from torch import Tensor, nn
 
-from contrastive.errors import ConfigError, TrainingDiverged
+from contrastive.errors import TrainingDiverged
+from contrastive.settings import LossSettings
 
 
 class WeightedLoss(nn.Module):
@@ -50,39 +50,37 @@ class WeightedLoss(nn.Module):
         return {"weight": self.weight, **inner}
 
 
-def mnrl(model: SentenceTransformer, cfg: Mapping[str, Any]) -> nn.Module:
+def mnrl(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
     """MultipleNegativesRankingLoss, or its cached (GradCache) variant when `loss.cached`."""
-    if cfg["cached"]:
+    if cfg.cached:
         return st_losses.CachedMultipleNegativesRankingLoss(
-            model, scale=float(cfg["scale"]), mini_batch_size=int(cfg["mini_batch_size"])
+            model, scale=float(cfg.scale), mini_batch_size=int(cfg.mini_batch_size)
         )
-    return st_losses.MultipleNegativesRankingLoss(model, scale=float(cfg["scale"]))
+    return st_losses.MultipleNegativesRankingLoss(model, scale=float(cfg.scale))
 
 
-def auxiliary(model: SentenceTransformer, cfg: Mapping[str, Any]) -> nn.Module:
+def auxiliary(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
     """The auxiliary pair loss on the binary label (`loss.aux`)."""
-    kind = cfg.get("aux", "cosine")
+    kind = cfg.aux
     if kind == "cosine":
         return st_losses.CosineSimilarityLoss(model)
     if kind == "cosent":
         return st_losses.CoSENTLoss(model)
     if kind == "online_contrastive":
-        return st_losses.OnlineContrastiveLoss(model, margin=float(cfg.get("aux_margin", 0.5)))
-    raise ConfigError(f"loss.aux={kind!r}: choose one of cosine, cosent, online_contrastive")
+        return st_losses.OnlineContrastiveLoss(model, margin=float(cfg.aux_margin))
+    raise ValueError(f"no auxiliary loss {kind!r} (settings.LossSettings checks loss.aux)")
 
 
-def build_losses(model: SentenceTransformer, cfg: Mapping[str, Any], datasets: Iterable[str]) -> dict[str, nn.Module]:
+def build_losses(model: SentenceTransformer, cfg: LossSettings, datasets: Iterable[str]) -> dict[str, nn.Module]:
     """One loss per training dataset: MNRL for mnrl_* datasets, the weighted auxiliary loss for aux_pairs."""
-    weight = float(cfg["aux_weight"])
-    if weight < 0 or math.isnan(weight):
-        raise ConfigError(f"loss.aux_weight={weight!r}: must be >= 0")
+    weight = float(cfg.aux_weight)
     shared_mnrl = WeightedLoss(mnrl(model, cfg), 1.0, "mnrl")
     out: dict[str, nn.Module] = {}
     for name in datasets:
         if name.startswith("mnrl"):
             out[name] = shared_mnrl
         elif name == "aux_pairs":
-            out[name] = WeightedLoss(auxiliary(model, cfg), weight, f"aux_{cfg.get('aux', 'cosine')}")
+            out[name] = WeightedLoss(auxiliary(model, cfg), weight, f"aux_{cfg.aux}")
         else:
             raise ValueError(f"no loss for dataset {name!r}")
     return out

@@ -147,8 +147,8 @@ def fingerprint(name_or_path: str) -> str:
 
 def backend_args(model_cfg: Any) -> dict[str, Any]:
     """load_model's `backend` / `cache_dir` keywords from a `model` config block (torch when absent)."""
-    backend = str(model_cfg.get("backend") or "torch")
-    cache = model_cfg.get("onnx_cache_dir") if backend != "torch" else None
+    backend = str(model_cfg.backend)
+    cache = model_cfg.onnx_cache_dir if backend != "torch" else None
     return {"backend": backend, "cache_dir": cache}
 
 

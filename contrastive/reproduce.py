@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from contrastive.errors import ConfigError, UserError
+from contrastive.settings import ReproduceSettings, load_reproduce, load_train
 from contrastive.utils import fmt_delta, fmt_metric, write_text_atomic
 
 log = logging.getLogger("contrastive.reproduce")
@@ -58,51 +59,21 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     return compose(overrides, config_name="reproduce")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail early, naming the field and the value."""
-    from contrastive.config import _integer, _need, _number
-
-    rp = cfg.reproduce
-    _need(
-        rp.budget_pairs is None or (_integer(rp.budget_pairs) and rp.budget_pairs >= 1),
-        "reproduce.budget_pairs",
-        rp.budget_pairs,
-        "must be null (all train pairs) or an integer >= 1",
-    )
-    rows = list(rp.ablation or [])
-    _need(bool(rows), "reproduce.ablation", rows, "empty; the last row is the final model, so at least one is needed")
-    for i, row in enumerate(rows):
-        for key in ("name", "label"):
-            _need(
-                isinstance(row.get(key), str) and row.get(key) != "",
-                f"reproduce.ablation[{i}].{key}",
-                row.get(key),
-                "must be a non-empty string",
-            )
-    names = [r.name for r in rows]
-    _need(len(set(names)) == len(names), "reproduce.ablation", names, "row names repeat")
-    _need(
-        _number(rp.targets.pair_ap_min_delta),
-        "reproduce.targets.pair_ap_min_delta",
-        rp.targets.pair_ap_min_delta,
-        "must be a number",
-    )
-    _need(
-        _integer(rp.test.n_boot) and rp.test.n_boot >= 1,
-        "reproduce.test.n_boot",
-        rp.test.n_boot,
-        "must be an integer >= 1",
-    )
-    check_data(list(rp.data))
+def check_config(cfg: DictConfig) -> ReproduceSettings:
+    """Every check before any work: reproduce's own settings, then the training config its stages compose."""
+    settings = load_reproduce(cfg)
+    rp = settings.reproduce
+    check_data([*rp.data, *rp.extra])
+    return settings
 
 
-def check_data(data_overrides: list[str]) -> None:
-    """The stages' data, composed as training composes it: a local pairs file must exist before any work."""
+def check_data(stage_overrides: list[str]) -> None:
+    """The stages' training config, composed and checked as training checks it; a local pairs file must exist."""
     from contrastive.evaluate import compose_config as compose
 
-    data = compose(data_overrides).data
+    data = load_train(compose(stage_overrides)).data
     if data.source == "local" and not Path(str(data.path)).expanduser().is_file():
-        raise ConfigError(f"data.path: {data.path!r}: file not found (reproduce.data: {data_overrides})")
+        raise ConfigError(f"data.path: {data.path!r}: file not found (reproduce.data: {stage_overrides})")
 
 
 def row_overrides(rows: Sequence[Mapping[str, Any]], best_params: Mapping[str, Any]) -> list[list[str]]:

@@ -113,18 +113,17 @@ def _end_state(exc: BaseException | None) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def run(cfg: DictConfig, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[str | None]:
-    """One MLflow run for a job (nested under `tracking.parent_run_id` when a sweeper set it).
+def run(tcfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[str | None]:
+    """One MLflow run for a job, from the tracking settings `tcfg` (nested under its `parent_run_id` if set).
 
     Yields the run id (None when tracking is disabled). The run ends FINISHED, KILLED (pruned) or
     FAILED with the error as a tag, and the exception propagates.
     """
-    tcfg = cfg.tracking
     if not tcfg.enabled:
         yield None
         return
     experiment_id = configure(tcfg.tracking_uri, tcfg.experiment)
-    parent = tcfg.get("parent_run_id")
+    parent = getattr(tcfg, "parent_run_id", None)  # set by the sweeper for trial jobs
     active = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,

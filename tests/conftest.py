@@ -2,28 +2,58 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from contrastive import PROJECT_ROOT
+from contrastive import CONF_DIR, PROJECT_ROOT
 from contrastive.data import PreparedData, prepare
+from contrastive.settings import DataSettings, TrainSettings, load_train
 
 FIXTURE_CSV = PROJECT_ROOT / "tests" / "fixtures" / "qqp_fixture.csv"
 SHARED_QQP = PROJECT_ROOT.parent / "shared" / "data" / "qqp" / "train.parquet"
 
-_FIXTURE_CFG: dict[str, Any] = {
-    "source": "local",
-    "path": str(FIXTURE_CSV),
-    "format": None,
-    "columns": {"question1": "question1", "question2": "question2", "label": "label", "qid1": "qid1", "qid2": "qid2"},
-    "on_empty": "drop",
-    "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0, "group_by": "all_pairs"},
-}
+
+def compose_config(config_name: str = "train", *overrides: str) -> DictConfig:
+    """conf/<config_name>.yaml with `overrides`, composed by Hydra's compose API as the entry points compose it.
+
+    The one way tests build configs: real YAML, real schema, small overrides (no hand-written config dicts).
+    """
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+def train_settings(*overrides: str) -> TrainSettings:
+    """The checked settings of conf/train.yaml with `overrides`."""
+    return load_train(compose_config("train", *overrides))
+
+
+def fixture_data_settings(*overrides: str) -> DataSettings:
+    """The `data=fixture` group (the committed QQP-like fixture), checked, with `data.*` overrides."""
+    return train_settings("data=fixture", *overrides).data
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Factory: a composed config whose job dir, caches and MLflow store live under tmp_path."""
+
+    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+        isolated = {
+            "train": [
+                f"paths.output_dir={tmp_path / 'out'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+            ],
+            "app": [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_root={tmp_path / 'outputs'}"],
+        }.get(config_name, [])
+        return compose_config(config_name, *isolated, *overrides)
+
+    return _compose
 
 
 @pytest.fixture(scope="session")
@@ -41,23 +71,21 @@ def shared_qqp() -> Path:
 
 
 @pytest.fixture
-def data_cfg() -> dict[str, Any]:
-    """A fresh data config (as plain dicts) pointing at the committed fixture; tests may mutate it."""
-    return copy.deepcopy(_FIXTURE_CFG)
+def data_cfg() -> DataSettings:
+    """Fresh data settings (conf/data/fixture.yaml, composed and checked); tests may change them."""
+    return fixture_data_settings()
 
 
 @pytest.fixture(scope="session")
 def fixture_data() -> PreparedData:
     """The fixture prepared once with whole connected components per split (group_by=all_pairs)."""
-    return prepare(copy.deepcopy(_FIXTURE_CFG))
+    return prepare(fixture_data_settings())
 
 
 @pytest.fixture(scope="session")
 def fixture_data_by_duplicates() -> PreparedData:
     """The fixture prepared once with the design's grouping (duplicate components; crossings dropped)."""
-    cfg = copy.deepcopy(_FIXTURE_CFG)
-    cfg["split"]["group_by"] = "duplicates"
-    return prepare(cfg)
+    return prepare(fixture_data_settings("data.split.group_by=duplicates"))
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> Path:

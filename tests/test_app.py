@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from conftest import compose_config
 
 from contrastive.app import (
     BackgroundIndex,
@@ -21,7 +21,6 @@ from contrastive.app import (
     Thresholds,
     build_index,
     build_ui,
-    check_app_config,
     find_checkpoint,
     find_metrics,
     free_port,
@@ -43,6 +42,7 @@ from contrastive.search import (
     top_k,
     unique_questions,
 )
+from contrastive.settings import load_app
 
 LIMITS = Limits(max_chars=200, max_questions=50, max_upload_bytes=10_000)
 DIM = 256
@@ -446,18 +446,12 @@ def test_header_says_what_is_served():
 
 
 # ---------------------------------------------------------------- config
-def _app_cfg(**changes):
-    base = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "app.yaml")
-    app = base.app
-    app.cache_dir = "/tmp/unused"
-    for key, value in changes.items():
-        OmegaConf.update(app, key, value)
-    return app
+def _app_settings(*overrides: str):
+    return load_app(compose_config("app", *overrides)).app
 
 
 def test_app_config_defaults_are_valid():
-    app = _app_cfg()
-    check_app_config(app)
+    app = _app_settings()
     assert app.host == "127.0.0.1" and app.share is False and app.port == 7860
 
 
@@ -466,17 +460,17 @@ def test_app_config_defaults_are_valid():
     [
         ("port", 70000, "app.port=70000"),
         ("port", -1, "app.port=-1"),
-        ("share", "yes", "app.share='yes'"),
-        ("fallback_threshold", 2, "app.fallback_threshold=2"),
+        ("share", "maybe", "app.share: Value 'maybe' is not a valid bool"),
+        ("fallback_threshold", 2, "app.fallback_threshold=2.0"),
         ("top_k", 60, "app.top_k=60: must be <= app.max_top_k"),
         ("limits.max_chars", 0, "app.limits.max_chars=0"),
-        ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0"),
+        ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0.0"),
         ("corpus.splits", [], "app.corpus.splits=[]"),
     ],
 )
 def test_app_config_rejects(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        check_app_config(_app_cfg(**{key: value}))
+        _app_settings(f"app.{key}={value}")
 
 
 def test_free_port_is_bindable():

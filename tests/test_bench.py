@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from datasets import Dataset
 
-from contrastive import bench
+from contrastive import CONF_DIR, bench
 from contrastive.bench import (
     CountingCollator,
     EncoderShape,
@@ -34,21 +35,16 @@ from contrastive.bench import (
 from contrastive.errors import ConfigError, ModelError
 from contrastive.evaluate import pair_metrics, score_embeddings
 from contrastive.model import cpu_threads, load_model
-from contrastive.pairs import ComponentBatchSampler, length_grouped
-from contrastive.train import SamplerFactory
+from contrastive.samplers import ComponentBatchSampler, SamplerFactory, length_grouped
 
 MINILM = EncoderShape(linear_params=6 * (4 * 384 * 384 + 2 * 384 * 1536), layers=6, hidden=384)
 
 
 # ---------------------------------------------------------------- the config
 def test_bench_config_composes_and_resolves():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from contrastive import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("bench", overrides=["bench.train.reps=1"])
+    cfg = compose_config("bench", "bench.train.reps=1")
     bench_cfg = OmegaConf.to_container(cfg.bench, resolve=True)
     assert bench_cfg["train"]["reps"] == 1
     assert set(bench_cfg["sections"]) <= {"peak", *bench.SECTIONS}
@@ -357,10 +353,8 @@ def test_sampler_factory_wires_length_grouping_through_a_token_counter():
     assert sampler.mega_batches == 4
     assert sampler.lengths == [a + b for a, b in zip(_words(dataset["anchor"]), _words(dataset["positive"]))]
     assert SamplerFactory("component", lookup)(dataset, batch_size=32, drop_last=False).mega_batches == 0
-    with pytest.raises(ConfigError, match="batch.length_grouping"):
+    with pytest.raises(ValueError, match="component sampler"):
         SamplerFactory("no_duplicates", lookup, 4, _words)
-    with pytest.raises(ConfigError, match="batch.length_grouping"):
-        SamplerFactory("component", lookup, -1, _words)
 
 
 # ---------------------------------------------------------------- thread settings and the ONNX backend

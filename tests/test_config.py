@@ -1,17 +1,20 @@
-"""config.py on the real composed config (Hydra compose API), and the CLI's handling of bad values."""
+"""The settings schema (contrastive/settings.py) on the real composed config, and the CLI's handling of bad values."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from conftest import compose_config, train_settings
+from hydra.errors import ConfigCompositionException
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 import contrastive
-from contrastive.config import AUX_LOSSES, INTERLEAVE, SAMPLERS, check_train_config
+from contrastive import settings as schema
+from contrastive.cli import config_error_line
 from contrastive.data import prepare
 from contrastive.errors import ConfigError
 
@@ -19,7 +22,9 @@ GROUPS = ("model", "data", "loss", "batch", "trainer", "eval", "tracking", "path
 
 
 def _compose(*overrides: str) -> DictConfig:
-    """The real train config; `paths.output_dir` needs a running Hydra job, so tests never resolve it."""
+    """The real train config with Hydra's own block (for `hydra.runtime.choices`)."""
+    from hydra import compose, initialize_config_dir
+
     with initialize_config_dir(config_dir=str(contrastive.CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
@@ -33,16 +38,44 @@ def test_default_config_composes_and_passes():
         "loss": "mnrl_cosine",
         "batch": "default",
     }
-    check_train_config(cfg)
-    assert cfg.loss.aux in AUX_LOSSES and cfg.batch.sampler in SAMPLERS and cfg.loss.interleave in INTERLEAVE
+    settings = train_settings()
+    assert isinstance(settings, schema.TrainSettings) and isinstance(settings.loss, schema.LossSettings)
+    assert settings.loss.aux in schema.AUX_LOSSES and settings.batch.sampler in schema.SAMPLERS
+    assert settings.loss.interleave in schema.INTERLEAVE
+
+
+def test_every_group_yaml_is_checked_by_its_schema():
+    for group, cls in schema.GROUP_SCHEMAS.items():
+        node = compose_config("train")[group]
+        assert OmegaConf.get_type(node) is cls, group
+
+
+def test_schema_defaults_agree_with_the_yaml():
+    """A dataclass default (used when a key is absent) is never a second, different default: the YAML's."""
+
+    def check(cls, node, prefix):
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if default is MISSING or default is dataclasses.MISSING:
+                continue
+            value = getattr(node, f.name)
+            if dataclasses.is_dataclass(default):
+                check(type(default), value, f"{prefix}{f.name}.")
+                continue
+            plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            assert plain == default, f"{prefix}{f.name}: YAML {plain!r} vs schema default {default!r}"
+
+    cfg = compose_config("train")
+    for group, cls in schema.GROUP_SCHEMAS.items():
+        check(cls, cfg[group], f"{group}.")
 
 
 def test_every_interpolation_but_the_job_dir_resolves(tmp_path):
-    cfg = _compose()
-    OmegaConf.set_struct(cfg, False)
-    del cfg["hydra"]
-    cfg.paths.output_dir = str(tmp_path)  # ${hydra:runtime.output_dir} exists only inside a running job
+    cfg = compose_config("train")
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["paths"]["output_dir"] is None  # the job's dir: Hydra's run dir
     root = contrastive.PROJECT_ROOT
     assert resolved["paths"]["root_dir"] == str(root)
     assert Path(resolved["data"]["default_path"]).resolve() == (root.parent / "shared/data/qqp/train.parquet").resolve()
@@ -51,62 +84,102 @@ def test_every_interpolation_but_the_job_dir_resolves(tmp_path):
 
 @pytest.mark.parametrize(("group", "expected"), [("qqp", "auto"), ("qqp_local", "local"), ("fixture", "local")])
 def test_data_groups_compose(group, expected):
-    cfg = _compose(f"data={group}")
-    assert cfg.data.source == expected
-    check_train_config(cfg)
+    assert train_settings(f"data={group}").data.source == expected
 
 
 def test_fixture_config_prepares_the_fixture():
-    cfg = _compose("data=fixture")
-    assert Path(cfg.data.path) == contrastive.PROJECT_ROOT / "tests/fixtures/qqp_fixture.csv"
-    prepared = prepare(cfg.data)
+    data = train_settings("data=fixture").data
+    assert Path(data.path) == contrastive.PROJECT_ROOT / "tests/fixtures/qqp_fixture.csv"
+    prepared = prepare(data)
     assert set(prepared.splits) == {"train", "val", "test"}
     assert prepared.summary["leaked_keys"] == 0
     assert prepared.summary["rows_kept"] == 300
 
 
+# Range and choice checks: settings' __post_init__, one line `key=value: why`.
 BAD = [
-    ("loss.aux_weight=-1", "loss.aux_weight", "-1"),
-    ("loss.aux_weight=abc", "loss.aux_weight", "'abc'"),
-    ("loss.aux_share=0", "loss.aux_share", "0"),
+    ("model.backend=cuda", "model.backend", "'cuda'"),
+    ("model.max_seq_length=0", "model.max_seq_length", "0"),
+    ("data.source=ftp", "data.source", "'ftp'"),
+    ("data.on_empty=skip", "data.on_empty", "'skip'"),
+    ("data.format=xlsx", "data.format", "'xlsx'"),
+    ("data.split.group_by=topic", "data.split.group_by", "'topic'"),
+    ("data.split.fractions.train=-1", "data.split.fractions.train", "-1.0"),
+    ("data.max_pairs=0", "data.max_pairs", "0"),
+    ("loss.aux_weight=-1", "loss.aux_weight", "-1.0"),
+    ("loss.aux_weight=inf", "loss.aux_weight", "inf"),
+    ("loss.aux_share=0", "loss.aux_share", "0.0"),
     ("loss.aux_share=1.5", "loss.aux_share", "1.5"),
-    ("loss.scale=0", "loss.scale", "0"),
-    ("trainer.max_grad_norm=0", "trainer.max_grad_norm", "0"),
+    ("loss.scale=0", "loss.scale", "0.0"),
     ("loss.aux=triplet", "loss.aux", "'triplet'"),
     ("loss.interleave=zigzag", "loss.interleave", "'zigzag'"),
-    ("loss.hard_negatives=maybe", "loss.hard_negatives", "'maybe'"),
-    ("loss.cached=1", "loss.cached", "1"),
     ("loss.mini_batch_size=0", "loss.mini_batch_size", "0"),
-    ("loss.mini_batch_size=true", "loss.mini_batch_size", "True"),  # a bool is no integer
     ("batch.size=1", "batch.size", "1"),
-    ("batch.size=8.5", "batch.size", "8.5"),
     ("batch.sampler=shuffle", "batch.sampler", "'shuffle'"),
-    ("trainer.lr=0", "trainer.lr", "0"),
+    ("batch.length_grouping=-1", "batch.length_grouping", "-1"),
+    ("batch.num_threads=0", "batch.num_threads", "0"),
+    ("batch.num_threads=many", "batch.num_threads", "'many'"),
+    ("trainer.lr=0", "trainer.lr", "0.0"),
     ("trainer.lr=-1e-5", "trainer.lr", "-1e-05"),
-    ("trainer.epochs=0", "trainer.epochs", "0"),
-    ("trainer.max_steps=1.5", "trainer.max_steps", "1.5"),
-    ("trainer.max_steps=false", "trainer.max_steps", "False"),
-    ("trainer.warmup_ratio=1", "trainer.warmup_ratio", "1"),
+    ("trainer.max_grad_norm=0", "trainer.max_grad_norm", "0.0"),
+    ("trainer.epochs=0", "trainer.epochs", "0.0"),
+    ("trainer.warmup_ratio=1", "trainer.warmup_ratio", "1.0"),
     ("trainer.weight_decay=-0.1", "trainer.weight_decay", "-0.1"),
     ("trainer.eval_steps=-1", "trainer.eval_steps", "-1"),
     ("trainer.logging_steps=0", "trainer.logging_steps", "0"),
-    ("data.max_pairs=0", "data.max_pairs", "0"),
     ("eval.split=dev", "eval.split", "'dev'"),
+    ("eval.objective=mrr", "eval.objective", "'mrr'"),
+    ("eval.objective=mrr_at_5", "eval.objective", "'mrr_at_5'"),
+    ("eval.map_k=0", "eval.map_k", "0"),
     ("eval.k=0", "eval.k", "0"),
-    ("eval.k=true", "eval.k", "True"),
     ("eval.n_boot=-1", "eval.n_boot", "-1"),
     ("eval.ci=1.0", "eval.ci", "1.0"),
+    ("eval.distractors=/nonexistent/questions.txt", "eval.distractors", "'/nonexistent/questions.txt'"),
+    ("eval.umap.n_neighbors=1", "eval.umap.n_neighbors", "1"),
+    ("tracking.tracking_uri=''", "tracking.tracking_uri", "''"),
 ]
 
 
 @pytest.mark.parametrize(("override", "key", "shown"), BAD, ids=[b[0] for b in BAD])
 def test_bad_value_is_a_config_error_naming_key_and_value(override, key, shown):
-    cfg = _compose(override)
     with pytest.raises(ConfigError) as err:
-        check_train_config(cfg)
+        train_settings(override)
     message = str(err.value)
     assert message.startswith(f"{key}={shown}: ")
     assert "\n" not in message
+
+
+# Type mistakes: the schema refuses them while composing (before any work); the CLI makes them one line.
+BAD_TYPES = [
+    ("loss.aux_weight=abc", "loss.aux_weight", "abc"),
+    ("loss.hard_negatives=maybe", "loss.hard_negatives", "maybe"),
+    ("loss.mini_batch_size=true", "loss.mini_batch_size", "True"),
+    ("batch.size=8.5", "batch.size", "8.5"),
+    ("trainer.max_steps=1.5", "trainer.max_steps", "1.5"),
+    ("trainer.max_steps=false", "trainer.max_steps", "False"),
+    ("eval.k=true", "eval.k", "True"),
+    ("model.max_seq_length=long", "model.max_seq_length", "long"),
+    ("data.split.seed=x", "data.split.seed", "x"),
+    ("tracking.enabled=perhaps", "tracking.enabled", "perhaps"),
+    ("paths.cache_dir=null", "paths.cache_dir", "null"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "value"), BAD_TYPES, ids=[b[0] for b in BAD_TYPES])
+def test_wrong_type_fails_composition_naming_key_and_value(override, key, value):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", override)
+    line = config_error_line(err.value)
+    assert line.startswith(f"{key}: ") and value in line and "\n" not in line
+
+
+def test_unknown_keys_and_options_fail_composition():
+    for override in ("loss.aux_wieght=0.3", "data=nope", "eval=nope"):
+        with pytest.raises(ConfigCompositionException) as err:
+            compose_config("train", override)
+        assert "\n" not in config_error_line(err.value)
+    with pytest.raises(ConfigError, match="loss.extra"):  # `+` adds a key; the schema refuses it at load
+        train_settings("+loss.extra=1")
 
 
 @pytest.mark.parametrize(
@@ -123,10 +196,22 @@ def test_bad_value_is_a_config_error_naming_key_and_value(override, key, shown):
         "batch.sampler=random",
         "batch.sampler=no_duplicates",
         "loss.interleave=round_robin",
+        "loss.cached=1",  # OmegaConf reads 1 as true
+        "batch.num_threads=auto",
+        "batch.num_threads=2",
+        "eval.objective=[mrr_at_10,pair_ap]",
+        "eval.distractors=train",
     ],
 )
 def test_edge_values_are_accepted(override):
-    check_train_config(_compose(override))
+    train_settings(override)
+
+
+def test_settings_keep_types():
+    s = train_settings("trainer.epochs=2", "loss.aux_weight=1")
+    assert s.trainer.epochs == 2.0 and isinstance(s.loss.aux_weight, float)
+    assert s.eval.objective_names == ["mrr_at_10"]
+    assert "pair_ap" in s.eval.metric_names and "map_at_100" in s.eval.metric_names
 
 
 # ---------------------------------------------------------------- the CLI, end to end
@@ -164,13 +249,19 @@ def test_cli_help_lists_the_groups(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["loss.aux_weight=-1"], "loss.aux_weight=-1"),
+        (["loss.aux_weight=-1"], "loss.aux_weight=-1.0: must be >= 0"),
+        (["eval.objective=mrr"], "eval.objective='mrr': choose one of"),
+        (["loss.aux_weight=abc"], "loss.aux_weight: Value 'abc'"),
+        (["loss.aux_wieght=0.3"], "Could not override 'loss.aux_wieght'"),
+        (["data=nope"], "Could not find 'data/nope' (choose one of fixture, qqp, qqp_local)"),
         (["data=qqp_local", "data.path=/nonexistent.parquet"], "data.path: file not found: /nonexistent.parquet"),
     ],
 )
 def test_cli_user_error_is_one_line_without_traceback(tmp_path, overrides, expected):
     done = _cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", "tracking.enabled=false", tmp_path=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode != 0
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], done.stderr
+    if "data.path" not in expected:  # config mistakes stop before any data is read or model loaded
+        assert "data summary" not in done.stdout and not (tmp_path / "run" / "config.yaml").exists()

@@ -8,6 +8,7 @@ import random
 import datasets
 import pandas as pd
 import pytest
+from conftest import fixture_data_settings, train_settings
 
 from contrastive.data import (
     COLUMNS,
@@ -28,7 +29,7 @@ from contrastive.data import (
     summarize,
     validate,
 )
-from contrastive.errors import DataError
+from contrastive.errors import ConfigError, DataError
 
 ROWS = [
     ("How do I learn Python?", "How can I learn Python?", 1),
@@ -46,10 +47,13 @@ def _membership(splits: dict[str, pd.DataFrame]) -> dict[str, set[tuple[str, str
     return {name: set(zip(df["key1"], df["key2"], df["label"])) for name, df in splits.items()}
 
 
+DATA = fixture_data_settings()  # conf/data/fixture.yaml: default columns, on_empty=drop
+
+
 def _frame(rows, cfg=None) -> pd.DataFrame:
     """Validated pairs (with keys) from literal rows."""
     raw = pd.DataFrame(list(rows), columns=list(COLUMNS))
-    return validate(raw, cfg or {})[0]
+    return validate(raw, cfg or DATA)[0]
 
 
 def _synthetic(n_topics: int, seed: int = 0) -> list[tuple[str, str, int]]:
@@ -68,7 +72,7 @@ def _synthetic(n_topics: int, seed: int = 0) -> list[tuple[str, str, int]]:
 def test_load_local_reads_every_format(write_pairs, name):
     path = write_pairs(ROWS, name)
     raw = load_local(path)
-    frame, stats = validate(raw, {})
+    frame, stats = validate(raw, DATA)
     assert stats["rows_read"] == stats["rows_kept"] == len(ROWS)
     assert list(zip(frame["question1"], frame["question2"], frame["label"])) == ROWS
 
@@ -97,7 +101,11 @@ def test_configurable_column_names(write_pairs):
         "custom.jsonl",
         columns=("text_a", "text_b", "is_dup", "id_a", "id_b"),
     )
-    cfg = {"columns": {"question1": "text_a", "question2": "text_b", "label": "is_dup", "qid1": "id_a", "qid2": "id_b"}}
+    cfg = fixture_data_settings(
+        *(f"data.columns.{k}={v}" for k, v in (("question1", "text_a"), ("question2", "text_b"), ("label", "is_dup"))),
+        "data.columns.qid1=id_a",
+        "data.columns.qid2=id_b",
+    )
     frame, _ = validate(load_local(path), cfg)
     assert list(frame["question1"]) == [r[0] for r in ROWS]
     assert list(frame["label"]) == [r[2] for r in ROWS]
@@ -135,7 +143,7 @@ def test_directory_and_malformed_file(tmp_path):
 def test_missing_column_names_config_key_value_and_available_columns(write_pairs):
     raw = load_local(write_pairs(ROWS))
     with pytest.raises(DataError) as err:
-        validate(raw, {"columns": {"label": "is_duplicate"}})
+        validate(raw, fixture_data_settings("data.columns.label=is_duplicate"))
     message = str(err.value)
     assert "data.columns.label='is_duplicate'" in message
     assert "['question1', 'question2', 'label']" in message
@@ -144,7 +152,7 @@ def test_missing_column_names_config_key_value_and_available_columns(write_pairs
 def test_labels_outside_01_name_rows_and_values():
     raw = pd.DataFrame({"question1": list("abcde"), "question2": list("vwxyz"), "label": [1, 0, 2, 1, -1]})
     with pytest.raises(DataError) as err:
-        validate(raw, {})
+        validate(raw, DATA)
     message = str(err.value)
     assert message.startswith("data.columns.label: column 'label' has 2 value(s) outside {0,1}")
     assert "rows [2, 4]" in message
@@ -155,26 +163,26 @@ def test_labels_outside_01_name_rows_and_values():
 def test_missing_label_is_rejected(write_pairs):
     raw = load_local(write_pairs([("a?", "b?", 1), ("c?", "d?", None)]))
     with pytest.raises(DataError, match=r"rows \[1\]"):
-        validate(raw, {})
+        validate(raw, DATA)
 
 
 @pytest.mark.parametrize("labels", [[True, False, True], ["1", "0", "1"], [1.0, 0.0, 1.0], ["true", "false", "1"]])
 def test_labels_accepted_as_bool_strings_and_floats(labels):
     raw = pd.DataFrame({"question1": ["a?", "b?", "c?"], "question2": ["x?", "y?", "z?"], "label": labels})
-    frame, _ = validate(raw, {})
+    frame, _ = validate(raw, DATA)
     assert frame["label"].tolist() == [1, 0, 1]
     assert pd.api.types.is_integer_dtype(frame["label"])
 
 
 def test_bool_labels_from_parquet(write_pairs):
     frame = pd.DataFrame({"question1": ["a?", "b?"], "question2": ["x?", "y?"], "label": [True, False]})
-    out, _ = validate(load_local(write_pairs(frame, "bool.parquet")), {})
+    out, _ = validate(load_local(write_pairs(frame, "bool.parquet")), DATA)
     assert out["label"].tolist() == [1, 0]
 
 
 def test_empty_and_blank_questions_dropped_and_counted(write_pairs):
     rows = ROWS + [("", "Is this empty?", 1), ("   ", "Is this blank?", 0), ("Tabs?", "\t\n", 0)]
-    frame, stats = validate(load_local(write_pairs(rows)), {"on_empty": "drop"})
+    frame, stats = validate(load_local(write_pairs(rows)), fixture_data_settings("data.on_empty=drop"))
     assert stats["dropped_empty_question"] == 3
     assert stats["rows_kept"] == len(ROWS)
     assert not frame["question1"].str.strip().eq("").any()
@@ -183,15 +191,15 @@ def test_empty_and_blank_questions_dropped_and_counted(write_pairs):
 def test_on_empty_error_is_fatal_and_names_rows(write_pairs):
     rows = ROWS + [("", "Is this empty?", 1)]
     with pytest.raises(DataError) as err:
-        validate(load_local(write_pairs(rows)), {"on_empty": "error"})
+        validate(load_local(write_pairs(rows)), fixture_data_settings("data.on_empty=error"))
     message = str(err.value)
     assert message.startswith("data.on_empty=error: 1 empty or blank question(s)")
     assert f"rows [{len(ROWS)}]" in message
 
 
-def test_on_empty_unknown_value():
-    with pytest.raises(DataError, match=r"data\.on_empty: unknown value 'skip'"):
-        validate(pd.DataFrame(ROWS, columns=list(COLUMNS)), {"on_empty": "skip"})
+def test_on_empty_unknown_value_is_refused_by_the_settings():
+    with pytest.raises(ConfigError, match=r"data\.on_empty='skip': choose one of drop, error"):
+        fixture_data_settings("data.on_empty=skip")
 
 
 def test_repeated_pairs_self_pairs_and_conflicts_counted():
@@ -202,7 +210,7 @@ def test_repeated_pairs_self_pairs_and_conflicts_counted():
         ("Why?", "  why? ", 1),  # self-pair after normalization
         ("Is 42 the answer?", "What is the meaning of life?", 1),  # conflicting label: kept, counted
     ]
-    frame, stats = validate(pd.DataFrame(rows, columns=list(COLUMNS)), {})
+    frame, stats = validate(pd.DataFrame(rows, columns=list(COLUMNS)), DATA)
     assert stats["dropped_repeated_pair"] == 3
     assert stats["dropped_self_pair"] == 1
     assert stats["conflicting_label_pairs"] == 2
@@ -212,27 +220,28 @@ def test_repeated_pairs_self_pairs_and_conflicts_counted():
 
 def test_nothing_left_after_validation():
     with pytest.raises(DataError, match="no valid rows left"):
-        validate(pd.DataFrame([("Same?", "same?", 1), ("", "x", 0)], columns=list(COLUMNS)), {})
+        validate(pd.DataFrame([("Same?", "same?", 1), ("", "x", 0)], columns=list(COLUMNS)), DATA)
 
 
 # ---------------------------------------------------------------- source resolution
 def test_resolve_source_local_and_hub(tmp_path):
-    assert resolve_source({"source": "local", "path": "/x/pairs.csv"}) == ("local", "/x/pairs.csv")
-    with pytest.raises(DataError, match=r"data\.path: no file given"):
-        resolve_source({"source": "local", "path": None})
-    assert resolve_source({"source": "hub", "path": "/x/pairs.csv"}) == ("hub", None)
-    with pytest.raises(DataError, match=r"data\.source: unknown value 'ftp'"):
-        resolve_source({"source": "ftp"})
+    assert resolve_source(fixture_data_settings("data.path=/x/pairs.csv")) == ("local", "/x/pairs.csv")
+    with pytest.raises(ConfigError, match=r"data\.path=None: no file given"):
+        fixture_data_settings("data.path=null")
+    assert resolve_source(fixture_data_settings("data.source=hub", "data.path=/x/pairs.csv")) == ("hub", None)
+    with pytest.raises(ConfigError, match=r"data\.source='ftp': choose one of auto, local, hub"):
+        fixture_data_settings("data.source=ftp")
 
 
 def test_resolve_source_auto_prefers_path_then_default_then_hub(tmp_path):
     default = tmp_path / "default.parquet"
-    cfg = {"source": "auto", "path": None, "default_path": str(default)}
+    auto = ("data.source=auto", "data.path=null", f"data.default_path={default}")
+    cfg = fixture_data_settings(*auto)
     assert resolve_source(cfg) == ("hub", None)  # default missing
     default.write_bytes(b"x")
     assert resolve_source(cfg) == ("local", str(default))
-    assert resolve_source({**cfg, "path": "/given.csv"}) == ("local", "/given.csv")
-    assert resolve_source({**cfg, "default_path": None}) == ("hub", None)
+    assert resolve_source(fixture_data_settings(*auto, "data.path=/given.csv")) == ("local", "/given.csv")
+    assert resolve_source(fixture_data_settings(*auto, "data.default_path=null")) == ("hub", None)
 
 
 def test_hub_failure_offline_is_one_line_saying_what_to_pass(monkeypatch):
@@ -242,12 +251,9 @@ def test_hub_failure_offline_is_one_line_saying_what_to_pass(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError) as err:
         load_raw(
-            {
-                "source": "auto",
-                "path": None,
-                "default_path": None,
-                "hub": {"dataset": "nyu-mll/glue", "config": "qqp", "splits": ["train"]},
-            }
+            fixture_data_settings(
+                "data.source=auto", "data.path=null", "data.default_path=null", "data.hub.splits=[train]"
+            )
         )
     message = str(err.value)
     assert "\n" not in message
@@ -271,7 +277,7 @@ def test_load_hub_concatenates_splits(monkeypatch):
 
 def test_load_raw_local_reports_resolved_origin(write_pairs):
     path = write_pairs(ROWS)
-    frame, origin = load_raw({"source": "local", "path": str(path)})
+    frame, origin = load_raw(fixture_data_settings(f"data.path={path}"))
     assert origin == str(path.resolve())
     assert len(frame) == len(ROWS)
 
@@ -322,7 +328,7 @@ def test_merge_by_qid_joins_texts_sharing_an_id():
             "qid2": [2, 3, 4],
         }
     )
-    frame = merge_by_qid(validate(raw, {})[0])
+    frame = merge_by_qid(validate(raw, DATA)[0])
     assert frame.loc[0, "key1"] == frame.loc[1, "key1"] == "how do i learn python?"  # the smallest text key
     assert frame.loc[2, "key1"] == "is tea healthy?"
 
@@ -337,8 +343,8 @@ def test_prepare_uses_qids_from_the_file(write_pairs, data_cfg):
         ("How do I learn Python?", "How can I learn Python?", 1, 1, 2),
         ("Python: how to learn it?", "How do I learn Java?", 0, 1, 3),
     ]  # qid 1 has two texts
-    data_cfg["path"] = str(write_pairs(rows, "ids.csv", columns=("question1", "question2", "label", "qid1", "qid2")))
-    data_cfg["split"]["fractions"] = {"train": 1.0}
+    data_cfg.path = str(write_pairs(rows, "ids.csv", columns=("question1", "question2", "label", "qid1", "qid2")))
+    data_cfg.split.fractions = {"train": 1.0}
     prepared = prepare(data_cfg)
     train = prepared.splits["train"]
     assert prepared.summary["questions"] == 3
@@ -378,18 +384,18 @@ def test_split_by_all_pairs_drops_nothing(fixture_data):
 @pytest.mark.parametrize("group_by", ["duplicates", "all_pairs"])
 def test_split_is_deterministic_and_unchanged_by_row_order(write_pairs, data_cfg, group_by):
     rows = _synthetic(80)
-    data_cfg["split"]["group_by"] = group_by
-    data_cfg["path"] = str(write_pairs(rows, "a.csv"))
+    data_cfg.split.group_by = group_by
+    data_cfg.path = str(write_pairs(rows, "a.csv"))
     first = prepare(data_cfg)
     again = prepare(data_cfg)
     shuffled = list(rows)
     random.Random(7).shuffle(shuffled)
-    data_cfg["path"] = str(write_pairs(shuffled, "b.parquet"))
+    data_cfg.path = str(write_pairs(shuffled, "b.parquet"))
     other_order = prepare(data_cfg)
     assert _membership(again.splits) == _membership(first.splits)
     assert _membership(other_order.splits) == _membership(first.splits)
     assert other_order.fingerprint == first.fingerprint
-    data_cfg["split"]["seed"] = 1
+    data_cfg.split.seed = 1
     assert _membership(prepare(data_cfg).splits) != _membership(first.splits)
 
 
@@ -458,7 +464,7 @@ def test_shared_qqp_matches_its_readme_and_splits_leak_free(shared_qqp):
     assert len(raw) == 72_769
     assert int(raw["label"].sum()) == 27_184
     assert raw["qid1"].isna().all() and raw["qid2"].isna().all()
-    prepared = prepare({"source": "local", "path": str(shared_qqp)})
+    prepared = prepare(train_settings("data=qqp_local", f"data.path={shared_qqp}").data)
     assert prepared.summary["rows_read"] == 72_769
     assert prepared.summary["dropped_empty_question"] == 0  # README: no empty or missing questions
     assert prepared.summary["leaked_keys"] == 0

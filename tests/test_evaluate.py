@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import train_settings
 from omegaconf import DictConfig
 
 from contrastive import PROJECT_ROOT, evaluate
@@ -424,17 +424,15 @@ def test_distractors_from_files_are_deduplicated_capped_and_seeded(tmp_path, cfg
     assert picks[0] == picks[1] and other != picks[0]
 
 
-def test_bad_eval_values_are_one_line_errors(cfg, tmp_path):
+def test_bad_eval_values_are_one_line_errors(tmp_path):
     for key, value, needle in (
         ("objective", "mrr_at_5", "eval.objective"),
         ("chunk_size", 0, "eval.chunk_size"),
         ("distractors", str(tmp_path / "none.txt"), "eval.distractors"),
         ("max_distractors", -1, "eval.max_distractors"),
     ):
-        bad = copy.deepcopy(cfg)
-        bad.eval[key] = value
         with pytest.raises(ConfigError, match=needle):
-            evaluate.check_eval_config(bad)
+            train_settings(f"eval.{key}={value}")
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="eval.distractors"):
         read_questions(str(tmp_path / "t.csv"), "eval.distractors")

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import pandas as pd
 import pytest
+from conftest import fixture_data_settings
 
 from contrastive.data import components, question_key, validate
 
@@ -22,7 +23,7 @@ def make_fixture(fixture_csv):
 
 @pytest.fixture(scope="module")
 def fixture_pairs(fixture_csv) -> pd.DataFrame:
-    return validate(pd.read_csv(fixture_csv, dtype=str, keep_default_na=False), {})[0]
+    return validate(pd.read_csv(fixture_csv, dtype=str, keep_default_na=False), fixture_data_settings())[0]
 
 
 def test_committed_csv_equals_the_generator(make_fixture, fixture_csv, tmp_path):

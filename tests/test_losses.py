@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import train_settings
 from torch import nn
 
 from contrastive.errors import ConfigError, TrainingDiverged
 from contrastive.losses import WeightedLoss, auxiliary, build_losses
 
-LOSS_CFG = {"scale": 20.0, "cached": False, "mini_batch_size": 4, "aux": "cosine", "aux_weight": 0.3, "aux_margin": 0.5}
+
+def loss_settings(*overrides: str):
+    """conf/loss/mnrl_cosine.yaml, composed and checked, with a small cached mini-batch."""
+    return train_settings("loss.mini_batch_size=4", *(f"loss.{o}" for o in overrides)).loss
+
+
+LOSS_CFG = loss_settings()
 
 
 def _features(model, texts):
@@ -43,7 +50,7 @@ def test_build_losses_maps_datasets(minilm):
     assert losses["mnrl_triplets"] is losses["mnrl_pairs"]  # one MNRL serves pairs and triplets
     assert losses["aux_pairs"].weight == pytest.approx(0.3)
     assert type(losses["aux_pairs"].inner).__name__ == "CosineSimilarityLoss"
-    only_mnrl = build_losses(minilm, {**LOSS_CFG, "aux_weight": 0.0}, ["mnrl_pairs"])
+    only_mnrl = build_losses(minilm, loss_settings("aux_weight=0"), ["mnrl_pairs"])
     assert set(only_mnrl) == {"mnrl_pairs"}
 
 
@@ -52,20 +59,22 @@ def test_build_losses_maps_datasets(minilm):
     [("cosine", "CosineSimilarityLoss"), ("cosent", "CoSENTLoss"), ("online_contrastive", "OnlineContrastiveLoss")],
 )
 def test_aux_choice(minilm, aux, cls):
-    assert type(auxiliary(minilm, {**LOSS_CFG, "aux": aux})).__name__ == cls
+    assert type(auxiliary(minilm, loss_settings(f"aux={aux}"))).__name__ == cls
 
 
 def test_cached_mnrl_selected(minilm):
-    losses = build_losses(minilm, {**LOSS_CFG, "cached": True}, ["mnrl_pairs"])
+    losses = build_losses(minilm, loss_settings("cached=true"), ["mnrl_pairs"])
     assert type(losses["mnrl_pairs"].inner).__name__ == "CachedMultipleNegativesRankingLoss"
     assert losses["mnrl_pairs"].inner.mini_batch_size == 4
 
 
-def test_bad_options_rejected(minilm):
+def test_bad_options_rejected_by_the_settings():
     with pytest.raises(ConfigError, match="loss.aux='mse'"):
-        auxiliary(minilm, {**LOSS_CFG, "aux": "mse"})
+        loss_settings("aux=mse")
     with pytest.raises(ConfigError, match="loss.aux_weight"):
-        build_losses(minilm, {**LOSS_CFG, "aux_weight": -0.1}, ["aux_pairs"])
+        loss_settings("aux_weight=-0.1")
+    with pytest.raises(ConfigError, match="loss.aux_weight=inf"):
+        loss_settings("aux_weight=inf")
 
 
 class _Constant(nn.Module):

@@ -8,13 +8,13 @@ import random
 import pandas as pd
 import pytest
 import torch
+from conftest import fixture_data_settings
 from datasets import Dataset
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler, ProportionalBatchSampler
 from torch.utils.data import ConcatDataset
 
 from contrastive.data import COLUMNS, components, question_key, split_pairs, validate
 from contrastive.pairs import (
-    ComponentBatchSampler,
     aux_sample,
     build_examples,
     cap_pairs,
@@ -24,11 +24,12 @@ from contrastive.pairs import (
     positives,
     triplets,
 )
+from contrastive.samplers import ComponentBatchSampler
 
 
 def _pairs(rows) -> pd.DataFrame:
     """Validated pairs with keys and component ids, all in one split."""
-    frame = validate(pd.DataFrame(list(rows), columns=list(COLUMNS)), {})[0]
+    frame = validate(pd.DataFrame(list(rows), columns=list(COLUMNS)), fixture_data_settings())[0]
     return split_pairs(frame, {"train": 1.0}, seed=0)[0]["train"]
 
 

@@ -49,7 +49,8 @@ def test_config_composes_with_the_documented_defaults():
         ("reproduce.budget_pairs=0", r"reproduce.budget_pairs=0: must be null \(all train pairs\) or an integer >= 1"),
         ("reproduce.ablation=[]", r"reproduce.ablation=\[\]: empty"),
         ("reproduce.test.n_boot=0", r"reproduce.test.n_boot=0: must be an integer >= 1"),
-        ("reproduce.targets.pair_ap_min_delta=x", r"reproduce.targets.pair_ap_min_delta='x': must be a number"),
+        ("reproduce.targets.pair_ap_min_delta=x", r"reproduce.targets.pair_ap_min_delta: Value 'x' .* Float"),
+        ("reproduce.test.split=dev", r"reproduce.test.split='dev': choose one of train, val, test"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(override, match):

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
-from contrastive import CONF_DIR, PROJECT_ROOT
+from contrastive import PROJECT_ROOT
 from contrastive.errors import TrainingDiverged
 
 FAST = [
@@ -27,17 +27,14 @@ FAST = [
 
 
 def _cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                *FAST,
-                f"paths.output_dir={tmp_path / 'out'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        "train",
+        *FAST,
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        *overrides,
+    )
 
 
 def _run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -115,12 +112,13 @@ def test_bad_config_fails_before_training(tmp_path):
 def _losses(tmp_path: Path, name: str) -> list[float]:
     from contrastive.data import prepare
     from contrastive.model import load_model
-    from contrastive.train import fit
+    from contrastive.settings import load_train
+    from contrastive.training import fit
 
-    cfg = _cfg(tmp_path / name, "tracking.enabled=false", "trainer.max_steps=3")
-    data = prepare(cfg.data)
-    model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length)
-    return [entry["loss"] for entry in fit(model, cfg, data, tmp_path / name)["history"]]
+    settings = load_train(_cfg(tmp_path / name, "tracking.enabled=false", "trainer.max_steps=3"))
+    data = prepare(settings.data)
+    model = load_model(settings.model.name_or_path, settings.model.max_seq_length)
+    return [entry["loss"] for entry in fit(model, settings, data, tmp_path / name)["history"]]
 
 
 @pytest.mark.slow
@@ -148,7 +146,7 @@ def test_diverging_loss_fails_the_run(tmp_path):
 
 
 def test_eval_due_by_steps_or_examples():
-    from contrastive.train import eval_due
+    from contrastive.training import eval_due
 
     assert [s for s in range(1, 9) if eval_due(s, 64, 3, 0)] == [3, 6]
     # every 100 examples at batch 64: crossings of 100, 200, 300 happen at steps 2, 4, 5
@@ -157,11 +155,61 @@ def test_eval_due_by_steps_or_examples():
 
 
 def test_aux_share_sets_the_aux_datasets_size(tmp_path, fixture_data):
-    from contrastive.train import training_datasets
+    from contrastive.settings import load_train
+    from contrastive.training import training_datasets
 
-    full = training_datasets(fixture_data, _cfg(tmp_path))[1]
-    part = training_datasets(fixture_data, _cfg(tmp_path, "loss.aux_share=0.5"))[1]
+    full = training_datasets(fixture_data, load_train(_cfg(tmp_path)))[1]
+    part = training_datasets(fixture_data, load_train(_cfg(tmp_path, "loss.aux_share=0.5")))[1]
     assert abs(part["examples_aux_pairs"] - full["examples_aux_pairs"] / 2) <= 1  # rounded per label
     assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == {
         k: v for k, v in full.items() if k != "examples_aux_pairs"
     }
+
+
+# ---------------------------------------------------------------- the pinned fixture run
+PINNED = PROJECT_ROOT / "tests" / "fixtures" / "fixture_run_metrics.json"
+
+
+def _leaves(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+@pytest.mark.slow
+def test_fixture_run_metrics_are_pinned(tmp_path):
+    """`python -m contrastive.train data=fixture` (the default recipe) gives exactly the pinned metrics.json values
+    (tests/fixtures/fixture_run_metrics.json, written by the run before the settings/evaluation refactor): a
+    refactor that changes any number, or any key, fails here."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contrastive.train",
+            "data=fixture",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    pinned = json.loads(PINNED.read_text())
+    want = dict(_leaves(pinned))
+    have = {k: v for k, v in _leaves(got) if not k.startswith((".wall_time_s", ".mlflow_run_id"))}
+    assert sorted(have) == sorted(want)
+    for key, value in want.items():
+        if isinstance(value, float):
+            assert have[key] == pytest.approx(value, rel=0, abs=1e-12), key
+        else:
+            assert have[key] == value, key

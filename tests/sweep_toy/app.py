@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> float | list[float]:
         return work(cfg, out, reporter)
     from contrastive import tracking
 
-    with tracking.run(cfg, out.name) as run_id:
+    with tracking.run(cfg.tracking, out.name) as run_id:
         if reporter is not None:
             reporter.record(mlflow_run_id=run_id)
         tracking.log_params(tracking.config_params(cfg))

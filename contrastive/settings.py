@@ -1,0 +1,589 @@
+"""The typed settings schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Each YAML file under conf/ names its group's schema first in its defaults list (e.g. `- loss_schema`), so
+Hydra checks types while composing (`loss.aux_weight=abc` fails there, before any work) and the YAML keeps
+the defaults and their comments. `load_settings(cfg)` turns a composed config into these dataclasses; their
+`__post_init__` runs every range and choice check, each a one-line `ConfigError` naming the key and the value.
+Every entry point calls its loader first, before any data is read or any model loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from contrastive.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+SAMPLERS = ("component", "no_duplicates", "random")
+AUX_LOSSES = ("cosine", "cosent", "online_contrastive")
+INTERLEAVE = ("proportional", "round_robin")
+BACKENDS = ("torch", "onnx", "onnx-int8")
+DATA_SOURCES = ("auto", "local", "hub")
+DATA_FORMATS = ("parquet", "csv", "tsv", "jsonl")
+ON_EMPTY = ("drop", "error")
+GROUP_BY = ("duplicates", "all_pairs")
+PAIR_METRICS = ("pair_ap", "pair_best_f1", "pair_threshold", "pair_accuracy")
+
+
+# ---------------------------------------------------------------- checks
+def need(ok: bool, key: str, value: Any, why: str) -> None:
+    """Raise `ConfigError('<key>=<value>: <why>')` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def is_number(value: Any) -> bool:
+    """A real number (bools are not), finite or not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def need_choice(value: Any, key: str, choices: tuple[str, ...]) -> None:
+    need(value in choices, key, value, f"choose one of {', '.join(choices)}")
+
+
+def need_int(value: Any, key: str, low: int | None = None, nullable: bool = False) -> None:
+    """An integer (>= low when given), or None when `nullable`."""
+    if nullable and value is None:
+        return
+    why = ("must be null or an integer" if nullable else "must be an integer") + (
+        f" >= {low}" if low is not None else ""
+    )
+    need(is_integer(value) and (low is None or value >= low), key, value, why)
+
+
+def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> None:
+    """A finite number for which `ok(value)` holds."""
+    need(is_number(value) and math.isfinite(value) and ok(value), key, value, why)
+
+
+def need_bool(value: Any, key: str) -> None:
+    need(isinstance(value, bool), key, value, "must be true or false")
+
+
+def ranking_metric_names(k: int, map_k: int) -> tuple[str, ...]:
+    """The ranking metric names for cut-offs k (MRR, nDCG, Recall) and map_k (MAP), in table order."""
+    return tuple(dict.fromkeys((f"mrr_at_{k}", f"ndcg_at_{k}", "recall_at_1", f"recall_at_{k}", f"map_at_{map_k}")))
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class ModelSettings:
+    """conf/model/: which encoder, how long its inputs, which inference backend."""
+
+    name_or_path: str = MISSING
+    max_seq_length: int | None = 128
+    backend: str = "torch"
+    onnx_cache_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        need(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "must name a hub id or a directory")
+        need_int(self.max_seq_length, "model.max_seq_length", 1, nullable=True)
+        need_choice(self.backend, "model.backend", BACKENDS)
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class HubSettings:
+    dataset: str = "nyu-mll/glue"
+    config: str | None = "qqp"
+    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
+
+    def __post_init__(self) -> None:
+        need(len(self.splits) > 0, "data.hub.splits", list(self.splits), "name at least one split")
+
+
+@dataclass
+class ColumnSettings:
+    question1: str = "question1"
+    question2: str = "question2"
+    label: str = "label"
+    qid1: str | None = "qid1"
+    qid2: str | None = "qid2"
+
+
+@dataclass
+class SplitSettings:
+    fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    seed: int = 0
+    group_by: str = "all_pairs"
+
+    def __post_init__(self) -> None:
+        fractions = dict(self.fractions)
+        key = "data.split.fractions"
+        need(set(fractions) <= set(SPLITS), key, fractions, f"name only the splits {', '.join(SPLITS)}")
+        for name, value in fractions.items():
+            need_finite(value, f"{key}.{name}", "must be a number >= 0", lambda v: v >= 0)
+        need(sum(fractions.values()) > 0, key, fractions, "must not all be 0")
+        need_choice(self.group_by, "data.split.group_by", GROUP_BY)
+
+
+@dataclass
+class DataSettings:
+    """conf/data/: where the labeled pairs come from, how they are read, split and capped."""
+
+    source: str = "auto"
+    path: str | None = None
+    default_path: str | None = MISSING
+    format: str | None = None
+    hub: HubSettings = field(default_factory=HubSettings)
+    columns: ColumnSettings = field(default_factory=ColumnSettings)
+    on_empty: str = "drop"
+    split: SplitSettings = field(default_factory=SplitSettings)
+    max_pairs: int | None = None
+    both_orders: bool = False
+
+    def __post_init__(self) -> None:
+        need_choice(self.source, "data.source", DATA_SOURCES)
+        if self.format is not None:
+            need_choice(self.format, "data.format", DATA_FORMATS)
+        need_choice(self.on_empty, "data.on_empty", ON_EMPTY)
+        need_int(self.max_pairs, "data.max_pairs", 1, nullable=True)
+        if self.max_pairs is not None:
+            need(self.max_pairs > 0, "data.max_pairs", self.max_pairs, "must be null or a positive integer")
+        if self.source == "local":
+            need(bool(self.path), "data.path", self.path, "no file given; pass data.path=/path/to/qqp.parquet")
+
+
+# ---------------------------------------------------------------- loss
+@dataclass
+class LossSettings:
+    """conf/loss/: MNRL (+hard negatives) + aux_weight * auxiliary pair loss."""
+
+    scale: float = 20.0
+    hard_negatives: bool = True
+    cached: bool = False
+    mini_batch_size: int = 32
+    aux: str = "cosine"
+    aux_weight: float = 0.3
+    aux_share: float = 1.0
+    aux_margin: float = 0.5
+    interleave: str = "proportional"
+
+    def __post_init__(self) -> None:
+        need_finite(self.aux_weight, "loss.aux_weight", "must be >= 0 and finite", lambda v: v >= 0)
+        need_finite(self.aux_share, "loss.aux_share", "must be in (0, 1]", lambda v: 0 < v <= 1)
+        need_finite(self.scale, "loss.scale", "must be > 0", lambda v: v > 0)
+        need_finite(self.aux_margin, "loss.aux_margin", "must be > 0", lambda v: v > 0)
+        need_choice(self.aux, "loss.aux", AUX_LOSSES)
+        need_choice(self.interleave, "loss.interleave", INTERLEAVE)
+        need_bool(self.hard_negatives, "loss.hard_negatives")
+        need_bool(self.cached, "loss.cached")
+        need_int(self.mini_batch_size, "loss.mini_batch_size", 1)
+
+
+# ---------------------------------------------------------------- batch
+@dataclass
+class BatchSettings:
+    """conf/batch/: batch size and the in-batch-negative sampler."""
+
+    size: int = 64
+    sampler: str = "component"
+    length_grouping: int = 8
+    num_threads: Any = None  # null | auto | an integer >= 1
+
+    def __post_init__(self) -> None:
+        need(
+            is_integer(self.size) and self.size >= 2,
+            "batch.size",
+            self.size,
+            "MNRL needs at least 2 examples per batch (in-batch negatives)",
+        )
+        need_choice(self.sampler, "batch.sampler", SAMPLERS)
+        need_int(self.length_grouping, "batch.length_grouping", 0)
+        threads = self.num_threads
+        need(
+            threads is None or threads == "auto" or (is_integer(threads) and threads >= 1),
+            "batch.num_threads",
+            threads,
+            "must be null, auto or an integer >= 1",
+        )
+
+
+# ---------------------------------------------------------------- trainer
+@dataclass
+class TrainerSettings:
+    """conf/trainer/: optimiser, schedule, steps, seed, intermediate evaluations."""
+
+    lr: float = 2.0e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    eval_steps: int = 0
+    eval_every_examples: int = 0
+    logging_steps: int = 10
+    dataloader_workers: int = 0
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        need_finite(self.lr, "trainer.lr", "must be > 0", lambda v: v > 0)
+        need_finite(self.max_grad_norm, "trainer.max_grad_norm", "must be > 0", lambda v: v > 0)
+        need_finite(self.epochs, "trainer.epochs", "must be > 0", lambda v: v > 0)
+        need_int(self.max_steps, "trainer.max_steps")
+        need_finite(self.warmup_ratio, "trainer.warmup_ratio", "must be in [0, 1)", lambda v: 0 <= v < 1)
+        need_finite(self.weight_decay, "trainer.weight_decay", "must be >= 0", lambda v: v >= 0)
+        need_int(self.seed, "trainer.seed")
+        need_int(self.eval_steps, "trainer.eval_steps", 0)
+        need_int(self.eval_every_examples, "trainer.eval_every_examples", 0)
+        need_int(self.logging_steps, "trainer.logging_steps", 1)
+        need_int(self.dataloader_workers, "trainer.dataloader_workers", 0)
+
+
+# ---------------------------------------------------------------- eval
+@dataclass
+class UmapSettings:
+    enabled: bool = True
+    n_pairs: int = 300
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        need_int(self.n_pairs, "eval.umap.n_pairs", 1)
+        need_int(self.n_neighbors, "eval.umap.n_neighbors", 2)
+        need_finite(self.min_dist, "eval.umap.min_dist", "must be >= 0", lambda v: v >= 0)
+
+
+@dataclass
+class EvalSettings:
+    """conf/eval/: the retrieval and pair protocol, the bootstrap, the baseline cache, the pictures."""
+
+    split: str = "val"
+    objective: Any = "mrr_at_10"  # a metric name, or a list of them (multi-objective sweeps)
+    k: int = 10
+    map_k: int = 100
+    distractors: str = "none"
+    max_distractors: int | None = None
+    n_boot: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+    batch_size: int = 128
+    chunk_size: int = 4096
+    query_chunk_size: int = 1024
+    cache_dir: str = MISSING
+    intermediate_max_pairs: int | None = 1000
+    baseline: bool = True
+    umap: UmapSettings = field(default_factory=UmapSettings)
+
+    def __post_init__(self) -> None:
+        for key in ("k", "map_k", "chunk_size", "query_chunk_size", "batch_size"):
+            need_int(getattr(self, key), f"eval.{key}", 1)
+        need_choice(self.split, "eval.split", SPLITS)
+        need_int(self.n_boot, "eval.n_boot", 0)
+        need_finite(self.ci, "eval.ci", "must be in (0, 1)", lambda v: 0 < v < 1)
+        need_int(self.max_distractors, "eval.max_distractors", 0, nullable=True)
+        need_int(self.intermediate_max_pairs, "eval.intermediate_max_pairs", 1, nullable=True)
+        spec = self.distractors
+        need(bool(spec), "eval.distractors", spec, "choose none, train or a file path")
+        if spec not in ("none", "train"):
+            need(Path(spec).expanduser().is_file(), "eval.distractors", spec, "file not found (or none, train)")
+        known = self.metric_names
+        for name in self.objective_names:
+            need(name in known, "eval.objective", name, f"choose one of {', '.join(known)}")
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric that gets a delta: ranking metrics then pair metrics."""
+        return ranking_metric_names(self.k, self.map_k) + PAIR_METRICS
+
+    @property
+    def objective_names(self) -> list[str]:
+        """`objective` as a list of metric names (one per sweep objective)."""
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+
+# ---------------------------------------------------------------- tracking, paths
+@dataclass
+class TrackingSettings:
+    """conf/tracking/: the MLflow store, experiment and registry."""
+
+    enabled: bool = True
+    tracking_uri: str = MISSING
+    experiment: str = "contrastive"
+    log_model: bool = True
+    registered_model: str | None = "contrastive-qqp"
+    parent_run_id: str | None = None  # set by the sweeper for trial jobs (child runs)
+
+    def __post_init__(self) -> None:
+        need(bool(self.tracking_uri), "tracking.tracking_uri", self.tracking_uri, "must be a URI (sqlite:///...)")
+        need(bool(self.experiment), "tracking.experiment", self.experiment, "must be a name")
+
+
+@dataclass
+class PathSettings:
+    """conf/paths/: the project root, output and cache directories."""
+
+    root_dir: str = MISSING
+    output_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str | None = None
+
+
+# ---------------------------------------------------------------- entry points
+@dataclass
+class TrainSettings:
+    """conf/train.yaml: one training run."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    loss: LossSettings = MISSING
+    batch: BatchSettings = MISSING
+    trainer: TrainerSettings = MISSING
+    eval: EvalSettings = MISSING
+    tracking: TrackingSettings = MISSING
+    paths: PathSettings = MISSING
+    run_name: str | None = None
+    save_model: bool = True
+    optuna: Any | None = None  # set by the sweeper for trial jobs: which trial of which study
+
+
+@dataclass
+class AppLimits:
+    max_chars: int = 1000
+    max_questions: int = 5000
+    max_upload_mb: float = 5.0
+
+
+@dataclass
+class AppCorpus:
+    path: str | None = None
+    splits: list[str] | None = field(default_factory=lambda: ["val", "test"])
+    max_questions: int = 200000
+
+
+@dataclass
+class AppBlock:
+    """conf/app.yaml's `app` block: the server and the search / dedup limits."""
+
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = 7860
+    share: bool = False
+    device: str | None = None
+    batch_size: int = 128
+    fallback_threshold: float = 0.8
+    top_k: int = 10
+    max_top_k: int = 50
+    chunk_size: int = 1024
+    cache_dir: str = MISSING
+    corpus: AppCorpus = field(default_factory=AppCorpus)
+    limits: AppLimits = field(default_factory=AppLimits)
+
+    def __post_init__(self) -> None:
+        port = self.port
+        need(port is None or (is_integer(port) and 0 <= port <= 65535), "app.port", port, "must be 0..65535 or null")
+        need(bool(self.host), "app.host", self.host, "must be a host name or address")
+        need_finite(
+            self.fallback_threshold, "app.fallback_threshold", "must be a cosine in [-1, 1]", lambda v: -1 <= v <= 1
+        )
+        for key, value in (
+            ("batch_size", self.batch_size),
+            ("top_k", self.top_k),
+            ("max_top_k", self.max_top_k),
+            ("chunk_size", self.chunk_size),
+            ("limits.max_chars", self.limits.max_chars),
+            ("limits.max_questions", self.limits.max_questions),
+            ("corpus.max_questions", self.corpus.max_questions),
+        ):
+            need_int(value, f"app.{key}", 1)
+        need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")
+        need_finite(self.limits.max_upload_mb, "app.limits.max_upload_mb", "must be > 0", lambda v: v > 0)
+        splits = self.corpus.splits
+        need(
+            self.corpus.path is not None or (splits is not None and len(splits) > 0),
+            "app.corpus.splits",
+            splits,
+            "name at least one split, or set app.corpus.path",
+        )
+
+
+@dataclass
+class AppSettings:
+    """conf/app.yaml: the Gradio app."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    paths: PathSettings = MISSING
+    app: AppBlock = MISSING
+
+
+@dataclass
+class AblationRow:
+    name: str = MISSING
+    label: str = MISSING
+    set: list[str] = field(default_factory=list)
+    from_best: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReproduceSweep:
+    config: str = "reproduce"
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReproduceTest:
+    split: str = "test"
+    distractors: str = "train"
+    max_distractors: int | None = 20000
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        need_choice(self.split, "reproduce.test.split", SPLITS)
+        need_int(self.max_distractors, "reproduce.test.max_distractors", 0, nullable=True)
+        need_int(self.n_boot, "reproduce.test.n_boot", 1)
+
+
+@dataclass
+class ReproduceTargets:
+    pair_ap_min_delta: float = 0.05
+    mrr_metric: str = "mrr_at_10"
+
+    def __post_init__(self) -> None:
+        need_finite(self.pair_ap_min_delta, "reproduce.targets.pair_ap_min_delta", "must be a number")
+
+
+@dataclass
+class ReproduceBlock:
+    """conf/reproduce.yaml's `reproduce` block: stages, budget, test protocol, targets, ablation rows."""
+
+    results_dir: str = MISSING
+    work_dir: str = MISSING
+    readme: str = MISSING
+    fresh: bool = False
+    data: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    sweep: ReproduceSweep = field(default_factory=ReproduceSweep)
+    budget_pairs: int | None = None
+    test: ReproduceTest = field(default_factory=ReproduceTest)
+    targets: ReproduceTargets = field(default_factory=ReproduceTargets)
+    ablation: list[AblationRow] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        budget = self.budget_pairs
+        need(
+            budget is None or (is_integer(budget) and budget >= 1),
+            "reproduce.budget_pairs",
+            budget,
+            "must be null (all train pairs) or an integer >= 1",
+        )
+        rows = list(self.ablation)
+        need(
+            bool(rows), "reproduce.ablation", rows, "empty; the last row is the final model, so at least one is needed"
+        )
+        for i, row in enumerate(rows):
+            for key in ("name", "label"):
+                value = getattr(row, key)
+                need(
+                    isinstance(value, str) and value != "",
+                    f"reproduce.ablation[{i}].{key}",
+                    value,
+                    "must be a non-empty string",
+                )
+        names = [r.name for r in rows]
+        need(len(set(names)) == len(names), "reproduce.ablation", names, "row names repeat")
+
+
+@dataclass
+class ReproduceSettings:
+    """conf/reproduce.yaml: `make reproduce`."""
+
+    paths: PathSettings = MISSING
+    reproduce: ReproduceBlock = MISSING
+
+
+# ---------------------------------------------------------------- registration and loading
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelSettings,
+    "data": DataSettings,
+    "loss": LossSettings,
+    "batch": BatchSettings,
+    "trainer": TrainerSettings,
+    "eval": EvalSettings,
+    "tracking": TrackingSettings,
+    "paths": PathSettings,
+}
+TOP_SCHEMAS: dict[str, type] = {"train": TrainSettings, "app": AppSettings, "reproduce": ReproduceSettings}
+
+
+def register() -> None:
+    """Store each schema in Hydra's ConfigStore: `<group>/<group>_schema` and `<config>_schema` at the top."""
+    store = ConfigStore.instance()
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name=f"{group}_schema", node=schema)
+    for name, schema in TOP_SCHEMAS.items():
+        store.store(name=f"{name}_schema", node=schema)
+
+
+def load(cfg: DictConfig, schema: type) -> Any:
+    """The composed `cfg` as an instance of `schema`, every check run (ConfigError on the first bad value)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), _without_hydra(cfg))
+        refuse_unknown_keys(merged, schema)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(omegaconf_message(exc)) from exc
+
+
+def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """A key the schema does not know (added with `+group.key=...`) is a mistake, not something to drop."""
+    known = {f.name: f for f in fields(schema)}
+    for key in node:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: not a setting of {prefix.rstrip('.') or 'the config'} (a typo?)")
+        child = node._get_node(key)
+        kind = OmegaConf.get_type(child) if isinstance(child, DictConfig) and not child._is_missing() else None
+        if kind is not None and is_dataclass(kind):
+            refuse_unknown_keys(child, kind, f"{prefix}{key}.")
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+
+
+def omegaconf_message(exc: Exception) -> str:
+    """One line from an OmegaConf error: '<full_key>=<value>: <why>' where it names them."""
+    key = getattr(exc, "full_key", None)
+    text = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
+    return f"{key}: {text}" if key else text
+
+
+def load_train(cfg: DictConfig) -> TrainSettings:
+    """The settings of a training run (conf/train.yaml)."""
+    return load(cfg, TrainSettings)
+
+
+def load_app(cfg: DictConfig) -> AppSettings:
+    """The settings of the app (conf/app.yaml)."""
+    return load(cfg, AppSettings)
+
+
+def load_reproduce(cfg: DictConfig) -> ReproduceSettings:
+    """The settings of `make reproduce` (conf/reproduce.yaml)."""
+    return load(cfg, ReproduceSettings)
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as nested plain dicts (for logging and JSON)."""
+    if is_dataclass(settings):
+        return {f.name: as_dict(getattr(settings, f.name)) for f in fields(settings)}
+    if isinstance(settings, (list, tuple)):
+        return [as_dict(v) for v in settings]
+    if isinstance(settings, dict):
+        return {k: as_dict(v) for k, v in settings.items()}
+    return settings

@@ -1,0 +1,204 @@
+"""Training, as a small stated API: the datasets, the sampler factory, the Trainer's arguments, the objective
+callback, `build_trainer` / `fit`, and saving the checkpoint. The train entry point and the bench use it.
+
+Only this module touches the sentence-transformers Trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from contrastive.data import PreparedData
+from contrastive.pairs import build_examples, cap_pairs, component_lookup
+from contrastive.samplers import SamplerFactory
+from contrastive.settings import BatchSettings, TrainSettings
+from contrastive.utils import write_dir_atomic
+
+log = logging.getLogger(__name__)
+
+
+def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict[str, Any], dict[str, int]]:
+    """The train split, capped by `data.max_pairs`, as named datasets for the Trainer."""
+    from datasets import Dataset
+
+    train = cap_pairs(data.splits["train"], settings.data.max_pairs, settings.data.split.seed)
+    frames, sizes = build_examples(
+        train,
+        hard_negatives=settings.loss.hard_negatives,
+        with_aux=settings.loss.aux_weight > 0,
+        both_orders=settings.data.both_orders,
+        seed=settings.trainer.seed,
+        aux_share=float(settings.loss.aux_share),
+    )
+    sizes = {"train_pairs_used": len(train), **sizes}
+    return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
+
+
+def training_args(settings: TrainSettings, out: Path, sampler: Callable):
+    """SentenceTransformerTrainingArguments from the trainer / batch / loss groups; no Trainer-side reporting."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
+
+    tr = settings.trainer
+    device = tr.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    interleave = {
+        "proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
+        "round_robin": MultiDatasetBatchSamplers.ROUND_ROBIN,
+    }[settings.loss.interleave]
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=float(tr.epochs),
+        max_steps=int(tr.max_steps),
+        per_device_train_batch_size=int(settings.batch.size),
+        learning_rate=float(tr.lr),
+        warmup_steps=float(tr.warmup_ratio),
+        weight_decay=float(tr.weight_decay),
+        max_grad_norm=float(tr.max_grad_norm),
+        seed=int(tr.seed),
+        data_seed=int(tr.seed),
+        logging_steps=int(tr.logging_steps),
+        logging_first_step=True,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        dataloader_num_workers=int(tr.dataloader_workers),
+        batch_sampler=sampler,
+        multi_dataset_batch_sampler=interleave,
+        disable_tqdm=False,
+    )
+
+
+def sampler_factory(settings: TrainSettings, lookup: dict[str, int]) -> SamplerFactory:
+    """The configured batch sampler factory over `lookup` (question key -> duplicate component), length-grouped
+    by the model's tokenizer when `batch.length_grouping` > 1 (component sampler only)."""
+    batch = settings.batch
+    factory = SamplerFactory(batch.sampler, lookup)
+    if batch.length_grouping and batch.sampler == "component":
+        counter = SamplerFactory.token_counter(settings.model.name_or_path, settings.model.max_seq_length)
+        factory.group_by_length(batch.length_grouping, counter)
+    return factory
+
+
+def apply_threads(batch: BatchSettings) -> None:
+    """torch's intra-op threads from `batch.num_threads` (null: torch's default; auto or N: see model.cpu_threads)."""
+    import torch
+
+    from contrastive.model import cpu_threads
+
+    threads = cpu_threads(batch.num_threads, field="batch.num_threads")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def eval_due(step: int, batch_size: int, every_steps: int, every_examples: int) -> bool:
+    """Whether an intermediate evaluation falls on this optimiser step (by steps, or by examples seen)."""
+    if every_steps and step % every_steps == 0:
+        return True
+    if every_examples:
+        return (step * batch_size) // every_examples > ((step - 1) * batch_size) // every_examples
+    return False
+
+
+def objective_callback(
+    score: Callable[[], float], settings: TrainSettings, reporter: Any, log_to_mlflow: bool | None = None
+):
+    """A TrainerCallback that scores the objective when an evaluation is due, logs it and reports it to the
+    sweeper. The pruning step is the number of training examples seen, so trials with different batch
+    sizes are compared at the same amount of training."""
+    from transformers import TrainerCallback
+
+    from contrastive import tracking
+
+    every_steps, every_examples = int(settings.trainer.eval_steps), int(settings.trainer.eval_every_examples)
+    batch_size = int(settings.batch.size)
+    log_to_mlflow = bool(settings.tracking.enabled) if log_to_mlflow is None else log_to_mlflow
+
+    class ObjectiveCallback(TrainerCallback):
+        history: list[tuple[int, float]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if step >= state.max_steps or not eval_due(step, batch_size, every_steps, every_examples):
+                return
+            value = score()
+            seen = step * batch_size
+            self.history.append((seen, value))
+            if log_to_mlflow:
+                tracking.log_metrics({"objective": value, "examples_seen": seen}, step=step, prefix="intermediate/")
+            log.info("step %d (%d examples): objective %.4f", step, seen, value)
+            if reporter is not None:
+                reporter.report(value, seen)  # raises optuna.TrialPruned when told
+
+    callback = ObjectiveCallback()
+    callback.history = []
+    return callback
+
+
+def save_checkpoint(model, out: Path) -> Path:
+    """Save to a temporary directory, then rename: a crash never leaves a half model under `model/`."""
+    return write_dir_atomic(out / "model", lambda tmp: model.save(str(tmp)))
+
+
+def build_trainer(
+    model,
+    settings: TrainSettings,
+    data: PreparedData,
+    out: Path,
+    score: Callable[[], float] | None = None,
+    reporter: Any = None,
+):
+    """The Trainer of one run and what it reports: (trainer, sizes, sampler factory, objective callback).
+
+    `score` (no arguments -> the objective) runs when an intermediate evaluation is due (`trainer.eval_steps`,
+    `trainer.eval_every_examples`) and its value goes to `reporter` (a sweep trial's pruning reporter) if any.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from contrastive import tracking
+    from contrastive.losses import build_losses
+
+    datasets, sizes = training_datasets(data, settings)
+    sampler = sampler_factory(settings, component_lookup([data.splits["train"]]))
+    callback = objective_callback(score or (lambda: float("nan")), settings, reporter)
+    apply_threads(settings.batch)
+    losses = build_losses(model, settings.loss, datasets)
+    single = len(datasets) == 1
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=training_args(settings, out, sampler),
+        train_dataset=next(iter(datasets.values())) if single else datasets,
+        loss=next(iter(losses.values())) if single else losses,
+        callbacks=[tracking.MlflowLossCallback(), callback] if settings.tracking.enabled else [callback],
+    )
+    return trainer, sizes, sampler, callback
+
+
+def fit(
+    model,
+    settings: TrainSettings,
+    data: PreparedData,
+    out: Path,
+    score: Callable[[], float] | None = None,
+    reporter: Any = None,
+) -> dict[str, Any]:
+    """Train the model in place; returns the loss history, sizes, sampler report, steps and intermediate values."""
+    from contrastive import tracking
+
+    trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
+    if settings.tracking.enabled:
+        tracking.log_metrics(sizes, prefix="data/")
+    print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
+    trainer.train()
+    history = [e for e in trainer.state.log_history if "loss" in e]
+    return {
+        "history": history,
+        "sizes": sizes,
+        "sampler": sampler.report(),
+        "steps": trainer.state.global_step,
+        "intermediate": callback.history,
+    }
