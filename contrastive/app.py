@@ -51,7 +51,7 @@ class Checkpoint:
     """The checkpoint the app serves: a model directory, or None when only the untuned baseline exists."""
 
     path: str | None
-    source: str  # app.model | sweep best | latest run | none
+    source: str  # checkpoint | sweep best | latest run | none
     note: str = ""
 
 
@@ -74,7 +74,7 @@ def _newest(paths: Sequence[Path]) -> Path | None:
 
 
 def find_checkpoint(model: str | None, output_root: str | os.PathLike) -> Checkpoint:
-    """`app.model` if given; else the newest `outputs/sweeps/*/best`; else the newest `outputs/runs/**/model`;
+    """`checkpoint` if given; else the newest `outputs/sweeps/*/best`; else the newest `outputs/runs/**/model`;
     else no checkpoint (the app then serves the untuned baseline alone and says so)."""
     if model not in (None, ""):
         from contrastive.model import resolve_model
@@ -82,11 +82,11 @@ def find_checkpoint(model: str | None, output_root: str | os.PathLike) -> Checkp
         try:
             resolved = resolve_model(str(model))
         except ModelError as exc:
-            raise ConfigError(f"app.model={model!r}: {str(exc).split(': ', 1)[-1]}") from None
+            raise ConfigError(f"checkpoint={model!r}: {str(exc).split(': ', 1)[-1]}") from None
         directory = _model_dir_in(Path(resolved)) if Path(resolved).is_dir() else None
         if Path(resolved).is_dir() and directory is None:
-            raise ConfigError(f"app.model={model!r}: not a SentenceTransformer directory (no modules.json)")
-        return Checkpoint(str(directory or resolved), "app.model")
+            raise ConfigError(f"checkpoint={model!r}: not a SentenceTransformer directory (no modules.json)")
+        return Checkpoint(str(directory or resolved), "checkpoint")
     root = Path(output_root)
     bests = [d for p in sorted(root.glob("sweeps/*/best")) if (d := _model_dir_in(p)) is not None]
     if best := _newest(bests):
@@ -358,7 +358,7 @@ def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thre
     if checkpoint.path is None:
         lines.append(
             f"**No fine-tuned checkpoint found** ({html.escape(checkpoint.note)}): serving the untuned "
-            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `app.model=DIR`."
+            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `checkpoint=DIR`."
         )
     else:
         fp = f" · weights `{fingerprint}`" if fingerprint else ""
@@ -646,9 +646,9 @@ def corpus_texts(cfg: DictConfig) -> tuple[list[str], str]:
 
 
 def encoder(model: Any, batch_size: int, progress_from: int = 1000) -> Embed:
-    """texts -> normalized float32 embeddings through contrastive.evaluate.encode; a progress bar on the
+    """texts -> normalized float32 embeddings through contrastive.model.encode; a progress bar on the
     console for lists of at least `progress_from` texts (corpus indexing)."""
-    from contrastive.evaluate import encode
+    from contrastive.model import encode
 
     def embed(texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -663,7 +663,7 @@ def build_index(
 ) -> CorpusIndex:
     """Encode the corpus, or read its embeddings from the on-disk cache (written atomically) keyed by the
     model (weights fingerprint, max_seq_length) and the corpus (content fingerprint)."""
-    from contrastive.evaluate import cache_path, cached_embeddings
+    from contrastive.evaluation.cache import cache_path, cached_embeddings
 
     key = {"split": "app-corpus", **model_key, "corpus": corpus_fingerprint(texts), "n": len(texts)}
     path = cache_path(cache_dir, key)
@@ -685,7 +685,7 @@ def create_app(cfg: DictConfig):
 
     app = cfg.app
     check_app_config(app)
-    checkpoint = find_checkpoint(app.model, cfg.paths.output_root)
+    checkpoint = find_checkpoint(cfg.checkpoint, cfg.paths.output_root)
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
     baseline_name = str(cfg.model.name_or_path)
     device = app.device or None

@@ -245,11 +245,12 @@ def trial_reporter(cfg: DictConfig):
     return reporter_from_cfg(cfg)
 
 
-def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]:
-    """Train the model in place; returns the loss history, sizes and sampler report."""
+def fit(model, cfg: DictConfig, data: PreparedData, out: Path, objective: Callable[[], float]) -> dict[str, Any]:
+    """Train the model in place, scoring `objective` when an intermediate evaluation is due; returns the loss
+    history, sizes and sampler report."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    from contrastive import evaluate, tracking
+    from contrastive import tracking
     from contrastive.losses import build_losses
 
     datasets, sizes = training_datasets(data, cfg)
@@ -257,7 +258,6 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
         tracking.log_metrics(sizes, prefix="data/")
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     sampler = SamplerFactory(cfg.batch.sampler, component_lookup([data.splits["train"]]))
-    objective = functools.partial(evaluate.objective_value, model, cfg, data, cfg.eval.split)
     callback = objective_callback(objective, cfg, trial_reporter(cfg))
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -282,8 +282,11 @@ def fit(model, cfg: DictConfig, data: PreparedData, out: Path) -> dict[str, Any]
 def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective."""
     check_train_config(cfg)
-    from contrastive import evaluate, tracking, viz
+    from contrastive import tracking, viz
+    from contrastive.evaluation import Evaluator, check_eval_config
     from contrastive.model import fingerprint, load_model
+
+    check_eval_config(cfg.eval)
 
     started = time.time()
     out = output_dir(cfg)
@@ -292,6 +295,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     data = prepare(cfg.data)
     print(format_summary(data.summary), flush=True)
     model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length, cfg.trainer.device)
+    evaluator = Evaluator(cfg.eval, cfg.model, data, cfg.trainer.device)
     tags = {
         "git_commit": tracking.git_commit(),
         "data_fingerprint": data.fingerprint,
@@ -304,33 +308,33 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
-        evaluate.warm_baseline(model, cfg, data)  # the model is still untuned: no second load later
-        trained = fit(model, cfg, data, out)
-        results = evaluate.evaluate_run(model, cfg, data)
-        results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}
-        results["wall_time_s"] = round(time.time() - started, 1)
-        results["mlflow_run_id"] = run_id
-        write_json(evaluate.to_json(results), out / "metrics.json")
-        figures = viz.write_figures(out / "figures", model, cfg, data, results) if cfg.eval.umap.enabled else []
+        evaluator.warm_baseline(model)  # the model is still untuned: no second load later
+        trained = fit(model, cfg, data, out, functools.partial(evaluator.objective, model))
+        result = evaluator.run(model)
+        wall_time_s = round(time.time() - started, 1)
+        doc = result.to_json(
+            training={k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")},
+            wall_time_s=wall_time_s,
+            mlflow_run_id=run_id,
+        )
+        write_json(doc, out / "metrics.json")
+        figures = viz.write_figures(out / "figures", result, data, cfg.eval.umap) if cfg.eval.umap.enabled else []
         checkpoint = save_checkpoint(model, out) if cfg.save_model else None
         if run_id:
             tracking.log_loss_curve(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
-            tracking.log_metrics(
-                {"finetuned": results["finetuned"], "baseline": results["baseline"], "delta": results.get("delta", {})}
-            )
-            tracking.log_metrics(
-                {"objective": results["objective"]["value"]} if isinstance(results["objective"]["value"], float) else {}
-            )
-            tracking.log_metrics({"wall_time_s": results["wall_time_s"]})
+            tracking.log_metrics({"finetuned": result.finetuned, "baseline": result.baseline, "delta": result.delta})
+            value = result.objective["value"]
+            tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
+            tracking.log_metrics({"wall_time_s": wall_time_s})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")
             if checkpoint and cfg.tracking.log_model:
                 tracking.log_model_dir(checkpoint)
-    print(evaluate.format_table(results), flush=True)
+    print(result.table(), flush=True)
     print(f"output dir: {out}\nmlflow run: {run_id}  ({cfg.tracking.tracking_uri})", flush=True)
-    return results["objective"]["value"]
+    return result.objective["value"]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
