@@ -114,13 +114,15 @@ def test_bad_config_fails_before_training(tmp_path):
 
 def _losses(tmp_path: Path, name: str) -> list[float]:
     from contrastive.data import prepare
+    from contrastive.evaluation import Evaluator
     from contrastive.model import load_model
     from contrastive.train import fit
 
     cfg = _cfg(tmp_path / name, "tracking.enabled=false", "trainer.max_steps=3")
     data = prepare(cfg.data)
     model = load_model(cfg.model.name_or_path, cfg.model.max_seq_length)
-    return [entry["loss"] for entry in fit(model, cfg, data, tmp_path / name)["history"]]
+    objective = Evaluator(cfg.eval, cfg.model, data).objective
+    return [entry["loss"] for entry in fit(model, cfg, data, tmp_path / name, lambda: objective(model))["history"]]
 
 
 @pytest.mark.slow
