@@ -114,8 +114,8 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95)) -> dict
 
 
 def mean_ci(values: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values` (evaluate's resampling and interval)."""
-    from contrastive.evaluate import percentile_interval, resample_counts
+    """Percentile bootstrap CI of the mean of `values` (the evaluation bootstrap's resampling and interval)."""
+    from contrastive.evaluation.bootstrap import percentile_interval, resample_counts
 
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0 or n_boot == 0:
@@ -126,7 +126,8 @@ def mean_ci(values: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[floa
 
 def pair_ap_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap CI (over labeled pairs) of the average precision of `scores`."""
-    from contrastive.evaluate import pair_metrics_weighted, percentile_interval, resample_counts
+    from contrastive.evaluation.bootstrap import percentile_interval, resample_counts
+    from contrastive.evaluation.metrics import pair_metrics_weighted
 
     if len(scores) == 0 or n_boot == 0:
         return float("nan"), float("nan")
@@ -186,7 +187,7 @@ def render_shares(parts: Any, peak_flops_per_s: float | None) -> Any:
 def synthetic_eval_set(n: int, query_share: float, pairs_per_question: float, seed: int):
     """An EvalSet of `n` questions: a `query_share` of them in duplicate components of 2-3, the rest singletons,
     and about `pairs_per_question * n` labeled pairs (duplicates and random non-duplicates). Texts are empty."""
-    from contrastive.evaluate import EvalSet
+    from contrastive.evaluation.eval_sets import EvalSet
 
     rng = np.random.default_rng(seed)
     in_groups = int(round(n * query_share))
@@ -329,7 +330,7 @@ def data_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 def load_inputs(cfg: DictConfig) -> Inputs:
     """Prepare the data, the train pairs (positives, whole linked groups), the val subset and the model."""
     from contrastive.data import prepare
-    from contrastive.evaluate import build_eval_set
+    from contrastive.evaluation.eval_sets import build_eval_set
     from contrastive.model import load_model
     from contrastive.pairs import cap_pairs, component_lookup, positives
     from contrastive.samplers import SamplerFactory
@@ -747,8 +748,9 @@ def section_train(inp: Inputs, record: dict[str, Any]) -> list[Row]:
 
 
 def score_model(model: Any, es: Any, cfg: DictConfig) -> Any:
-    """evaluate.encode + score_embeddings of `model` on the eval set `es`."""
-    from contrastive.evaluate import encode, score_embeddings, scoring_args
+    """model.encode + score_embeddings of `model` on the eval set `es`."""
+    from contrastive.evaluation.metrics import score_embeddings, scoring_args
+    from contrastive.model import encode
 
     return score_embeddings(encode(model, es.texts, int(cfg.eval.batch_size), False), es, **scoring_args(cfg.eval))
 
@@ -757,7 +759,7 @@ def train_quality(
     inp: Inputs, dataset: Any, grouping: int, threads_setting: int | str | None, record: dict[str, Any]
 ) -> dict[str, Any]:
     """Train ungrouped and grouped for the same steps, score both on the val subset; CIs and the paired delta."""
-    from contrastive.evaluate import delta_table
+    from contrastive.evaluation.bootstrap import delta_table
 
     cfg, b = inp.cfg, inp.cfg.bench.train
     ev, es = cfg.eval, inp.eval_set
@@ -811,7 +813,7 @@ def train_quality(
 # ---------------------------------------------------------------- 2. encode throughput
 class RecordingModel:
     """Passes everything to `inner`, recording the texts of each `encode` call (one padded batch each, as
-    evaluate.encode calls it), so the bench counts the tokens our encode really processes."""
+    model.encode calls it), so the bench counts the tokens our encode really processes."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -827,8 +829,9 @@ class RecordingModel:
 
 def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     """Plain SentenceTransformer.encode vs our encode on torch / ONNX fp32 / ONNX int8, interleaved."""
-    from contrastive.evaluate import build_eval_set, encode, score_embeddings, scoring_args
-    from contrastive.model import load_model
+    from contrastive.evaluation.eval_sets import build_eval_set
+    from contrastive.evaluation.metrics import score_embeddings, scoring_args
+    from contrastive.model import encode, load_model
     from contrastive.pairs import cap_pairs
 
     cfg, b = inp.cfg, inp.cfg.bench.encode
@@ -893,7 +896,7 @@ def section_encode(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     ref = metrics["ours_torch"][k]
     rows = []
     labels = {
-        "ours_torch": "ours (evaluate.encode, torch fp32)",
+        "ours_torch": "ours (model.encode, torch fp32)",
         "ours_onnx": "ours on ONNX Runtime fp32",
         "ours_onnx_int8": "ours on ONNX Runtime dynamic int8 (per-channel MatMul)",
     }
@@ -971,7 +974,7 @@ def eval_cost_child(
     query_chunk: int,
 ) -> dict[str, Any]:
     """In a fresh process: score synthetic embeddings of `n` questions; wall time and peak memory above the inputs."""
-    from contrastive.evaluate import score_embeddings
+    from contrastive.evaluation.metrics import score_embeddings
 
     es = synthetic_eval_set(n, query_share, pairs_per_question, seed)
     emb = unit_vectors(n, dim, seed)
@@ -1012,14 +1015,15 @@ def run_child(call: str, timeout_s: float) -> dict[str, Any]:
 
 def cached_baseline_share(inp: Inputs, cache_dir: Path) -> dict[str, float]:
     """The baseline's evaluation (embeddings + scoring) on the val subset with an empty cache, then again."""
-    from contrastive.evaluate import baseline_embeddings, score_embeddings, scoring_args
+    from contrastive.evaluation import Evaluator, score_embeddings, scoring_args
 
     shutil.rmtree(cache_dir, ignore_errors=True)
     cfg = OmegaConf.merge(inp.cfg, {"eval": {"cache_dir": str(cache_dir)}})
+    evaluator = Evaluator(cfg.eval, cfg.model, inp.data, show_progress=False)
     times, hits = [], []
     for _ in range(2):
         start = time.perf_counter()
-        emb, hit, _ = baseline_embeddings(cfg, inp.data, inp.eval_set, inp.model, None, False)
+        emb, hit, _ = evaluator.baseline_embeddings(inp.eval_set, untuned=inp.model)
         score_embeddings(emb, inp.eval_set, **scoring_args(cfg.eval))
         times.append(time.perf_counter() - start)
         hits.append(hit)
@@ -1091,7 +1095,7 @@ def section_eval_cost(inp: Inputs, record: dict[str, Any]) -> list[Row]:
 # ---------------------------------------------------------------- 5. search latency
 def section_search(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     """p50 / p95 of single-question top-k searches over the app's CorpusIndex; and encode + search end to end."""
-    from contrastive.evaluate import encode
+    from contrastive.model import encode
     from contrastive.search import CorpusIndex
 
     cfg, b = inp.cfg, inp.cfg.bench.search
@@ -1158,7 +1162,7 @@ def section_search(inp: Inputs, record: dict[str, Any]) -> list[Row]:
 # ---------------------------------------------------------------- 6. sweep efficiency
 def sweep_metric(emb: np.ndarray, es: Any, name: str, cfg: DictConfig) -> tuple[float, tuple[float, float]]:
     """The sweep objective `name` (a ranking metric or pair_ap) of embeddings `emb` on `es`, with its bootstrap CI."""
-    from contrastive.evaluate import pair_metrics, pair_scores, retrieval_per_query, scoring_args
+    from contrastive.evaluation.metrics import pair_metrics, pair_scores, retrieval_per_query, scoring_args
 
     ev = cfg.eval
     if name == "pair_ap":
@@ -1176,7 +1180,7 @@ def sweep_objective(
     """An Optuna objective: a fresh copy of the model trained through our Trainer path at a sampled learning rate;
     train.objective_callback reports the objective on the val subset every `eval_every` steps to the trial, and
     pruning.Reporter raises TrialPruned when the study's pruner says so."""
-    from contrastive.evaluate import encode
+    from contrastive.model import encode
     from contrastive.pruning import Reporter
     from contrastive.training import objective_callback
 
@@ -1248,7 +1252,7 @@ def section_sweep(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     import optuna
     from datasets import Dataset
 
-    from contrastive.evaluate import build_eval_set
+    from contrastive.evaluation.eval_sets import build_eval_set
     from contrastive.pairs import cap_pairs
     from contrastive.pruning import build_pruner
 

@@ -351,6 +351,22 @@ class TrainSettings:
 
 
 @dataclass
+class EvaluateSettings:
+    """conf/evaluate.yaml: score a checkpoint beside the untuned baseline."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    eval: EvalSettings = MISSING
+    paths: PathSettings = MISSING
+    checkpoint: str = MISSING
+    json: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        need(bool(self.checkpoint), "checkpoint", self.checkpoint, "pass checkpoint=<checkpoint dir or hub id>")
+
+
+@dataclass
 class AppLimits:
     max_chars: int = 1000
     max_questions: int = 5000
@@ -368,7 +384,6 @@ class AppCorpus:
 class AppBlock:
     """conf/app.yaml's `app` block: the server and the search / dedup limits."""
 
-    model: str | None = None
     host: str = "127.0.0.1"
     port: int | None = 7860
     share: bool = False
@@ -417,6 +432,7 @@ class AppSettings:
     model: ModelSettings = MISSING
     data: DataSettings = MISSING
     paths: PathSettings = MISSING
+    checkpoint: str | None = None  # the served checkpoint; null: the newest promoted or trained one
     app: AppBlock = MISSING
 
 
@@ -516,7 +532,12 @@ GROUP_SCHEMAS: dict[str, type] = {
     "tracking": TrackingSettings,
     "paths": PathSettings,
 }
-TOP_SCHEMAS: dict[str, type] = {"train": TrainSettings, "app": AppSettings, "reproduce": ReproduceSettings}
+TOP_SCHEMAS: dict[str, type] = {
+    "train": TrainSettings,
+    "evaluate": EvaluateSettings,
+    "app": AppSettings,
+    "reproduce": ReproduceSettings,
+}
 
 
 def register() -> None:
@@ -566,6 +587,13 @@ def omegaconf_message(exc: Exception) -> str:
 def load_train(cfg: DictConfig) -> TrainSettings:
     """The settings of a training run (conf/train.yaml)."""
     return load(cfg, TrainSettings)
+
+
+def load_evaluate(cfg: DictConfig) -> EvaluateSettings:
+    """The settings of the evaluate entry point (conf/evaluate.yaml)."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint: missing; pass checkpoint=<checkpoint dir or hub id> (see --help)")
+    return load(cfg, EvaluateSettings)
 
 
 def load_app(cfg: DictConfig) -> AppSettings:

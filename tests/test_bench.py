@@ -33,7 +33,7 @@ from contrastive.bench import (
     synthetic_eval_set,
 )
 from contrastive.errors import ConfigError, ModelError
-from contrastive.evaluate import pair_metrics, score_embeddings
+from contrastive.evaluation import pair_metrics, score_embeddings
 from contrastive.model import cpu_threads, load_model
 from contrastive.samplers import ComponentBatchSampler, SamplerFactory, length_grouped
 
@@ -157,7 +157,7 @@ def test_recording_model_sees_each_batch_of_our_encode():
         def encode(self, texts, **kwargs):
             return np.ones((len(texts), 4), dtype=np.float32)
 
-    from contrastive.evaluate import encode
+    from contrastive.model import encode
 
     recorder = bench.RecordingModel(Fake())
     out = encode(recorder, ["a", "bbb", "cc", "dddd", "e"], 2, show_progress=False)
@@ -384,8 +384,7 @@ def test_load_model_rejects_unknown_backends_and_onnx_without_a_cache_dir():
 def test_onnx_backends_match_torch_and_export_into_the_cache_dir(tmp_path):
     """fp32 ONNX reproduces the torch embeddings; dynamic int8 stays close; files land in the cache dir only."""
     pytest.importorskip("onnxruntime")
-    from contrastive.evaluate import encode
-    from contrastive.model import fingerprint, resolve_model
+    from contrastive.model import encode, fingerprint, resolve_model
 
     texts = [
         "How do I learn Python?",
