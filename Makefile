@@ -36,7 +36,7 @@ lint: install                         ## ruff check and ruff format --check (CI 
 sweep: install                        ## the design card's Optuna sweep (batch size x loss balance)
 	$(PY) -m contrastive.train -m +sweeps=loss_balance $(ARGS)
 
-evaluate: install                     ## score a checkpoint beside the baseline: make evaluate ARGS="model=DIR split=test"
+evaluate: install                     ## score a checkpoint beside the baseline: make evaluate ARGS="checkpoint=DIR eval.split=test"
 	$(PY) -m contrastive.evaluate $(ARGS)
 
 app: install                          ## Gradio demo on the best checkpoint (127.0.0.1:7860)

@@ -38,7 +38,7 @@ from contrastive.search import (
     read_questions_file,
     unique_questions,
 )
-from contrastive.settings import load_app
+from contrastive.settings import AppSettings, load_app
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Checkpoint:
     """The checkpoint the app serves: a model directory, or None when only the untuned baseline exists."""
 
     path: str | None
-    source: str  # app.model | sweep best | latest run | none
+    source: str  # checkpoint | sweep best | latest run | none
     note: str = ""
 
 
@@ -75,7 +75,7 @@ def _newest(paths: Sequence[Path]) -> Path | None:
 
 
 def find_checkpoint(model: str | None, output_root: str | os.PathLike) -> Checkpoint:
-    """`app.model` if given; else the newest `outputs/sweeps/*/best`; else the newest `outputs/runs/**/model`;
+    """`checkpoint` if given; else the newest `outputs/sweeps/*/best`; else the newest `outputs/runs/**/model`;
     else no checkpoint (the app then serves the untuned baseline alone and says so)."""
     if model not in (None, ""):
         from contrastive.model import resolve_model
@@ -83,11 +83,11 @@ def find_checkpoint(model: str | None, output_root: str | os.PathLike) -> Checkp
         try:
             resolved = resolve_model(str(model))
         except ModelError as exc:
-            raise ConfigError(f"app.model={model!r}: {str(exc).split(': ', 1)[-1]}") from None
+            raise ConfigError(f"checkpoint={model!r}: {str(exc).split(': ', 1)[-1]}") from None
         directory = _model_dir_in(Path(resolved)) if Path(resolved).is_dir() else None
         if Path(resolved).is_dir() and directory is None:
-            raise ConfigError(f"app.model={model!r}: not a SentenceTransformer directory (no modules.json)")
-        return Checkpoint(str(directory or resolved), "app.model")
+            raise ConfigError(f"checkpoint={model!r}: not a SentenceTransformer directory (no modules.json)")
+        return Checkpoint(str(directory or resolved), "checkpoint")
     root = Path(output_root)
     bests = [d for p in sorted(root.glob("sweeps/*/best")) if (d := _model_dir_in(p)) is not None]
     if best := _newest(bests):
@@ -359,7 +359,7 @@ def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thre
     if checkpoint.path is None:
         lines.append(
             f"**No fine-tuned checkpoint found** ({html.escape(checkpoint.note)}): serving the untuned "
-            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `app.model=DIR`."
+            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `checkpoint=DIR`."
         )
     else:
         fp = f" · weights `{fingerprint}`" if fingerprint else ""
@@ -581,16 +581,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def corpus_texts(cfg: DictConfig) -> tuple[list[str], str]:
+def corpus_texts(settings: AppSettings) -> tuple[list[str], str]:
     """The default search corpus: app.corpus.path, else the questions of data's app.corpus.splits."""
-    corpus = cfg.app.corpus
+    corpus = settings.app.corpus
     if corpus.path:
         limits = Limits(max_chars=10**6, max_questions=int(corpus.max_questions), max_upload_bytes=1 << 62)
         texts = unique_questions(read_questions_file(corpus.path, limits))
         return texts, f"app.corpus.path {corpus.path}"
     from contrastive.data import prepare
 
-    data = prepare(cfg.data)
+    data = prepare(settings.data)
     names = list(corpus.splits)
     unknown = [s for s in names if s not in data.splits]
     if unknown:
@@ -605,9 +605,9 @@ def corpus_texts(cfg: DictConfig) -> tuple[list[str], str]:
 
 
 def encoder(model: Any, batch_size: int, progress_from: int = 1000) -> Embed:
-    """texts -> normalized float32 embeddings through contrastive.evaluate.encode; a progress bar on the
+    """texts -> normalized float32 embeddings through contrastive.model.encode; a progress bar on the
     console for lists of at least `progress_from` texts (corpus indexing)."""
-    from contrastive.evaluate import encode
+    from contrastive.model import encode
 
     def embed(texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -622,7 +622,7 @@ def build_index(
 ) -> CorpusIndex:
     """Encode the corpus, or read its embeddings from the on-disk cache (written atomically) keyed by the
     model (weights fingerprint, max_seq_length) and the corpus (content fingerprint)."""
-    from contrastive.evaluate import cache_path, cached_embeddings
+    from contrastive.evaluation.cache import cache_path, cached_embeddings
 
     key = {"split": "app-corpus", **model_key, "corpus": corpus_fingerprint(texts), "n": len(texts)}
     path = cache_path(cache_dir, key)
@@ -642,11 +642,11 @@ def create_app(cfg: DictConfig):
     """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
     from contrastive.model import backend_args, fingerprint, load_model
 
-    app = cfg.app
-    load_app(cfg)  # every config check, before any model or data is loaded
-    checkpoint = find_checkpoint(app.model, cfg.paths.output_root)
+    settings = load_app(cfg)  # every config check, before any model or data is loaded
+    app = settings.app
+    checkpoint = find_checkpoint(settings.checkpoint, settings.paths.output_root)
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
-    baseline_name = str(cfg.model.name_or_path)
+    baseline_name = str(settings.model.name_or_path)
     device = app.device or None
     print(
         f"serving: {checkpoint.path or baseline_name + ' (untuned baseline; ' + checkpoint.note + ')'}"
@@ -659,8 +659,8 @@ def create_app(cfg: DictConfig):
         flush=True,
     )
 
-    backend = backend_args(cfg.model)
-    baseline = load_model(baseline_name, cfg.model.max_seq_length, device, **backend)
+    backend = backend_args(settings.model)
+    baseline = load_model(baseline_name, settings.model.max_seq_length, device, **backend)
     if checkpoint.path is None:
         served, served_name, embed_baseline = baseline, baseline_name, None
     else:
@@ -674,7 +674,7 @@ def create_app(cfg: DictConfig):
         int(app.limits.max_chars), int(app.limits.max_questions), int(float(app.limits.max_upload_mb) * 1_000_000)
     )
     try:
-        texts, description = corpus_texts(cfg)
+        texts, description = corpus_texts(settings)
         index = BackgroundIndex(
             partial(build_index, embed, texts, description, str(app.cache_dir), model_key), description, len(texts)
         ).start()

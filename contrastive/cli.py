@@ -1,4 +1,4 @@
-"""Entry-point helpers: user errors as one line on stderr and exit 2, for config mistakes too."""
+"""Entry-point helpers: user errors (config mistakes too) as one line on stderr and exit 2; composing a config."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
 
-from contrastive.errors import UserError
+from contrastive.errors import ConfigError, UserError
 
 log = logging.getLogger("contrastive")
 
@@ -98,3 +98,19 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
         return entry
 
     return decorate
+
+
+def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """conf/<config_name>.yaml composed with the overrides (Hydra's compose API; no run directory); a config
+    that does not compose is a one-line ConfigError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from contrastive import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(config_error_line(exc)) from exc

@@ -54,7 +54,7 @@ class StageFailed(UserError):
 # ---------------------------------------------------------------- config
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """conf/reproduce.yaml with the overrides."""
-    from contrastive.evaluate import compose_config as compose
+    from contrastive.cli import compose_config as compose
 
     return compose(overrides, config_name="reproduce")
 
@@ -69,7 +69,7 @@ def check_config(cfg: DictConfig) -> ReproduceSettings:
 
 def check_data(stage_overrides: list[str]) -> None:
     """The stages' training config, composed and checked as training checks it; a local pairs file must exist."""
-    from contrastive.evaluate import compose_config as compose
+    from contrastive.cli import compose_config as compose
 
     data = load_train(compose(stage_overrides)).data
     if data.source == "local" and not Path(str(data.path)).expanduser().is_file():
@@ -175,6 +175,20 @@ def row_stage(cfg: DictConfig, work: Path, name: str, overrides: list[str]) -> d
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def evaluate_overrides(extra: Sequence[str]) -> list[str]:
+    """The `reproduce.extra` overrides that conf/evaluate.yaml knows (its groups, `device`, hydra); training-only
+    ones (tracking.*, trainer.*, ...) are left out, `trainer.device` becomes evaluate's `device`."""
+    out = []
+    for item in extra:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        head = key.split(".", 1)[0]
+        if key == "trainer.device":
+            out.append(f"device={value}")
+        elif head in ("model", "data", "eval", "paths", "device", "hydra"):
+            out.append(str(item))
+    return out
+
+
 def own_corpus_stage(cfg: DictConfig, work: Path, model_dir: Path) -> dict[str, Any]:
     """The final model on the test split's own corpus (no distractors)."""
     rp = cfg.reproduce
@@ -183,14 +197,14 @@ def own_corpus_stage(cfg: DictConfig, work: Path, model_dir: Path) -> dict[str, 
         [
             "-m",
             "contrastive.evaluate",
-            f"model={model_dir}",
-            f"split={rp.test.split}",
+            f"checkpoint={model_dir}",
+            f"eval.split={rp.test.split}",
             *rp.data,
-            *rp.extra,
+            *evaluate_overrides(rp.extra),
             "eval.distractors=none",
             f"eval.n_boot={rp.test.n_boot}",
-            "--json",
-            str(out),
+            f"json={out}",
+            f"hydra.run.dir={work / 'final_own_corpus'}",
         ],
         work / "logs" / "final_own_corpus.log",
     )

@@ -47,7 +47,8 @@ def trial_reporter(cfg: DictConfig):
 def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective."""
     settings = load_train(cfg)  # every config check, before any work
-    from contrastive import evaluate, tracking, viz
+    from contrastive import tracking, viz
+    from contrastive.evaluation import Evaluator
     from contrastive.model import fingerprint, load_model
     from contrastive.training import fit, save_checkpoint
 
@@ -58,6 +59,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     data = prepare(settings.data)
     print(format_summary(data.summary), flush=True)
     model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
+    evaluator = Evaluator(settings.eval, settings.model, data, settings.trainer.device)
     tags = {
         "git_commit": tracking.git_commit(),
         "data_fingerprint": data.fingerprint,
@@ -73,39 +75,39 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
-        evaluate.warm_baseline(model, cfg, data)  # the model is still untuned: no second load later
-        score = functools.partial(evaluate.objective_value, model, cfg, data, settings.eval.split)
+        evaluator.warm_baseline(model)  # the model is still untuned: no second load later
+        score = functools.partial(evaluator.objective, model)
         trained = fit(model, settings, data, out, score, reporter)
-        results = evaluate.evaluate_run(model, cfg, data)
-        results["training"] = {k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")}
-        results["wall_time_s"] = round(time.time() - started, 1)
-        results["mlflow_run_id"] = run_id
-        payload = evaluate.to_json(results)
-        write_json(payload, out / "metrics.json")
+        result = evaluator.run(model)
+        wall_time_s = round(time.time() - started, 1)
+        doc = result.to_json(
+            training={k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")},
+            wall_time_s=wall_time_s,
+            mlflow_run_id=run_id,
+        )
+        write_json(doc, out / "metrics.json")
         if reporter is not None:  # what the sweep report reads: metrics, deltas, pair threshold
             from contrastive.sweep_report import result_attrs
 
-            reporter.record(**result_attrs(payload))
-        figures = viz.write_figures(out / "figures", model, cfg, data, results) if settings.eval.umap.enabled else []
+            reporter.record(**result_attrs(doc))
+        umap = settings.eval.umap
+        figures = viz.write_figures(out / "figures", result, data, umap) if umap.enabled else []
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
             tracking.log_loss_curve(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
-            tracking.log_metrics(
-                {"finetuned": results["finetuned"], "baseline": results["baseline"], "delta": results.get("delta", {})}
-            )
-            tracking.log_metrics(
-                {"objective": results["objective"]["value"]} if isinstance(results["objective"]["value"], float) else {}
-            )
-            tracking.log_metrics({"wall_time_s": results["wall_time_s"]})
+            tracking.log_metrics({"finetuned": result.finetuned, "baseline": result.baseline, "delta": result.delta})
+            value = result.objective["value"]
+            tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
+            tracking.log_metrics({"wall_time_s": wall_time_s})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")
             if checkpoint and settings.tracking.log_model:
                 tracking.log_model_dir(checkpoint)
-    print(evaluate.format_table(results), flush=True)
+    print(result.table(), flush=True)
     print(f"output dir: {out}\nmlflow run: {run_id}  ({settings.tracking.tracking_uri})", flush=True)
-    return results["objective"]["value"]
+    return result.objective["value"]
 
 
 @hydra_app("train")

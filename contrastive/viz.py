@@ -12,7 +12,7 @@ import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,10 @@ from matplotlib.lines import Line2D
 
 from contrastive.pairs import cap_pairs
 from contrastive.utils import fmt_metric
+
+if TYPE_CHECKING:
+    from contrastive.data import PreparedData
+    from contrastive.evaluation import EvalResult
 
 SIDE_TITLES = {"baseline": "baseline (untuned)", "finetuned": "fine-tuned"}
 COLORS = {1: "#0072B2", 0: "#E69F00"}  # Okabe-Ito blue / orange: readable for colour-blind viewers
@@ -270,28 +274,19 @@ def render_figures(
     return files
 
 
-def write_figures(out_dir: str | Path, model: Any, cfg: Any, data: Any, results: Mapping[str, Any]) -> list[Path]:
-    """The run's figures from `evaluate.evaluate_run` results (their embeddings; `model` encodes if absent)."""
-    from contrastive import evaluate
-
-    umap_cfg = cfg.eval.umap
-    details = results.get("details")
-    if isinstance(details, evaluate.EvalDetails):
-        es, embeddings = details.eval_set, details.embeddings
-    else:  # results read back from JSON: encode the split's questions with the model
-        es = evaluate.cached_eval_set(cfg, data, results.get("split"))
-        embeddings = {"finetuned": evaluate.encode(model, es.texts, cfg.eval.batch_size, show_progress=False)}
-    pairs = data.splits[es.split]
-    metrics = {side: results[side] for side in ("baseline", "finetuned") if results.get(side)}
+def write_figures(out_dir: str | Path, result: EvalResult, data: PreparedData, umap: Any) -> list[Path]:
+    """The run's figures from an evaluation result (its eval set and embeddings) and the eval group's `umap`."""
+    es = result.eval_set
+    metrics = {side: m for side, m in (("baseline", result.baseline), ("finetuned", result.finetuned)) if m}
     return render_figures(
         out_dir,
-        pairs,
+        data.splits[es.split],
         es.keys,
-        embeddings,
+        result.embeddings,
         metrics,
-        n_pairs=umap_cfg.n_pairs,
-        n_neighbors=umap_cfg.n_neighbors,
-        min_dist=umap_cfg.min_dist,
-        seed=umap_cfg.seed,
+        n_pairs=umap.n_pairs,
+        n_neighbors=umap.n_neighbors,
+        min_dist=umap.min_dist,
+        seed=umap.seed,
         split=es.split,
     )

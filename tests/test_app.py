@@ -286,17 +286,17 @@ def _model_dir(path: Path, mtime: float | None = None) -> Path:
     return path
 
 
-def test_find_checkpoint_prefers_app_model(tmp_path):
+def test_find_checkpoint_prefers_the_checkpoint_key(tmp_path):
     run = _model_dir(tmp_path / "elsewhere" / "model")
     _model_dir(tmp_path / "out" / "sweeps" / "s1" / "best")
     found = find_checkpoint(str(run), tmp_path / "out")
-    assert found == Checkpoint(str(run.resolve()), "app.model")
+    assert found == Checkpoint(str(run.resolve()), "checkpoint")
     # a run directory (metrics.json + model/) is accepted too
     assert find_checkpoint(str(run.parent), tmp_path / "out").path == str(run.resolve())
 
 
-def test_find_checkpoint_rejects_bad_app_model(tmp_path):
-    with pytest.raises(ConfigError, match=r"app.model='/nope/x'.*does not exist"):
+def test_find_checkpoint_rejects_a_bad_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match=r"checkpoint='/nope/x'.*does not exist"):
         find_checkpoint("/nope/x", tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="not a SentenceTransformer directory"):
@@ -441,13 +441,21 @@ def test_header_says_what_is_served():
     assert "/x/best" in text and "latest promoted sweep best" in text and "0.800" in text and "ab12" in text
     assert "val mrr_at_10 0.900 vs 0.800 baseline" in text
     odd = {**_metrics(), "objective": {"name": ["mrr_at_10", "pair_ap"], "value": 0.5}}  # no crash on a list
-    text = header_markdown(Checkpoint("/x", "app.model"), "b", Thresholds(0.8, 0.7, True, "m", "", odd), None)
+    text = header_markdown(Checkpoint("/x", "checkpoint"), "b", Thresholds(0.8, 0.7, True, "m", "", odd), None)
     assert "0.800" in text and "mrr_at_10" not in text
 
 
 # ---------------------------------------------------------------- config
 def _app_settings(*overrides: str):
     return load_app(compose_config("app", *overrides)).app
+
+
+def test_the_served_checkpoint_is_the_top_level_checkpoint_key():
+    from contrastive.cli import compose_config
+
+    cfg = compose_config(["checkpoint=/some/model"], "app")
+    assert cfg.checkpoint == "/some/model" and "model" not in cfg.app
+    assert compose_config([], "app").checkpoint is None  # null: discover the newest checkpoint
 
 
 def test_app_config_defaults_are_valid():

@@ -84,7 +84,7 @@ def app_url(checkpoint, tmp_path_factory):
         "contrastive.app",
         f"app.port={port}",
         "data=fixture",
-        f"app.model={checkpoint}",
+        f"checkpoint={checkpoint}",
         f"hydra.run.dir={work / 'hydra'}",
         f"paths.cache_dir={work / 'cache'}",
     ]
@@ -150,7 +150,7 @@ def _cosine(model, a: str, b: str) -> float:
 
 def test_compare_search_and_dedup_in_the_browser(page, checkpoint, minilm, fixture_data, tmp_path):
     header = page.locator("#header").inner_text()
-    assert str(checkpoint) in header and "app.model" in header and f"{FT_THRESHOLD:.3f}" in header
+    assert str(checkpoint) in header and "(checkpoint)" in header and f"{FT_THRESHOLD:.3f}" in header
 
     # Compare: two questions -> each model's cosine and verdict at its own calibrated threshold
     q1, q2 = "How do I learn Python quickly?", "What is the fastest way to learn Python?"

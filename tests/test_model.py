@@ -1,4 +1,4 @@
-"""model.py: resolving names (the packaged, sha-checked MiniLM offline), fingerprints and one real load."""
+"""model.py: resolving names (the packaged, sha-checked MiniLM offline), fingerprints, one real load, encode."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from contrastive.errors import ModelError
 from contrastive.model import (
     DEFAULT_MODEL_ID,
     PACKAGED_SHA256,
+    encode,
     fingerprint,
     load_model,
     packaged_model_dir,
@@ -131,3 +132,29 @@ def test_load_model_encodes_384_d_unit_vectors(minilm):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2])  # a duplicate is nearer than another topic
     assert Path(resolve_model(DEFAULT_MODEL_ID)).is_dir()
+
+
+# ---------------------------------------------------------------- encode
+def test_encode_restores_order_normalises_and_batches_longest_first():
+    from evaluation_helpers import FakeModel
+
+    model = FakeModel()
+    texts = ["a", "a much longer question?", "mid length", "xx", "the longest question of them all, by far"]
+    emb = encode(model, texts, batch_size=2, show_progress=False)
+    assert emb.dtype == np.float32 and emb.shape == (5, 8)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+    for row, text in zip(emb, texts):
+        vec = model.vector(text)
+        assert np.allclose(row, vec / np.linalg.norm(vec), atol=1e-6)
+    lengths = [max(len(t) for t in batch) for batch in model.batches]
+    assert lengths == sorted(lengths, reverse=True) and [len(b) for b in model.batches] == [2, 2, 1]
+    assert encode(model, [], 4, show_progress=False).shape == (0, 8)
+
+
+def test_encode_matches_the_model_on_real_text(minilm, fixture_data):
+    from contrastive.evaluation import split_questions
+
+    texts = split_questions(fixture_data.splits["val"])["text"].tolist()[:40]
+    ours = encode(minilm, texts, batch_size=16, show_progress=False)
+    ref = minilm.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.allclose(ours, ref, atol=1e-4)

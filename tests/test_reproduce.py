@@ -23,6 +23,11 @@ def _cfg(*overrides: str):
     return reproduce.compose_config(['reproduce.data=["data=fixture"]', *overrides])
 
 
+def test_evaluate_stage_gets_the_extra_overrides_evaluate_knows():
+    extra = ["paths.cache_dir=/c", "tracking.tracking_uri=sqlite:///x.db", "trainer.device=cpu", "eval.k=5", "+x=1"]
+    assert reproduce.evaluate_overrides(extra) == ["paths.cache_dir=/c", "device=cpu", "eval.k=5"]
+
+
 def test_config_composes_with_the_documented_defaults():
     cfg = reproduce.compose_config([])
     rp = cfg.reproduce

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from contrastive import evaluate, viz
+from contrastive import viz
+from contrastive.cli import compose_config
+from contrastive.evaluation import Evaluator, build_eval_set, score_embeddings
 
 
 def clustered(keys: list[str], comp: np.ndarray, spread: float, seed: int) -> np.ndarray:
@@ -22,9 +24,9 @@ def clustered(keys: list[str], comp: np.ndarray, spread: float, seed: int) -> np
 def val_space(fixture_data):
     """The fixture's val split, its questions, and a loose (baseline) and a tight (fine-tuned) space."""
     pairs = fixture_data.splits["val"]
-    es = evaluate.build_eval_set(pairs, "val")
+    es = build_eval_set(pairs, "val")
     emb = {"baseline": clustered(es.keys, es.comp, 1.2, 0), "finetuned": clustered(es.keys, es.comp, 0.3, 0)}
-    metrics = {side: evaluate.score_embeddings(e, es, 10, 100, 64).metrics for side, e in emb.items()}
+    metrics = {side: score_embeddings(e, es, 10, 100, 64).metrics for side, e in emb.items()}
     return pairs, es, emb, metrics
 
 
@@ -54,8 +56,8 @@ def test_single_model_draws_one_panel(tmp_path, val_space):
 
 
 def test_write_figures_from_an_evaluation_result(tmp_path, fixture_data):
-    cfg = evaluate.compose_config(
-        ["data=fixture", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=20", "eval.umap.n_pairs=25"]
+    cfg = compose_config(
+        ["data=fixture", f"eval.cache_dir={tmp_path / 'cache'}", "eval.n_boot=20", "eval.umap.n_pairs=25"], "evaluate"
     )
 
     class Model:
@@ -66,13 +68,16 @@ def test_write_figures_from_an_evaluation_result(tmp_path, fixture_data):
             return np.stack([np.random.default_rng(len(t) * 7919 + sum(map(ord, t))).normal(size=8) for t in texts])
 
     model = Model()
-    result = evaluate.evaluate_run(model, cfg, fixture_data, baseline_model=model, show_progress=False)
-    files = viz.write_figures(tmp_path / "figures", model, cfg, fixture_data, result)
+    result = Evaluator(cfg.eval, cfg.model, fixture_data, show_progress=False).run(model, untuned=True)
+    files = viz.write_figures(tmp_path / "figures", result, fixture_data, cfg.eval.umap)
     assert len(files) == 2 and all(f.parent == tmp_path / "figures" for f in files)
     for path in files:
-        assert_png(path)
-    again = viz.write_figures(tmp_path / "from_json", model, cfg, fixture_data, evaluate.to_json(result))
-    assert [f.name for f in again] == [f.name for f in files]  # without arrays it encodes the split itself
+        assert_png(path, min_width=1200)  # baseline beside fine-tuned
+    cfg.eval.baseline = False
+    alone = Evaluator(cfg.eval, cfg.model, fixture_data, show_progress=False).run(model)
+    again = viz.write_figures(tmp_path / "alone", alone, fixture_data, cfg.eval.umap)
+    assert [f.name for f in again] == [f.name for f in files]  # no baseline: one panel each
+    assert all(imread(f).shape[1] < 1200 for f in again)
 
 
 def test_procrustes_recovers_a_rotated_scaled_shifted_copy():

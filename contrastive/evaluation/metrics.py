@@ -1,0 +1,185 @@
+"""Pure numeric kernels: metric names, blocked exact top-k retrieval, ranking and pair-classification metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from contrastive.settings import PAIR_METRICS, ranking_metric_names
+
+if TYPE_CHECKING:
+    from contrastive.evaluation.eval_sets import EvalSet
+
+PAIR_KEYS = PAIR_METRICS  # the names are the settings' (eval.objective is checked against them at startup)
+COUNT_KEYS = ("n_queries", "n_corpus", "n_pairs")
+ranking_keys = ranking_metric_names
+
+
+def metric_keys(k: int, map_k: int) -> tuple[str, ...]:
+    """Every metric that gets a delta: ranking metrics then pair metrics."""
+    return ranking_keys(k, map_k) + PAIR_KEYS
+
+
+# ---------------------------------------------------------------- retrieval
+def _block_top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k largest scores and their columns; among equal scores the lower column wins."""
+    width = block.shape[1]
+    if k >= width:
+        return block, np.broadcast_to(np.arange(width), block.shape).copy()
+    kth = np.partition(block, width - k, axis=1)[:, width - k][:, None]
+    keep = block > kth
+    need = k - keep.sum(axis=1)
+    tied = block == kth
+    extra = tied.sum(axis=1) > need  # rows where only the lowest-column ties fit
+    keep[~extra] |= tied[~extra]
+    if extra.any():
+        rank = np.cumsum(tied[extra], axis=1, dtype=np.int32)
+        keep[extra] |= tied[extra] & (rank <= need[extra, None])
+    cols = np.nonzero(keep)[1].reshape(-1, k)
+    return np.take_along_axis(block, cols, axis=1), cols
+
+
+def blocked_top_k(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    query_rows: np.ndarray,
+    k: int,
+    chunk_size: int,
+    query_chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k corpus rows (and scores) per query by dot product, the query's own row excluded.
+
+    Scores one (query_chunk x chunk_size) block at a time, keeps each block's top k, and merges;
+    ties go to the lower corpus row, so the result does not depend on the chunk sizes.
+    """
+    n_corpus = len(corpus_emb)
+    k = max(0, min(k, n_corpus - 1))
+    idx = np.empty((len(query_emb), k), dtype=np.int64)
+    scores = np.empty((len(query_emb), k), dtype=np.float32)
+    for q0 in range(0, len(query_emb), query_chunk):
+        q = query_emb[q0 : q0 + query_chunk]
+        own = query_rows[q0 : q0 + query_chunk]
+        best_s = np.empty((len(q), 0), dtype=np.float32)
+        best_i = np.empty((len(q), 0), dtype=np.int64)
+        for c0 in range(0, n_corpus, chunk_size):
+            block = q @ corpus_emb[c0 : c0 + chunk_size].T
+            local = own - c0
+            inside = np.flatnonzero((local >= 0) & (local < block.shape[1]))
+            block[inside, local[inside]] = -np.inf
+            s, i = _block_top_k(block, k)
+            s = np.concatenate([best_s, s], axis=1)
+            i = np.concatenate([best_i, i + c0], axis=1)
+            order = np.lexsort((i, -s), axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+        idx[q0 : q0 + len(q)], scores[q0 : q0 + len(q)] = best_i, best_s
+    return idx, scores
+
+
+def ranking_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int, map_k: int) -> dict[str, np.ndarray]:
+    """Per-query MRR@k, nDCG@k (binary gains), Recall@1, Recall@k, MAP@map_k from ranked hit flags."""
+    hits = hits.astype(np.float64)
+    n_rel = n_relevant.astype(np.float64)
+    top = hits[:, :k]
+    first = np.argmax(top > 0, axis=1)
+    found = top.any(axis=1)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
+    deep = hits[:, :map_k]
+    precision = np.cumsum(deep, axis=1) / np.arange(1, deep.shape[1] + 1)
+    out = {
+        f"mrr_at_{k}": np.where(found, 1.0 / (first + 1), 0.0),
+        f"ndcg_at_{k}": (top * discount[: top.shape[1]]).sum(axis=1) / ideal,
+        "recall_at_1": hits[:, :1].sum(axis=1) / n_rel,
+        f"recall_at_{k}": top.sum(axis=1) / n_rel,
+        f"map_at_{map_k}": (precision * deep).sum(axis=1) / n_rel,
+    }
+    return {name: out[name] for name in ranking_keys(k, map_k)}
+
+
+def retrieval_per_query(
+    emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int, query_chunk: int = 1024
+) -> dict[str, np.ndarray]:
+    """Per-query ranking metrics of corpus embeddings `emb` (rows aligned with es.keys)."""
+    if len(es.queries) == 0:
+        return {name: np.zeros(0) for name in ranking_keys(k, map_k)}
+    idx, _ = blocked_top_k(emb[es.queries], emb, es.queries, max(k, map_k), chunk_size, query_chunk)
+    hits = es.comp[idx] == es.comp[es.queries][:, None]
+    return ranking_per_query(hits, es.n_relevant, k, map_k)
+
+
+# ---------------------------------------------------------------- pair classification
+def pair_scores(emb: np.ndarray, es: EvalSet) -> np.ndarray:
+    """Cosine score of each labeled pair (embeddings are unit length)."""
+    return np.einsum("ij,ij->i", emb[es.pair_rows[:, 0]], emb[es.pair_rows[:, 1]]).astype(np.float64)
+
+
+def pair_metrics_weighted(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """AP, best F1, its threshold and the accuracy there, for each row of pair weights (B, n_pairs).
+
+    AP is the step-wise sum over distinct thresholds of (recall gain x precision), as scikit-learn's
+    average_precision_score; a pair is predicted duplicate when its score >= threshold.
+    """
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(np.float64)
+    w = np.atleast_2d(weights)[:, order].astype(np.float64)
+    ends = np.r_[s[1:] != s[:-1], True]  # the last pair of each run of equal scores
+    tp = np.cumsum(w * y, axis=1)[:, ends]
+    fp = np.cumsum(w * (1.0 - y), axis=1)[:, ends]
+    pos, neg = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 0.0)
+        recall = tp / pos
+        ap = (np.diff(recall, axis=1, prepend=0.0) * precision).sum(axis=1)
+        f1 = 2 * tp / (tp + fp + pos)
+    ap = np.where(pos[:, 0] > 0, ap, np.nan)
+    best = np.argmax(np.nan_to_num(f1, nan=-1.0), axis=1)
+    rows = np.arange(len(w))
+    tp_b, fp_b = tp[rows, best], fp[rows, best]
+    return {
+        "pair_ap": ap,
+        "pair_best_f1": np.where(pos[:, 0] > 0, f1[rows, best], np.nan),
+        "pair_threshold": s[ends][best],
+        "pair_accuracy": (tp_b + neg[:, 0] - fp_b) / (pos[:, 0] + neg[:, 0]),
+    }
+
+
+def pair_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AP of the cosine scores, best-F1 threshold, F1 and accuracy there."""
+    if len(scores) == 0:
+        return {name: float("nan") for name in PAIR_KEYS}
+    out = pair_metrics_weighted(scores, labels, np.ones((1, len(scores))))
+    return {name: float(v[0]) for name, v in out.items()}
+
+
+# ---------------------------------------------------------------- one model's scores
+@dataclass
+class Scored:
+    """One model's results on an evaluation set: summary metrics and what the bootstrap needs."""
+
+    metrics: dict[str, float]
+    per_query: dict[str, np.ndarray]
+    pair_scores: np.ndarray
+
+
+def scoring_args(ev: Any) -> dict[str, int]:
+    """The cut-offs and block sizes of the eval group `ev`, as keyword arguments of the scoring functions."""
+    return {
+        "k": int(ev.k),
+        "map_k": int(ev.map_k),
+        "chunk_size": int(ev.chunk_size),
+        "query_chunk": int(ev.query_chunk_size),
+    }
+
+
+def score_embeddings(
+    emb: np.ndarray, es: EvalSet, k: int, map_k: int, chunk_size: int, query_chunk: int = 1024
+) -> Scored:
+    """Every metric of one model's corpus embeddings on an evaluation set."""
+    per_query = retrieval_per_query(emb, es, k, map_k, chunk_size, query_chunk)
+    metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in per_query.items()}
+    scores = pair_scores(emb, es)
+    metrics.update(pair_metrics(scores, es.pair_labels))
+    metrics.update(n_queries=len(es.queries), n_corpus=len(es.keys), n_pairs=len(es.pair_labels))
+    return Scored(metrics, per_query, scores)
