@@ -14,20 +14,11 @@ import numpy as np
 import pytest
 from conftest import compose_config
 
-from contrastive.app import (
-    BackgroundIndex,
-    Checkpoint,
-    Engine,
-    Thresholds,
-    build_index,
-    build_ui,
-    find_checkpoint,
-    find_metrics,
-    free_port,
-    header_markdown,
-    load_thresholds,
-    render_compare,
-)
+from contrastive.app.checkpoints import Checkpoint, Thresholds, find_checkpoint, find_metrics, load_thresholds
+from contrastive.app.engine import Engine
+from contrastive.app.index import BackgroundIndex, build_index
+from contrastive.app.server import free_port
+from contrastive.app.ui import build_ui, header_markdown, render_compare
 from contrastive.errors import ConfigError, DataError
 from contrastive.search import (
     CorpusIndex,

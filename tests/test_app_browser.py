@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from contrastive import PROJECT_ROOT
-from contrastive.app import free_port
+from contrastive.app.server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

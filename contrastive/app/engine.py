@@ -1,0 +1,136 @@
+"""What the tabs do: `Engine` compares, searches and deduplicates through two encoders (texts -> normalized
+embeddings), the served checkpoint and the untuned baseline; testable without a browser or a model."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from contrastive.app.checkpoints import Thresholds
+from contrastive.app.index import BackgroundIndex
+from contrastive.errors import DataError
+from contrastive.search import (
+    CorpusIndex,
+    Limits,
+    check_question,
+    check_questions,
+    duplicate_groups,
+    groups_table,
+    read_questions_file,
+    unique_questions,
+)
+
+Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, d) float32, L2-normalized rows
+
+
+def encoder(model: Any, batch_size: int, progress_from: int = 1000) -> Embed:
+    """texts -> normalized float32 embeddings through contrastive.model.encode; a progress bar on the
+    console for lists of at least `progress_from` texts (corpus indexing)."""
+    from contrastive.model import encode
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        out = encode(model, texts, batch_size, show_progress=len(texts) >= progress_from)
+        return np.asarray(out, dtype=np.float32)
+
+    return embed
+
+
+@dataclass
+class Engine:
+    """The app's logic: embeddings in, tables and verdicts out; the UI calls only these methods."""
+
+    embed: Embed  # the served checkpoint
+    embed_baseline: Embed | None  # the untuned baseline; None when the served model *is* the baseline
+    thresholds: Thresholds
+    limits: Limits
+    index: BackgroundIndex
+    top_k: int = 10
+    max_top_k: int = 50
+    chunk_size: int = 1024
+    index_wait_s: float = 600.0
+    names: dict[str, str] = field(default_factory=lambda: {"finetuned": "fine-tuned", "baseline": "baseline"})
+
+    # -- Compare
+    def compare(self, q1: str | None, q2: str | None) -> list[dict[str, Any]]:
+        """Cosine of the two questions under each model, the threshold and the verdict."""
+        a = check_question(q1, self.limits, "question 1")
+        b = check_question(q2, self.limits, "question 2")
+        rows = []
+        sides = [("finetuned", self.embed, self.thresholds.finetuned)]
+        if self.embed_baseline is not None:
+            sides.append(("baseline", self.embed_baseline, self.thresholds.baseline))
+        for side, embed, threshold in sides:
+            emb = embed([a, b])
+            cosine = float(emb[0] @ emb[1])
+            rows.append(
+                {
+                    "model": side,
+                    "name": self.names[side],
+                    "cosine": cosine,
+                    "threshold": threshold,
+                    "duplicate": cosine >= threshold,
+                }
+            )
+        return rows
+
+    # -- Search
+    def index_upload(self, path: str | os.PathLike) -> CorpusIndex:
+        """An in-memory index of an uploaded CSV/TXT of questions (repeats removed)."""
+        texts = unique_questions(read_questions_file(path, self.limits))
+        return CorpusIndex(texts, self.embed(texts), f"upload {Path(path).name}")
+
+    def search(
+        self, query: str | None, k: int | float | None, corpus: CorpusIndex | None = None
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Top-k corpus questions for a query with cosine scores, and timings in ms."""
+        text = check_question(query, self.limits, "query")
+        k = int(k or self.top_k)
+        if not 1 <= k <= self.max_top_k:
+            raise DataError(f"k: {k} results asked for, choose 1 to {self.max_top_k}")
+        index = corpus if corpus is not None else self.index.get(self.index_wait_s)
+        if not len(index):
+            raise DataError("the search corpus is empty")
+        t0 = time.perf_counter()
+        query_emb = self.embed([text])
+        t1 = time.perf_counter()
+        hits = index.search(query_emb, k)[0]
+        t2 = time.perf_counter()
+        table = pd.DataFrame(
+            [
+                {"rank": rank, "cosine": round(score, 4), "question": index.texts[i]}
+                for rank, (i, score) in enumerate(hits, 1)
+            ],
+            columns=["rank", "cosine", "question"],
+        )
+        timing = {
+            "encode_ms": (t1 - t0) * 1e3,
+            "search_ms": (t2 - t1) * 1e3,
+            "total_ms": (t2 - t0) * 1e3,
+            "corpus": len(index),
+            "description": index.description,
+        }
+        return table, timing
+
+    # -- Deduplicate
+    def questions_from(self, text: str | None, path: str | os.PathLike | None) -> tuple[list[str], str]:
+        """The list to deduplicate: the uploaded file if any, else the pasted lines."""
+        if path:
+            return read_questions_file(path, self.limits), f"upload {Path(path).name}"
+        return check_questions((text or "").splitlines(), self.limits, "pasted list"), "pasted list"
+
+    def dedup(self, texts: Sequence[str], threshold: float | None = None) -> tuple[pd.DataFrame, list[list[int]]]:
+        """Groups of duplicates (connected components of pairs with cosine >= threshold), one row per question."""
+        threshold = self.thresholds.finetuned if threshold is None else float(threshold)
+        if not -1.0 <= threshold <= 1.0:
+            raise DataError(f"threshold: {threshold} is not a cosine in [-1, 1]")
+        emb = self.embed(list(texts))
+        groups = duplicate_groups(emb, threshold, self.chunk_size)
+        return groups_table(texts, groups, emb), groups

@@ -1,0 +1,130 @@
+"""The wiring: settings -> checkpoint and thresholds -> models -> engine and index -> UI -> server, and the
+`python -m contrastive.app` entry point (Hydra composes conf/app.yaml; every config check runs first)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from functools import partial
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from contrastive.app.checkpoints import find_checkpoint, load_thresholds
+from contrastive.app.engine import Engine, encoder
+from contrastive.app.index import BackgroundIndex, build_index, corpus_texts
+from contrastive.app.ui import CSS, build_ui, header_markdown, threshold_label
+from contrastive.errors import UserError
+from contrastive.search import Limits
+from contrastive.settings import AppSettings, load_app
+
+log = logging.getLogger("contrastive.app")  # the app's one logger, named as before the split into modules
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def create_app(settings: AppSettings):
+    """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
+    from contrastive.model import backend_args, fingerprint, load_model
+
+    app = settings.app
+    checkpoint = find_checkpoint(settings.checkpoint, settings.paths.output_root)
+    thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
+    baseline_name = str(settings.model.name_or_path)
+    device = app.device or None
+    print(
+        f"serving: {checkpoint.path or baseline_name + ' (untuned baseline; ' + checkpoint.note + ')'}"
+        f" [{checkpoint.source}]",
+        flush=True,
+    )
+    print(
+        f"thresholds: fine-tuned {thresholds.finetuned:.4f}, baseline {thresholds.baseline:.4f} "
+        f"({threshold_label(thresholds)}{': ' + thresholds.note if thresholds.note else ''})",
+        flush=True,
+    )
+
+    backend = backend_args(settings.model)
+    baseline = load_model(baseline_name, settings.model.max_seq_length, device, **backend)
+    if checkpoint.path is None:
+        served, served_name, embed_baseline = baseline, baseline_name, None
+    else:
+        served, served_name = load_model(checkpoint.path, None, device, **backend), checkpoint.path
+        embed_baseline = encoder(baseline, int(app.batch_size))
+    embed = encoder(served, int(app.batch_size))
+    served_fp = fingerprint(served_name)
+    model_key = {"model": served_fp, "max_seq_length": int(served.max_seq_length), "backend": backend["backend"]}
+
+    limits = Limits(
+        int(app.limits.max_chars), int(app.limits.max_questions), int(float(app.limits.max_upload_mb) * 1_000_000)
+    )
+    try:
+        texts, description = corpus_texts(app.corpus, settings.data)
+        index = BackgroundIndex(
+            partial(build_index, embed, texts, description, str(app.cache_dir), model_key), description, len(texts)
+        ).start()
+    except UserError as exc:
+        log.warning("no default search corpus: %s", exc)
+        print(f"warning: no default search corpus: {exc}", flush=True)
+        index = BackgroundIndex.failed(f"no default search corpus ({exc}); upload a CSV/TXT instead")
+
+    names = {
+        "finetuned": f"fine-tuned · {Path(checkpoint.path).parent.name + '/' + Path(checkpoint.path).name}"
+        if checkpoint.path
+        else f"untuned baseline · {baseline_name}",
+        "baseline": f"untuned baseline · {baseline_name.rsplit('/', 1)[-1]}",
+    }
+    engine = Engine(
+        embed,
+        embed_baseline,
+        thresholds,
+        limits,
+        index,
+        int(app.top_k),
+        int(app.max_top_k),
+        int(app.chunk_size),
+        names=names,
+    )
+    header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)
+    return build_ui(engine, header), engine
+
+
+def serve(settings: AppSettings) -> None:
+    """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
+    import gradio as gr
+
+    demo, _ = create_app(settings)
+    app = settings.app
+    port = int(app.port) if app.port else free_port(app.host)
+    print(f"app: http://{app.host}:{port}", flush=True)
+    demo.launch(
+        server_name=str(app.host),
+        server_port=port,
+        share=bool(app.share),
+        inbrowser=False,
+        ssr_mode=False,
+        max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
+        show_error=True,
+        quiet=True,
+        theme=gr.themes.Soft(),
+        css=CSS,
+        footer_links=["gradio"],
+    )
+
+
+def main() -> None:
+    """`python -m contrastive.app [overrides]`: Hydra composes conf/app.yaml, then the app serves."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from contrastive.cli import hydra_app, user_errors
+
+    @hydra_app("app")
+    def _main(cfg: DictConfig) -> None:
+        with user_errors():
+            serve(load_app(cfg))  # every config check, before any model or data is loaded
+
+    _main()

@@ -1,0 +1,291 @@
+"""The page: HTML/markdown rendering of results and the header, the CSS, and the Gradio Blocks that wire the
+Compare, Search and Deduplicate tabs to `Engine` (gradio is imported only when the UI is built)."""
+
+from __future__ import annotations
+
+import html
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from contrastive.app.checkpoints import Checkpoint, Thresholds
+from contrastive.app.engine import Engine
+from contrastive.errors import UserError
+from contrastive.search import CorpusIndex
+
+
+# ---------------------------------------------------------------- rendering
+def threshold_label(thresholds: Thresholds) -> str:
+    """How the thresholds were set, in a word for the page and the console."""
+    return "calibrated" if thresholds.calibrated else "uncalibrated"
+
+
+def render_compare(rows: Sequence[dict[str, Any]], thresholds: Thresholds) -> str:
+    """The Compare result as an HTML card: one line per model with cosine, threshold and verdict."""
+    lines = []
+    for row in rows:
+        verdict = "duplicate" if row["duplicate"] else "not duplicate"
+        css = "dup" if row["duplicate"] else "nodup"
+        lines.append(
+            f'<tr class="cmp-row" id="cmp-{row["model"]}" data-cosine="{row["cosine"]:.6f}" data-verdict="{verdict}">'
+            f'<td class="cmp-name">{html.escape(row["name"])}</td>'
+            f'<td class="cmp-cos">{row["cosine"]:.3f}</td>'
+            f'<td class="cmp-thr">&ge; {row["threshold"]:.3f}</td>'
+            f'<td><span class="verdict {css}">{verdict}</span></td></tr>'
+        )
+    note = (
+        ""
+        if thresholds.calibrated
+        else (
+            f'<p class="cmp-note">Uncalibrated threshold (app.fallback_threshold): {html.escape(thresholds.note)}.</p>'
+        )
+    )
+    return (
+        '<table class="cmp-table"><thead><tr><th>model</th><th>cosine</th><th>duplicate if</th>'
+        f"<th>verdict</th></tr></thead><tbody>{''.join(lines)}</tbody></table>{note}"
+    )
+
+
+def render_search_info(timing: dict[str, Any]) -> str:
+    """One line under the results: latency and corpus."""
+    return (
+        f"**{timing['total_ms']:.1f} ms** (encode {timing['encode_ms']:.1f} ms + search "
+        f"{timing['search_ms']:.1f} ms) over **{timing['corpus']:,}** questions — {timing['description']}"
+    )
+
+
+def render_dedup_info(texts: Sequence[str], groups: Sequence[Sequence[int]], threshold: float, origin: str) -> str:
+    """A summary of a deduplication: how many questions, groups, and questions that are duplicates."""
+    multi = [g for g in groups if len(g) > 1]
+    covered = sum(len(g) for g in multi)
+    if not multi:
+        return f"{len(texts):,} questions from the {origin}: **no duplicates** at cosine ≥ {threshold:.3f}."
+    return (
+        f"{len(texts):,} questions from the {origin} → **{len(groups):,} distinct**; "
+        f"**{len(multi):,} group(s)** hold {covered:,} questions at cosine ≥ {threshold:.3f}. "
+        "The table lists the groups with more than one question; the CSV lists every question."
+    )
+
+
+def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thresholds, fingerprint: str | None) -> str:
+    """The page header: which checkpoint is served, beside which baseline, at which thresholds."""
+    lines = ["# Duplicate question finder"]
+    if checkpoint.path is None:
+        lines.append(
+            f"**No fine-tuned checkpoint found** ({html.escape(checkpoint.note)}): serving the untuned "
+            f"baseline `{baseline_name}` alone. Train one (`make train`) or pass `checkpoint=DIR`."
+        )
+    else:
+        fp = f" · weights `{fingerprint}`" if fingerprint else ""
+        lines.append(
+            f"**Serving** `{checkpoint.path}` ({checkpoint.source}){fp}  \n"
+            f"**Beside** the untuned baseline `{baseline_name}`"
+        )
+    m = thresholds.metrics
+    if thresholds.calibrated:
+        split = m.get("split", "eval")
+        line = (
+            f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}** (fine-tuned) / {thresholds.baseline:.3f} "
+            f"(baseline): best-F1 thresholds on the {split} split, from `{thresholds.source}`"
+        )
+        objective = m.get("objective") or {}
+        name = objective.get("name") if isinstance(objective, dict) else None
+        name = name if isinstance(name, str) else None
+        ft, base = (m.get("finetuned") or {}).get(name), (m.get("baseline") or {}).get(name)
+        if name and isinstance(ft, (int, float)) and isinstance(base, (int, float)):
+            line += f" · {split} {name} {ft:.3f} vs {base:.3f} baseline"
+        lines.append(line)
+    else:
+        lines.append(
+            f"**Duplicate if cosine ≥ {thresholds.finetuned:.3f}**: an uncalibrated fallback "
+            f"(`app.fallback_threshold`) — {html.escape(thresholds.note)}"
+        )
+    if thresholds.calibrated and thresholds.note:
+        lines.append(f"_{html.escape(thresholds.note)}_")
+    return "\n\n".join(lines)
+
+
+CSS = """
+#header p {margin: .2rem 0}
+.cmp-table {width: 100%; border-collapse: collapse; font-size: 1.05rem; margin-top: .25rem; border: none !important}
+.cmp-table tr {border: none !important}
+.cmp-table th, .cmp-table td {border: none !important; border-bottom: 1px solid var(--border-color-primary) !important;
+                              padding: .55rem .75rem; text-align: left; background: none}
+.cmp-table th {font-weight: 600; opacity: .7; font-size: .9rem}
+.cmp-table .cmp-name {width: 45%}
+.cmp-cos {font-variant-numeric: tabular-nums; font-weight: 700; font-size: 1.25rem}
+.cmp-thr {font-variant-numeric: tabular-nums; opacity: .8}
+.verdict {padding: .2rem .75rem; border-radius: 999px; font-weight: 600; white-space: nowrap}
+.verdict.dup {background: #dcfce7; color: #166534}
+.verdict.nodup {background: #fee2e2; color: #991b1b}
+.cmp-note {margin-top: .5rem; color: #92400e}
+"""
+
+
+# ---------------------------------------------------------------- the UI
+def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a UserError into a Gradio error toast with its one-line message."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise gr.Error(str(exc), title="Input problem", print_exception=False) from None
+
+    return wrapper
+
+
+def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv") -> str:
+    """Write a table to a fresh temporary directory (served by Gradio from the system temp dir)."""
+    path = Path(tempfile.mkdtemp(prefix="contrastive-dedup-")) / name
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate questions"):
+    """The Gradio Blocks: header, then the Compare, Search and Deduplicate tabs."""
+    import gradio as gr
+
+    thr = engine.thresholds
+    thr_label = threshold_label(thr)
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(header, elem_id="header")
+        with gr.Tab("Compare", id="compare"):
+            gr.Markdown(
+                "Are two questions asking the same thing? Cosine similarity of their embeddings, under "
+                "the served model and the untuned baseline, against each model's threshold."
+            )
+            with gr.Row():
+                q1 = gr.Textbox(
+                    label="Question 1", lines=2, max_lines=5, elem_id="q1", placeholder="How do I learn Python quickly?"
+                )
+                q2 = gr.Textbox(
+                    label="Question 2",
+                    lines=2,
+                    max_lines=5,
+                    elem_id="q2",
+                    placeholder="What is the fastest way to learn Python?",
+                )
+            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+            compare_out = gr.HTML(elem_id="compare-result", min_height=40)
+
+            @_ui_errors
+            def on_compare(a: str, b: str) -> str:
+                return render_compare(engine.compare(a, b), thr)
+
+            gr.on([compare_btn.click, q2.submit], on_compare, [q1, q2], compare_out, api_name="compare")
+
+        with gr.Tab("Search", id="search"):
+            size = f"{engine.index.size:,} questions" if engine.index.size else "no default corpus"
+            corpus_md = gr.Markdown(f"Corpus: **{engine.index.description}** ({size}).", elem_id="corpus-info")
+            uploaded = gr.State(None)
+            with gr.Row():
+                query = gr.Textbox(
+                    label="Question", scale=4, elem_id="query", placeholder="How can I lose weight fast?"
+                )
+                k = gr.Slider(
+                    1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1, elem_id="top-k"
+                )
+            search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            with gr.Accordion(
+                "Search your own questions instead (a CSV with a 'question' column, or a TXT "
+                "with one question per line)",
+                open=False,
+            ):
+                corpus_file = gr.File(
+                    label="Your corpus (.csv / .txt)", file_types=[".csv", ".txt"], elem_id="corpus-file"
+                )
+            search_info = gr.Markdown(elem_id="search-info")
+            results = gr.Dataframe(
+                headers=["rank", "cosine", "question"],
+                datatype=["number", "str", "str"],
+                column_widths=["8%", "10%", "82%"],
+                wrap=True,
+                interactive=False,
+                elem_id="search-results",
+                label="Most similar questions",
+            )
+
+            @_ui_errors
+            def on_search(text: str, top: float, corpus: CorpusIndex | None) -> tuple[pd.DataFrame, str]:
+                if corpus is None and not engine.index.ready:
+                    gr.Info(
+                        f"Encoding the corpus ({engine.index.size or 0:,} questions) for the first time; "
+                        "the search runs as soon as it is ready."
+                    )
+                table, timing = engine.search(text, top, corpus)
+                return table.assign(cosine=table["cosine"].map("{:.3f}".format)), render_search_info(timing)
+
+            @_ui_errors
+            def on_upload(path: str | None) -> tuple[CorpusIndex | None, str]:
+                if not path:
+                    return None, f"Corpus: **{engine.index.description}** ({size})."
+                index = engine.index_upload(path)
+                return index, f"Corpus: **{index.description}** ({len(index):,} distinct questions)."
+
+            gr.on(
+                [search_btn.click, query.submit],
+                on_search,
+                [query, k, uploaded],
+                [results, search_info],
+                api_name="search",
+            )
+            corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
+
+        with gr.Tab("Deduplicate", id="dedup"):
+            gr.Markdown(
+                f"Paste questions (one per line) or upload a CSV/TXT: questions whose cosine is ≥ the "
+                f"threshold are linked, and linked questions form a group (up to "
+                f"{engine.limits.max_questions:,} questions)."
+            )
+            with gr.Row():
+                pasted = gr.Textbox(
+                    label="Questions, one per line", lines=8, max_lines=20, scale=3, elem_id="dedup-text"
+                )
+                with gr.Column(scale=1):
+                    dedup_file = gr.File(
+                        label="…or a file (.csv / .txt)", file_types=[".csv", ".txt"], height=150, elem_id="dedup-file"
+                    )
+                    low = min(0.5, math.floor(thr.finetuned * 10) / 10)  # keep the default on the slider
+                    threshold = gr.Slider(
+                        low,
+                        1.0,
+                        value=round(thr.finetuned, 3),
+                        step=0.005,
+                        label=f"cosine threshold ({thr_label} {thr.finetuned:.3f})",
+                        elem_id="dedup-threshold",
+                    )
+            dedup_btn = gr.Button("Find duplicate groups", variant="primary", elem_id="dedup-btn")
+            dedup_info = gr.Markdown(elem_id="dedup-info")
+            groups_out = gr.Dataframe(
+                headers=["group", "size", "question", "cosine_to_first"],
+                datatype=["number", "number", "str", "str"],
+                column_widths=["8%", "8%", "70%", "14%"],
+                wrap=True,
+                interactive=False,
+                elem_id="dedup-groups",
+                label="Groups of duplicates",
+            )
+            download = gr.DownloadButton("Download CSV (every question)", visible=False, elem_id="dedup-download")
+
+            @_ui_errors
+            def on_dedup(text: str, path: str | None, cut: float):
+                texts, origin = engine.questions_from(text, path)
+                table, groups = engine.dedup(texts, cut)
+                shown = table[table["size"] > 1][["group", "size", "question", "cosine_to_first"]]
+                shown = shown.assign(cosine_to_first=shown["cosine_to_first"].map("{:.3f}".format))
+                info = render_dedup_info(texts, groups, float(cut), origin)
+                return info, shown, gr.DownloadButton(value=write_csv(table), visible=True)
+
+            dedup_btn.click(
+                on_dedup, [pasted, dedup_file, threshold], [dedup_info, groups_out, download], api_name="dedup"
+            )
+    return demo
