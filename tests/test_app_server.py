@@ -1,0 +1,56 @@
+"""The app's entry point: its settings (conf/app.yaml through load_app) and the free port it serves on."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import compose_config
+
+from contrastive.app.server import free_port
+from contrastive.errors import ConfigError
+from contrastive.settings import load_app
+
+
+# ---------------------------------------------------------------- config
+def _app_settings(*overrides: str):
+    return load_app(compose_config("app", *overrides)).app
+
+
+def test_the_served_checkpoint_is_the_top_level_checkpoint_key():
+    from contrastive.cli import compose_config
+
+    cfg = compose_config(["checkpoint=/some/model"], "app")
+    assert cfg.checkpoint == "/some/model" and "model" not in cfg.app
+    assert compose_config([], "app").checkpoint is None  # null: discover the newest checkpoint
+
+
+def test_app_config_defaults_are_valid():
+    app = _app_settings()
+    assert app.host == "127.0.0.1" and app.share is False and app.port == 7860
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("port", 70000, "app.port=70000"),
+        ("port", -1, "app.port=-1"),
+        ("share", "maybe", "app.share: Value 'maybe' is not a valid bool"),
+        ("fallback_threshold", 2, "app.fallback_threshold=2.0"),
+        ("top_k", 60, "app.top_k=60: must be <= app.max_top_k"),
+        ("limits.max_chars", 0, "app.limits.max_chars=0"),
+        ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0.0"),
+        ("corpus.splits", [], "app.corpus.splits=[]"),
+    ],
+)
+def test_app_config_rejects(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _app_settings(f"app.{key}={value}")
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
