@@ -13,7 +13,7 @@ from typing import Any
 
 from contrastive.errors import ConfigError, ModelError
 
-log = logging.getLogger("contrastive.app")  # the app's one logger, named as before the split into modules
+log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 
 MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json", "model.safetensors")
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from contrastive.app.engine import Embed
     from contrastive.settings import AppCorpus, DataSettings
 
-log = logging.getLogger("contrastive.app")  # the app's one logger, named as before the split into modules
+log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 
 
 # ---------------------------------------------------------------- the default corpus

@@ -19,7 +19,7 @@ from contrastive.errors import UserError
 from contrastive.search import Limits
 from contrastive.settings import AppSettings, load_app
 
-log = logging.getLogger("contrastive.app")  # the app's one logger, named as before the split into modules
+log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 
 
 def free_port(host: str = "127.0.0.1") -> int:
