@@ -102,15 +102,23 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
 
 def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
     """conf/<config_name>.yaml composed with the overrides (Hydra's compose API; no run directory); a config
-    that does not compose is a one-line ConfigError."""
+    that does not compose is a one-line ConfigError. It works inside a running Hydra app too (reproduce composes
+    its stages' training config): that app's Hydra is set aside while this one composes, then put back."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from contrastive import CONF_DIR
 
+    running = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()  # initialize_config_dir refuses to start beside an initialized Hydra
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(config_error_line(exc)) from exc
+    finally:
+        if running is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(running)

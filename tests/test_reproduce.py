@@ -1,35 +1,42 @@
-"""make reproduce: config checks, ablation overrides, targets, the generated Results section, and one end-to-end
-run on the fixture (a 2-trial multi-objective sweep, two ablation rows, the own-corpus evaluation)."""
+"""make reproduce's entry point (contrastive.reproduce, a Hydra app on conf/reproduce.yaml): config checks before
+any stage, the command line, and one end-to-end run on the fixture (a 2-trial multi-objective sweep, two ablation
+rows, the own-corpus evaluation)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from omegaconf import OmegaConf
 
-from contrastive import reproduce
+from contrastive import PROJECT_ROOT, reproduce
 from contrastive.errors import ConfigError
-
-ROWS = [
-    {"name": "a", "label": "A", "set": ["loss.aux_weight=0", "batch.size=32"], "from_best": []},
-    {"name": "b", "label": "B", "set": ["batch.sampler=component"], "from_best": ["loss.aux_weight"]},
-    {"name": "c", "label": "C", "set": [], "from_best": ["batch.size", "loss.aux"]},
-]
+from contrastive.reproduce.report import END, START
 
 
 def _cfg(*overrides: str):
-    return reproduce.compose_config(['reproduce.data=["data=fixture"]', *overrides])
+    return compose_config("reproduce", 'reproduce.data=["data=fixture"]', *overrides)
 
 
-def test_evaluate_stage_gets_the_extra_overrides_evaluate_knows():
-    extra = ["paths.cache_dir=/c", "tracking.tracking_uri=sqlite:///x.db", "trainer.device=cpu", "eval.k=5", "+x=1"]
-    assert reproduce.evaluate_overrides(extra) == ["paths.cache_dir=/c", "device=cpu", "eval.k=5"]
+def reproduce_cli(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "contrastive.reproduce", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_config_composes_with_the_documented_defaults():
-    cfg = reproduce.compose_config([])
+    cfg = compose_config("reproduce")
     rp = cfg.reproduce
     assert [r.name for r in rp.ablation] == [
         "mnrl_only",
@@ -64,56 +71,64 @@ def test_bad_values_are_refused_naming_the_field(override, match):
 
 
 def test_a_missing_data_file_is_refused_before_any_work(tmp_path):
-    cfg = reproduce.compose_config([f'reproduce.data=["data=qqp_local","data.path={tmp_path / "no.parquet"}"]'])
+    cfg = compose_config("reproduce", f'reproduce.data=["data=qqp_local","data.path={tmp_path / "no.parquet"}"]')
     with pytest.raises(ConfigError, match="data.path: .*no.parquet.*file not found"):
         reproduce.check_config(cfg)
 
 
-def test_ablation_rows_accumulate_and_take_the_sweeps_parameters():
-    best = {"loss.aux_weight": 0.25, "batch.size": 128, "loss.aux": "cosent"}
-    rows = reproduce.row_overrides(ROWS, best)
-    assert rows[0] == ["loss.aux_weight=0", "batch.size=32"]
-    assert rows[1] == ["loss.aux_weight=0.25", "batch.size=32", "batch.sampler=component"]
-    assert rows[2] == ["loss.aux_weight=0.25", "batch.size=128", "batch.sampler=component", "loss.aux='cosent'"]
-    with pytest.raises(ConfigError, match=r"from_best: 'trainer.lr' is not a parameter of the sweep"):
-        reproduce.row_overrides([{"name": "x", "from_best": ["trainer.lr"]}], best)
-    with pytest.raises(ConfigError, match=r"ablation\[0\].set: 'oops' is not key=value"):
-        reproduce.row_overrides([{"name": "x", "set": ["oops"]}], best)
+def test_check_config_returns_the_typed_settings():
+    settings = reproduce.check_config(_cfg("reproduce.budget_pairs=500"))
+    rp = settings.reproduce
+    assert rp.budget_pairs == 500 and rp.data == ["data=fixture"] and rp.ablation[-1].name == "larger_batch"
+    assert rp.targets.mrr_metric == "mrr_at_10" and settings.paths.root_dir == str(PROJECT_ROOT)
 
 
-def _delta(d: float, low: float, high: float) -> dict:
-    return {"delta": d, "ci_low": low, "ci_high": high}
+def test_check_config_composes_the_stages_config_inside_a_running_hydra_app():
+    """Inside `main`, Hydra is initialized: composing the training config sets it aside and puts it back."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    cfg, bad = _cfg(), _cfg('reproduce.data=["data=fixture","data.max_pairs=0"]')
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "sweeps"), version_base="1.3"):
+        running = GlobalHydra.instance().hydra
+        with pytest.raises(ConfigError, match="data.max_pairs=0"):
+            reproduce.check_config(bad)
+        assert reproduce.check_config(cfg).reproduce.data == ["data=fixture"]
+        assert GlobalHydra.instance().hydra is running
 
 
-def test_targets_need_both_the_size_and_a_positive_ci():
-    spec = {"pair_ap_min_delta": 0.05, "mrr_metric": "mrr_at_10"}
-    met = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.01, 0.002, 0.02)}}
-    assert reproduce.targets(met, spec)["both"]
-    small_ap = {"delta": {"pair_ap": _delta(0.03, 0.01, 0.05), "mrr_at_10": _delta(0.01, 0.002, 0.02)}}
-    assert not reproduce.targets(small_ap, spec)["pair_ap"]["met"]
-    mrr_ci = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.01, -0.001, 0.02)}}
-    out = reproduce.targets(mrr_ci, spec)
-    assert out["pair_ap"]["met"] and not out["mrr_at_10"]["met"] and not out["both"]
+def test_the_command_line_names_make_reproduce_and_the_overrides_given():
+    assert reproduce.command_line([]) == "make reproduce"
+    assert reproduce.command_line(["reproduce.fresh=true", "reproduce.budget_pairs=20000"]) == (
+        'make reproduce ARGS="reproduce.fresh=true reproduce.budget_pairs=20000"'
+    )
 
 
-def test_readme_section_is_replaced_between_the_markers_and_the_rest_kept(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Results\n\n{reproduce.START}\nold\n{reproduce.END}\n\n## Later\nkept\n")
-    reproduce.update_readme(readme, "new table\n")
-    text = readme.read_text()
-    assert "new table" in text and "old" not in text and text.endswith("## Later\nkept\n")
-    assert text.count(reproduce.START) == 1
-    bare = tmp_path / "BARE.md"
-    bare.write_text("# y\n")
-    reproduce.update_readme(bare, "first\n")
-    assert bare.read_text().startswith("# y\n\n## Results\n") and "first" in bare.read_text()
+def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2_before_any_stage(tmp_path):
+    proc = reproduce_cli(
+        "reproduce.budget_pairs=0", f"reproduce.work_dir={tmp_path / 'work'}", f"paths.output_root={tmp_path / 'o'}"
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [
+        "error: reproduce.budget_pairs=0: must be null (all train pairs) or an integer >= 1"
+    ]
+    assert proc.stdout == "" and not (tmp_path / "work").exists()  # no stage started
+    proc = reproduce_cli("reproduce.nope=1", f"paths.output_root={tmp_path / 'o'}")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "reproduce.nope" in proc.stderr
+
+
+def test_cfg_job_prints_the_composed_config():
+    proc = reproduce_cli("reproduce.budget_pairs=500", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "budget_pairs: 500" in proc.stdout and "- name: larger_batch" in proc.stdout
+    assert "hydra:" not in proc.stdout and "trainer:" not in proc.stdout
 
 
 @pytest.mark.slow
 def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     """The real stages as subprocesses: sweep (2 trials, 2 objectives), two ablation rows, the final report."""
     readme = tmp_path / "README.md"
-    readme.write_text(f"# t\n\n{reproduce.START}\nold\n{reproduce.END}\n")
+    readme.write_text(f"# t\n\n{START}\nold\n{END}\n")
     extra = [
         "trainer.max_steps=3",
         "eval.umap.n_pairs=30",
@@ -164,45 +179,3 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     before = stamp.stat().st_mtime
     reproduce.reproduce(cfg, "test")
     assert stamp.stat().st_mtime == before
-
-
-def test_a_failed_stage_is_reported_by_its_error_line_not_a_progress_bar():
-    log = "ok\nTraceback (most recent call last):\n  File x\nRuntimeError: boom\n\r 37%|###| 15/41\n"
-    assert reproduce.failure_line(log) == "RuntimeError: boom"
-    assert reproduce.failure_line("error: data.path: 'x': file not found\n") == "error: data.path: 'x': file not found"
-    assert reproduce.failure_line("just output\n") == "just output"
-
-
-def test_trial_table_marks_the_pareto_front_and_the_promoted_trial():
-    def trial(number, state, values, share, batch):
-        return {
-            "number": number,
-            "state": state,
-            "values": values,
-            "params": {"loss.aux_share": share, "batch.size": batch},
-        }
-
-    trials = [
-        trial(0, "COMPLETE", [0.97, 0.79], 0.42, 128),
-        trial(1, "COMPLETE", [0.96, 0.78], 0.15, 64),
-        trial(2, "COMPLETE", [0.95, 0.82], 0.55, 64),
-        trial(3, "PRUNED", None, 0.3, 64),
-        trial(4, "COMPLETE", [0.97, 0.79], 0.4, 128),
-    ]
-    assert reproduce.pareto_numbers(trials) == {0, 2, 4}  # 1 is beaten by 0; equal values do not beat each other
-    lines = reproduce.trial_table({"trials": trials, "best_trial": 0}, ["mrr_at_10", "pair_ap"], 6000)
-    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == 5 and "6,000 pairs" in lines[1]
-    assert rows[0].endswith("| front, promoted |") and rows[1].endswith("|  |") and rows[2].endswith("| front |")
-    assert "| pruned | `loss.aux_share=0.3 batch.size=64` | - | - |" in rows[3]
-    assert reproduce.trial_table({"trials": []}, [], 6000) == []
-
-
-def test_fresh_start_sets_the_last_run_aside(tmp_path):
-    work = tmp_path / "reproduce"
-    assert reproduce.set_aside(work) is None
-    (work / "rows" / "final").mkdir(parents=True)
-    (work / "rows" / "final" / "metrics.json").write_text("{}")
-    (tmp_path / "reproduce.previous").mkdir()  # an older one is replaced
-    previous = reproduce.set_aside(work)
-    assert not work.exists() and (previous / "rows" / "final" / "metrics.json").read_text() == "{}"

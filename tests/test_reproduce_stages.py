@@ -1,0 +1,72 @@
+"""make reproduce's stages (contrastive.reproduce.stages): ablation overrides, each stage's arguments, failure
+lines, the fresh start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from contrastive.errors import ConfigError
+from contrastive.reproduce import stages
+from contrastive.settings import AblationRow, load_reproduce
+
+ROWS = [
+    AblationRow(name="a", label="A", set=["loss.aux_weight=0", "batch.size=32"], from_best=[]),
+    AblationRow(name="b", label="B", set=["batch.sampler=component"], from_best=["loss.aux_weight"]),
+    AblationRow(name="c", label="C", set=[], from_best=["batch.size", "loss.aux"]),
+]
+
+
+def test_evaluate_stage_gets_the_extra_overrides_evaluate_knows():
+    extra = ["paths.cache_dir=/c", "tracking.tracking_uri=sqlite:///x.db", "trainer.device=cpu", "eval.k=5", "+x=1"]
+    assert stages.evaluate_overrides(extra) == ["paths.cache_dir=/c", "device=cpu", "eval.k=5"]
+
+
+def test_ablation_rows_accumulate_and_take_the_sweeps_parameters():
+    best = {"loss.aux_weight": 0.25, "batch.size": 128, "loss.aux": "cosent"}
+    rows = stages.row_overrides(ROWS, best)
+    assert rows[0] == ["loss.aux_weight=0", "batch.size=32"]
+    assert rows[1] == ["loss.aux_weight=0.25", "batch.size=32", "batch.sampler=component"]
+    assert rows[2] == ["loss.aux_weight=0.25", "batch.size=128", "batch.sampler=component", "loss.aux='cosent'"]
+    with pytest.raises(ConfigError, match=r"from_best: 'trainer.lr' is not a parameter of the sweep"):
+        stages.row_overrides([AblationRow(name="x", label="X", from_best=["trainer.lr"])], best)
+    with pytest.raises(ConfigError, match=r"ablation\[0\].set: 'oops' is not key=value"):
+        stages.row_overrides([AblationRow(name="x", label="X", set=["oops"])], best)
+
+
+def test_a_rows_training_overrides_are_the_stamp_a_rerun_compares():
+    rp = load_reproduce(
+        compose_config("reproduce", 'reproduce.data=["data=fixture"]', 'reproduce.extra=["trainer.max_steps=3"]')
+    ).reproduce
+    args = stages.row_args(rp, Path("/w/rows/final"), "final", ["batch.size=64"])
+    assert args == [
+        "data=fixture",
+        "trainer.max_steps=3",
+        "data.max_pairs=null",
+        "batch.size=64",
+        "eval.split=test",
+        "eval.distractors=train",
+        "eval.max_distractors=20000",
+        "eval.n_boot=1000",
+        "hydra.run.dir=/w/rows/final",
+        "run_name=reproduce-final",
+    ]
+
+
+def test_a_failed_stage_is_reported_by_its_error_line_not_a_progress_bar():
+    log = "ok\nTraceback (most recent call last):\n  File x\nRuntimeError: boom\n\r 37%|###| 15/41\n"
+    assert stages.failure_line(log) == "RuntimeError: boom"
+    assert stages.failure_line("error: data.path: 'x': file not found\n") == "error: data.path: 'x': file not found"
+    assert stages.failure_line("just output\n") == "just output"
+
+
+def test_fresh_start_sets_the_last_run_aside(tmp_path):
+    work = tmp_path / "reproduce"
+    assert stages.set_aside(work) is None
+    (work / "rows" / "final").mkdir(parents=True)
+    (work / "rows" / "final" / "metrics.json").write_text("{}")
+    (tmp_path / "reproduce.previous").mkdir()  # an older one is replaced
+    previous = stages.set_aside(work)
+    assert not work.exists() and (previous / "rows" / "final" / "metrics.json").read_text() == "{}"
