@@ -55,7 +55,7 @@ def config_error_line(exc: BaseException) -> str:
         if cause is exc:
             return f"{key}: {reason}" if key else reason
         return f"{key}: {reason} ({first(exc)})" if key else f"{first(exc)}: {reason}"
-    options = [o for o in getattr(exc, "options", None) or [] if not str(o).endswith("_schema")]
+    options = list(getattr(exc, "options", None) or [])
     return f"{first(exc)} (choose one of {', '.join(map(str, options))})" if options else first(exc)
 
 

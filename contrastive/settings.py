@@ -1,6 +1,6 @@
 """The typed settings schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Each YAML file under conf/ names its group's schema first in its defaults list (e.g. `- loss_schema`), so
+Each YAML file under conf/ names its group's schema first in its defaults list (e.g. `- /schema/loss@_here_`), so
 Hydra checks types while composing (`loss.aux_weight=abc` fails there, before any work) and the YAML keeps
 the defaults and their comments. `load_settings(cfg)` turns a composed config into these dataclasses; their
 `__post_init__` runs every range and choice check, each a one-line `ConfigError` naming the key and the value.
@@ -541,10 +541,11 @@ TOP_SCHEMAS: dict[str, type] = {
 
 
 def register() -> None:
-    """Store each schema in Hydra's ConfigStore: `<group>/<group>_schema` and `<config>_schema` at the top."""
+    """Store each schema in Hydra's ConfigStore: `schema/<group>` (kept out of the groups users pick options
+    from) and `<config>_schema` at the top."""
     store = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
-        store.store(group=group, name=f"{group}_schema", node=schema)
+        store.store(group="schema", name=group, node=schema)
     for name, schema in TOP_SCHEMAS.items():
         store.store(name=f"{name}_schema", node=schema)
 

@@ -243,6 +243,7 @@ def test_cli_help_lists_the_groups(tmp_path):
     for group in GROUPS:
         assert f"{group}:" in groups, group
     assert "qqp_local" in groups and "fixture" in groups
+    assert "loss: mnrl_cosine\n" in groups  # the schemas sit in their own `schema` group, not among the options
 
 
 @pytest.mark.slow
