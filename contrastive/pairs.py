@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from contrastive.data import components
+from contrastive.errors import DataError
 from contrastive.utils import seeded_hash
 
 
@@ -106,6 +107,15 @@ def aux_sample(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame
     return pd.concat(parts).sort_index()
 
 
+def require_positives(frame: pd.DataFrame, split: str = "train") -> None:
+    """Refuse a split without a duplicate pair: MNRL learns from positives (label=1) only."""
+    if not (frame["label"] == 1).any():
+        raise DataError(
+            f"data: the {split} split has no duplicate pair (label=1) among its {len(frame):,} pairs; MNRL needs "
+            "positives (check data.columns.label and the file's labels)"
+        )
+
+
 def build_examples(
     frame: pd.DataFrame,
     hard_negatives: bool,
@@ -119,6 +129,7 @@ def build_examples(
     `aux_share` < 1 gives the auxiliary loss a seeded sample of that share of the labeled pairs. The Trainer draws
     each batch from one dataset in proportion to its size, so this sets the share of optimiser steps that go to
     the auxiliary loss (with gradient clipping and Adam, a loss weight alone barely changes that balance)."""
+    require_positives(frame)
     datasets: dict[str, pd.DataFrame] = {}
     if hard_negatives:
         trip, rest = triplets(frame, both_orders, seed)

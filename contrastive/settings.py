@@ -124,7 +124,8 @@ class SplitSettings:
         need(set(fractions) <= set(SPLITS), key, fractions, f"name only the splits {', '.join(SPLITS)}")
         for name, value in fractions.items():
             need_finite(value, f"{key}.{name}", "must be a number >= 0", lambda v: v >= 0)
-        need(sum(fractions.values()) > 0, key, fractions, "must not all be 0")
+        total = sum(fractions.values())
+        need(abs(total - 1) <= 1e-6, key, fractions, f"must sum to 1 (they sum to {total:g}); nothing is renormalised")
         need_choice(self.group_by, "data.split.group_by", GROUP_BY)
 
 
@@ -333,6 +334,17 @@ class PathSettings:
 
 
 # ---------------------------------------------------------------- entry points
+def need_split_share(data: DataSettings, split: str, why: str) -> None:
+    """A split the entry point reads must get a share of the questions (else it finds it empty after loading)."""
+    share = dict(data.split.fractions).get(split, 0)
+    need(
+        share > 0,
+        f"data.split.fractions.{split}",
+        share,
+        f"must be > 0: eval.split={split} {why}" if split != "train" else f"must be > 0: {why}",
+    )
+
+
 @dataclass
 class TrainSettings:
     """conf/train.yaml: one training run."""
@@ -349,6 +361,10 @@ class TrainSettings:
     save_model: bool = True
     optuna: Any | None = None  # set by the sweeper for trial jobs: which trial of which study
 
+    def __post_init__(self) -> None:
+        need_split_share(self.data, self.eval.split, "scores every run on it")
+        need_split_share(self.data, "train", "training needs pairs")
+
 
 @dataclass
 class EvaluateSettings:
@@ -364,6 +380,7 @@ class EvaluateSettings:
 
     def __post_init__(self) -> None:
         need(bool(self.checkpoint), "checkpoint", self.checkpoint, "pass checkpoint=<checkpoint dir or hub id>")
+        need_split_share(self.data, self.eval.split, "is the split scored")
 
 
 @dataclass

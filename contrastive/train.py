@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.cli import hydra_app, user_errors
 from contrastive.data import format_summary, prepare
 from contrastive.errors import ConfigError
+from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
 from contrastive.utils import write_json
 
@@ -58,6 +59,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = prepare(settings.data)
     print(format_summary(data.summary), flush=True)
+    require_positives(data.splits["train"])  # before the model loads
     model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
     evaluator = Evaluator(settings.eval, settings.model, data, settings.trainer.device)
     tags = {

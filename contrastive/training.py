@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastive.data import PreparedData
+from contrastive.errors import ConfigError
 from contrastive.pairs import build_examples, cap_pairs, component_lookup
 from contrastive.samplers import SamplerFactory
 from contrastive.settings import BatchSettings, TrainSettings
@@ -34,6 +35,13 @@ def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict
         aux_share=float(settings.loss.aux_share),
     )
     sizes = {"train_pairs_used": len(train), **sizes}
+    largest = max((len(df) for name, df in frames.items() if name.startswith("mnrl")), default=0)
+    size = settings.batch.size
+    if size > largest:
+        raise ConfigError(
+            f"batch.size={size}: larger than the {largest:,} examples of the largest MNRL dataset (a batch would be "
+            "cut short or dropped); lower it, or raise data.max_pairs"
+        )
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
 
 

@@ -158,3 +158,15 @@ def test_pair_metrics_match_sklearn_and_brute_force_with_ties():
     assert m["pair_best_f1"] == pytest.approx(best)
     assert f1s[m["pair_threshold"]] == pytest.approx(best)
     assert m["pair_accuracy"] == pytest.approx(((scores >= m["pair_threshold"]) == labels).mean())
+
+
+def test_pair_metrics_are_undefined_when_every_pair_has_one_label(caplog):
+    import math
+
+    from contrastive.evaluation.metrics import pair_metrics as metrics_of
+
+    scores = np.array([0.9, 0.8, 0.2])
+    for label in (0, 1):
+        out = metrics_of(scores, np.full(3, label))
+        assert all(math.isnan(v) for v in out.values())
+    assert "pair metrics undefined" in caplog.text

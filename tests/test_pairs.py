@@ -340,3 +340,13 @@ def test_cap_pairs_keeps_linked_groups_whole(fixture_data):
         by_group.setdefault(group_of[row[0]], set()).add(row in kept)
     partial = [g for g, seen in by_group.items() if seen == {True, False}]
     assert len(partial) <= 1  # at most the group cut by the budget
+
+
+def test_a_split_without_duplicates_is_refused_in_one_line():
+    from contrastive.errors import DataError
+    from contrastive.pairs import require_positives
+
+    frame = _pairs([("How do I learn Python?", "Is the earth flat?", 0), ("What is love?", "How tall is Everest?", 0)])
+    with pytest.raises(DataError, match=r"the train split has no duplicate pair \(label=1\) among its 2 pairs"):
+        build_examples(frame, hard_negatives=True, with_aux=True)
+    require_positives(_pairs([("How do I learn Python?", "How can I learn Python?", 1)]))  # one is enough

@@ -213,3 +213,13 @@ def test_fixture_run_metrics_are_pinned(tmp_path):
             assert have[key] == pytest.approx(value, rel=0, abs=1e-12), key
         else:
             assert have[key] == value, key
+
+
+def test_a_batch_larger_than_the_data_is_refused(tmp_path, fixture_data):
+    from contrastive.errors import ConfigError
+    from contrastive.settings import load_train
+    from contrastive.training import training_datasets
+
+    settings = load_train(_cfg(tmp_path, "batch.size=100000"))
+    with pytest.raises(ConfigError, match=r"batch.size=100000: larger than the 108 examples"):
+        training_datasets(fixture_data, settings)

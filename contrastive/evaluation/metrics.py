@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contrastive.settings import PAIR_METRICS, ranking_metric_names
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from contrastive.evaluation.eval_sets import EvalSet
@@ -146,8 +149,12 @@ def pair_metrics_weighted(scores: np.ndarray, labels: np.ndarray, weights: np.nd
 
 
 def pair_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """AP of the cosine scores, best-F1 threshold, F1 and accuracy there."""
+    """AP of the cosine scores, best-F1 threshold, F1 and accuracy there; undefined (NaN, with a warning) when the
+    pairs hold one label only (all duplicates would otherwise report AP 1.0)."""
     if len(scores) == 0:
+        return {name: float("nan") for name in PAIR_KEYS}
+    if len(np.unique(labels)) < 2:
+        log.warning("pair metrics undefined: all %d labeled pairs have label %d", len(labels), int(labels[0]))
         return {name: float("nan") for name in PAIR_KEYS}
     out = pair_metrics_weighted(scores, labels, np.ones((1, len(scores))))
     return {name: float(v[0]) for name, v in out.items()}
