@@ -10,6 +10,7 @@ Every entry point calls its loader first, before any data is read or any model l
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,30 @@ def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> Non
 
 def need_bool(value: Any, key: str) -> None:
     need(isinstance(value, bool), key, value, "must be true or false")
+
+
+def need_writable(path: str | None, key: str, value: Any = None) -> None:
+    """`path` (a file or directory to be written later) can be created: its nearest existing directory accepts a
+    file now. Found at startup, not after an hour of training."""
+    if not path:
+        return
+    target = Path(path).expanduser().absolute()
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        existing = existing.parent if existing == target else None
+    ok = existing is not None
+    if ok:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError:
+            ok = False
+    need(
+        ok,
+        key,
+        path if value is None else value,
+        f"cannot write there (nothing under {existing or '/'} accepts a file)",
+    )
 
 
 def ranking_metric_names(k: int, map_k: int) -> tuple[str, ...]:
@@ -321,6 +346,9 @@ class TrackingSettings:
     def __post_init__(self) -> None:
         need(bool(self.tracking_uri), "tracking.tracking_uri", self.tracking_uri, "must be a URI (sqlite:///...)")
         need(bool(self.experiment), "tracking.experiment", self.experiment, "must be a name")
+        if self.enabled and self.tracking_uri.startswith("sqlite:///"):
+            store = self.tracking_uri.removeprefix("sqlite:///")
+            need_writable(str(Path(store).parent), "tracking.tracking_uri", self.tracking_uri)
 
 
 @dataclass
@@ -331,6 +359,11 @@ class PathSettings:
     output_root: str = MISSING
     cache_dir: str = MISSING
     output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        need_writable(self.output_root, "paths.output_root")
+        need_writable(self.cache_dir, "paths.cache_dir")
+        need_writable(self.output_dir, "paths.output_dir")
 
 
 # ---------------------------------------------------------------- entry points
@@ -381,6 +414,8 @@ class EvaluateSettings:
     def __post_init__(self) -> None:
         need(bool(self.checkpoint), "checkpoint", self.checkpoint, "pass checkpoint=<checkpoint dir or hub id>")
         need_split_share(self.data, self.eval.split, "is the split scored")
+        if self.json:
+            need_writable(str(Path(self.json).parent), "json", self.json)
 
 
 @dataclass

@@ -139,6 +139,9 @@ BAD = [
     ("eval.distractors=/nonexistent/questions.txt", "eval.distractors", "'/nonexistent/questions.txt'"),
     ("eval.umap.n_neighbors=1", "eval.umap.n_neighbors", "1"),
     ("tracking.tracking_uri=''", "tracking.tracking_uri", "''"),
+    ("tracking.tracking_uri=sqlite:////proc/mlruns.db", "tracking.tracking_uri", "'sqlite:////proc/mlruns.db'"),
+    ("paths.output_root=/proc/out", "paths.output_root", "'/proc/out'"),
+    ("paths.cache_dir=/proc/cache", "paths.cache_dir", "'/proc/cache'"),
 ]
 
 
@@ -207,6 +210,17 @@ def test_unknown_keys_and_options_fail_composition():
 )
 def test_edge_values_are_accepted(override):
     train_settings(override)
+
+
+def test_output_paths_are_checked_writable_at_startup(tmp_path):
+    from contrastive.settings import load_evaluate
+
+    with pytest.raises(ConfigError, match=r"^json='/proc/out.json': cannot write there"):
+        load_evaluate(compose_config("evaluate", "checkpoint=x", "json=/proc/out.json"))
+    deep = tmp_path / "a" / "b" / "out.json"  # missing directories are fine: they are created on write
+    assert load_evaluate(compose_config("evaluate", "checkpoint=x", f"json={deep}")).json == str(deep)
+    train_settings(f"tracking.tracking_uri=sqlite:///{tmp_path}/new/mlruns.db", f"paths.output_root={tmp_path}/o")
+    assert not (tmp_path / "new").exists()  # checking leaves nothing behind
 
 
 def test_settings_keep_types():
