@@ -141,6 +141,21 @@ def weights_file(model_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # formats that can run code on load
+
+
+def refuse_pickles(model_dir: str | os.PathLike, name: str) -> None:
+    """A local checkpoint with a pickle file in any of its modules is refused before anything reads it:
+    loading a pickle can run arbitrary code, and `use_safetensors` covers the transformer weights only."""
+    found = sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+    if found:
+        shown = ", ".join(str(p.relative_to(model_dir)) for p in found[:3]) + (" ..." if len(found) > 3 else "")
+        raise ModelError(
+            f"model.name_or_path: {name!r} holds pickle file(s) {shown}: refused (only safetensors weights are "
+            "loaded; re-save the model with safe_serialization)"
+        )
+
+
 def fingerprint(name_or_path: str) -> str:
     """A short stable id of the model's weights (sha256 of the weights file), for caches and tracking."""
     resolved = resolve_model(name_or_path)
@@ -176,6 +191,8 @@ def load_model(
     if backend != "torch" and not cache_dir:
         raise ModelError(f"model.onnx_cache_dir: needed for model.backend={backend} (where ONNX files are exported)")
     resolved = resolve_model(name_or_path)
+    if Path(resolved).is_dir():
+        refuse_pickles(resolved, name_or_path)
     try:
         model = SentenceTransformer(
             resolved,

@@ -158,3 +158,31 @@ def test_encode_matches_the_model_on_real_text(minilm, fixture_data):
     ours = encode(minilm, texts, batch_size=16, show_progress=False)
     ref = minilm.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     assert np.allclose(ours, ref, atol=1e-4)
+
+
+class _Tripwire:
+    """Unpickling this creates a file: proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_in_any_module_of_a_checkpoint_is_refused_unread(tmp_path):
+    import pickle
+    import shutil
+
+    from contrastive.model import load_model, packaged_model_dir
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(packaged_model_dir(), checkpoint)
+    marker = tmp_path / "unpickled"
+    (checkpoint / "1_Pooling" / "pytorch_model.bin").write_bytes(pickle.dumps(_Tripwire(str(marker))))
+    with pytest.raises(ModelError, match=r"holds pickle file\(s\) 1_Pooling/pytorch_model.bin: refused") as err:
+        load_model(str(checkpoint), device="cpu")
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+    (checkpoint / "1_Pooling" / "pytorch_model.bin").unlink()
+    assert load_model(str(checkpoint), device="cpu").get_embedding_dimension() == 384
