@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
-from contrastive.app.index import BackgroundIndex, build_index, corpus_texts
+from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
 from contrastive.app.ui import CSS, build_ui, header_markdown, threshold_label
 from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
@@ -79,7 +79,7 @@ def create_app(settings: AppSettings):
         int(app.limits.max_chars), int(app.limits.max_questions), int(float(app.limits.max_upload_mb) * 1_000_000)
     )
     try:
-        texts, description = corpus_texts(app.corpus, settings.data)
+        texts, description, examples = corpus_and_examples(app.corpus, settings.data)
         index = BackgroundIndex(
             partial(build_index, embed, texts, description, str(app.cache_dir), model_key), description, len(texts)
         ).start()
@@ -87,6 +87,7 @@ def create_app(settings: AppSettings):
         log.warning("no default search corpus: %s", exc)
         print(f"warning: no default search corpus: {exc}", flush=True)
         index = BackgroundIndex.failed(f"no default search corpus ({exc}); upload a CSV/TXT instead")
+        examples = Examples()
 
     names = {
         "finetuned": f"fine-tuned · {Path(checkpoint.path).parent.name + '/' + Path(checkpoint.path).name}"
@@ -106,7 +107,7 @@ def create_app(settings: AppSettings):
         names=names,
     )
     header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)
-    return build_ui(engine, header), engine
+    return build_ui(engine, header, examples=examples), engine
 
 
 def serve(settings: AppSettings) -> None:
