@@ -182,10 +182,17 @@ def test_compare_search_and_dedup_in_the_browser(page, checkpoint, minilm, fixtu
     for name in ("val", "test"):
         split_keys |= set(fixture_data.splits[name]["key1"]) | set(fixture_data.splits[name]["key2"])
     assert n_corpus == len(split_keys)
-    cells = [_cell(page, "search-results", 0, col) for col in range(3)]  # rank, cosine, question
-    assert cells[0] == "1" and float(cells[1]) == pytest.approx(1.0, abs=1e-3)
-    assert cells[2] == corpus_question.strip()
+    headers = page.locator("#search-results thead").inner_text()
+    assert f"fine-tuned (✔ ≥ {FT_THRESHOLD:.3f})" in headers and f"baseline (✔ ≥ {BASE_THRESHOLD:.3f})" in headers
+    cells = [_cell(page, "search-results", 0, col) for col in range(4)]  # rank, fine-tuned, baseline, question
+    assert cells[0] == "1" and cells[1] == "1.000 ✔" and cells[2] == "1.000 ✔"  # itself, under both models
+    assert cells[3] == corpus_question.strip()
     assert _rows(page, "search-results") == 10  # the default top_k
+    for row in range(10):  # the same checkpoint on both sides here: one cosine, marked against each threshold
+        ft, base = _cell(page, "search-results", row, 1), _cell(page, "search-results", row, 2)
+        cosine = float(ft.split()[0])
+        assert float(base.split()[0]) == pytest.approx(cosine, abs=1e-3)
+        assert ft.endswith("✔") == (cosine >= FT_THRESHOLD) and base.endswith("✔") == (cosine >= BASE_THRESHOLD)
     _screenshot(page, tmp_path, "app_search.png")
 
     # Deduplicate: a pasted list with a reworded repeat -> one group, downloadable
@@ -197,11 +204,17 @@ def test_compare_search_and_dedup_in_the_browser(page, checkpoint, minilm, fixtu
     assert "2 distinct" in page.locator("#dedup-info").inner_text()
     assert _rows(page, "dedup-groups") == 2
     assert {_cell(page, "dedup-groups", row, 2) for row in (0, 1)} == set(pasted[:2])
+    headers = page.locator("#dedup-groups thead").inner_text()
+    assert "fine-tuned cosine to first" in headers and f"baseline cosine to first (✔ ≥ {BASE_THRESHOLD:.3f})" in headers
+    assert "baseline group" in headers
+    assert "untuned baseline at its threshold" in page.locator("#dedup-info").inner_text()
     _screenshot(page, tmp_path, "app_dedup.png")
     with page.expect_download() as download:
         page.click("#dedup-download")
+    assert download.value.suggested_filename.endswith(".csv")
     table = pd.read_csv(download.value.path())
     assert list(table["question"]) == pasted and list(table["group"]) == [1, 1, 2]
+    assert {"cosine_to_first", "baseline_cosine_to_first", "baseline_group"} <= set(table.columns)
 
 
 def test_overlong_input_gets_a_clear_message(page):
@@ -210,3 +223,35 @@ def test_overlong_input_gets_a_clear_message(page):
     page.click("#compare-btn")
     page.wait_for_selector("text=question 2: 1,001 characters, the limit is 1,000")
     assert page.locator("#cmp-finetuned").count() == 0
+
+
+def test_examples_from_the_data_fill_the_inputs(page, fixture_data, tmp_path):
+    """Each tab's gr.Examples come from the corpus splits; clicking one fills the inputs, and it runs."""
+    from playwright.sync_api import expect
+
+    from contrastive.app.index import pair_examples
+
+    examples = pair_examples(pd.concat([fixture_data.splits[s] for s in ("val", "test")], ignore_index=True))
+    a, b = examples.pairs[0]  # a labelled duplicate pair
+    page.locator("#compare-examples").get_by_text(a, exact=True).first.click()
+    expect(page.locator("#q1 textarea")).to_have_value(a)
+    expect(page.locator("#q2 textarea")).to_have_value(b)
+    page.click("#compare-btn")
+    page.wait_for_selector("#cmp-finetuned")
+    assert page.locator("#cmp-baseline").count() == 1
+
+    page.get_by_role("tab", name="Search").click()
+    page.locator("#search-examples").get_by_text(examples.queries[0], exact=True).first.click()
+    expect(page.locator("#query textarea")).to_have_value(examples.queries[0])
+    page.click("#search-btn")
+    page.wait_for_selector("#search-info :text('ms')")
+    assert _cell(page, "search-results", 0, 3) == examples.queries[0].strip()
+
+    page.get_by_role("tab", name="Deduplicate").click()
+    first_line = examples.lists[0].splitlines()[0]
+    page.locator("#dedup-examples").get_by_text(first_line).first.click()
+    expect(page.locator("#dedup-text textarea")).to_have_value(examples.lists[0])
+    page.click("#dedup-btn")
+    page.wait_for_selector("#dedup-info :text('distinct')")
+    assert _rows(page, "dedup-groups") >= 2  # at least the two labelled pairs group together
+    _screenshot(page, tmp_path, "app_dedup_example.png")

@@ -70,3 +70,23 @@ def test_questions_from_prefers_the_upload(tmp_path):
     eng = engine()
     assert eng.questions_from("X?\nY?", str(upload)) == (["A?", "B?"], "upload list.csv")
     assert eng.questions_from("X?\n\nY?", None) == (["X?", "Y?"], "pasted list")
+
+
+def test_search_and_dedup_score_the_baseline_beside():
+    corpus = ["How do I learn Python?", "How can I lose weight?", "What is the capital of France?"]
+    skewed = lambda texts: bag_of_words([t.replace("weight", "") for t in texts])  # noqa: E731 - another model
+    eng = engine(corpus, ft=0.5, base=0.99)
+    eng.embed_baseline = skewed
+    table, _ = eng.search("How can I lose weight?", 3)
+    assert list(table.columns) == ["rank", "cosine", "question", "duplicate", "baseline_cosine", "baseline_duplicate"]
+    assert table["question"][0] == "How can I lose weight?" and table["duplicate"][0]
+    want = float(skewed(["How can I lose weight?"])[0] @ skewed(["How can I lose weight?"])[0])
+    assert table["baseline_cosine"][0] == pytest.approx(want, abs=1e-4)
+    assert list(table["baseline_duplicate"]) == list(table["baseline_cosine"] >= 0.99)
+    texts = ["How do I learn Python?", "how do i learn python?", "How do I learn Python fast?", "What is love?"]
+    table, groups = engine(ft=0.6, base=0.95).dedup(texts)
+    assert groups == [[0, 1, 2], [3]]
+    assert list(table["baseline_group"]) == [1, 1, 2, 3]  # at 0.95 the baseline links only the exact rewording
+    assert list(table["baseline_cosine_to_first"]) == list(table["cosine_to_first"])  # the same encoder here
+    table, _ = engine(with_baseline=False).dedup(texts)
+    assert "baseline_group" not in table

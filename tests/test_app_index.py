@@ -78,3 +78,17 @@ def test_background_index_reports_failures_and_waits():
     with pytest.raises(DataError, match="still being built"):
         pending.get(0)
     assert len(pending.get(5)) == 1 and pending.ready
+
+
+def test_examples_come_from_the_corpus_splits(compose_cfg, tmp_path):
+    from contrastive.app.index import corpus_and_examples
+
+    settings = load_app(compose_cfg("data=fixture", config_name="app"))
+    texts, _, examples = corpus_and_examples(settings.app.corpus, settings.data)
+    assert len(examples.pairs) == 6 and all(len(pair) == 2 for pair in examples.pairs)
+    assert len(examples.queries) == 3 and set(examples.queries) <= set(texts)
+    assert len(examples.lists) == 1 and len(examples.lists[0].splitlines()) == 6
+    path = tmp_path / "mine.txt"
+    path.write_text("How?\nWhy?\n")
+    _, _, examples = corpus_and_examples(replace(settings.app.corpus, path=str(path)), settings.data)
+    assert examples.pairs == [] and examples.queries == ["How?", "Why?"] and examples.lists == ["How?\nWhy?"]

@@ -54,3 +54,41 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_busy_port_is_a_one_line_error_and_port_0_picks_a_free_one():
+    import socket
+
+    from contrastive.app.server import check_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"app.port={port}: cannot listen on 127.0.0.1:{port} .*app.port=0"):
+            check_port("127.0.0.1", port)
+    assert check_port("127.0.0.1", 0) > 0 and check_port("127.0.0.1", None) > 0
+
+
+@pytest.mark.slow
+def test_the_app_on_a_busy_port_exits_2_before_loading_anything(tmp_path):
+    """`python -m contrastive.app app.port=<busy>`: one `error:` line, exit 2, no URL, no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from contrastive import PROJECT_ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = [sys.executable, "-m", "contrastive.app", f"app.port={port}", "data=fixture"]
+        args += [f"hydra.run.dir={tmp_path}", "checkpoint=/nonexistent/never/loaded"]
+        proc = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: app.port={port}: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "stop what uses it, or pass app.port=0 for a free port"
+    ]
+    assert "http://" not in proc.stdout and "Traceback" not in proc.stderr

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from app_helpers import engine, fake_metrics
 
 from contrastive.app.checkpoints import Checkpoint, Thresholds, load_thresholds
+from contrastive.app.index import Examples
 from contrastive.app.server import free_port
-from contrastive.app.ui import build_ui, header_markdown
+from contrastive.app.ui import build_ui, dedup_rows, header_markdown, search_rows
 
 
 # ---------------------------------------------------------------- rendering
@@ -30,26 +29,63 @@ def test_header_says_what_is_served():
     assert "0.800" in text and "mrr_at_10" not in text
 
 
+def test_tables_for_people_mark_each_models_threshold():
+    eng = engine(["How do I learn Python?", "How can I lose weight?"], ft=0.6, base=0.95)
+    table, _ = eng.search("How do I learn Python fast?", 2)
+    shown = search_rows(table, eng.thresholds)
+    assert list(shown.columns) == ["rank", "fine-tuned (✔ ≥ 0.600)", "baseline (✔ ≥ 0.950)", "question"]
+    assert shown.iloc[0, 1] == "0.913 ✔" and shown.iloc[0, 2] == "0.913"  # above 0.6, below 0.95
+    table, _ = eng.dedup(["How do I learn Python?", "How do I learn Python fast?", "Z?"], 0.6)
+    shown = dedup_rows(table, 0.6, eng.thresholds)
+    assert len(shown) == 2 and list(shown.iloc[1, 3:]) == ["0.913 ✔", "0.913", 2]
+
+
 # ---------------------------------------------------------------- the Gradio wiring, through its API
 @pytest.mark.slow
-def test_ui_endpoints_over_http(tmp_path):
-    """The Blocks served on localhost answer /compare, /search and /dedup (no model, no browser)."""
+def test_ui_endpoints_over_http_return_numbers(tmp_path):
+    """The Blocks served on localhost answer /compare, /search and /dedup with JSON (no model, no browser)."""
+    import pandas as pd
     from gradio_client import Client
 
     corpus = ["How do I learn Python?", "How can I lose weight?", "What is the capital of France?"]
     eng = engine(corpus, ft=0.6, base=0.95)
-    demo = build_ui(eng, "# test")
+    demo = build_ui(eng, "# test", examples=Examples([["A?", "B?"]], ["A?"], ["A?\nB?"]))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        card = client.predict("How do I learn Python fast?", "How do I learn Python?", api_name="/compare")
-        assert 'id="cmp-finetuned"' in card and re.search(r'id="cmp-finetuned"[^>]*data-verdict="duplicate"', card)
-        assert re.search(r'id="cmp-baseline"[^>]*data-verdict="not duplicate"', card)
-        table, info = client.predict("lose weight", 2, api_name="/search")
-        assert table["data"][0][2] == "How can I lose weight?" and "ms" in info and "3" in info
-        info, groups, download = client.predict("A b c?\na b c?\nZ?", None, 0.9, api_name="/dedup")
-        assert "2 distinct" in info and len(groups["data"]) == 2
+        api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert set(api) == {"/compare", "/search", "/dedup"}  # the page's own HTML/table events are undocumented
+        named = {name: [r["label"] for r in spec["returns"]] for name, spec in api.items()}
+        assert named == {
+            "/compare": ["comparison"],
+            "/search": ["search results"],
+            "/dedup": ["duplicate groups", "duplicate groups csv"],
+        }
+        assert [p["parameter_name"] for p in api["/dedup"]["parameters"]] == ["questions", "file", "threshold"]
+
+        out = client.predict("How do I learn Python fast?", "How do I learn Python?", api_name="/compare")
+        ft, base = out["models"]
+        assert (ft["model"], ft["duplicate"], ft["threshold"]) == ("finetuned", True, 0.6)
+        assert (base["model"], base["duplicate"], base["threshold"]) == ("baseline", False, 0.95)
+        assert isinstance(ft["cosine"], float) and out["thresholds"] == {
+            "finetuned": 0.6,
+            "baseline": 0.95,
+            "calibrated": True,
+        }
+
+        out = client.predict(query="lose weight", k=2, api_name="/search")
+        top = out["results"][0]
+        assert top["question"] == "How can I lose weight?" and len(out["results"]) == 2
+        assert {"cosine", "duplicate", "baseline_cosine", "baseline_duplicate"} <= set(top)
+        assert out["timing"]["corpus"] == 3 and out["timing"]["total_ms"] >= 0
+
+        summary, csv = client.predict("A b c?\na b c?\nZ?", None, 0.9, api_name="/dedup")
+        assert summary["questions"] == 3 and summary["groups"] == 2 and summary["threshold"] == 0.9
+        assert [r["group"] for r in summary["rows"]] == [1, 1, 2] and summary["rows"][0]["baseline_group"] == 1
+        table = pd.read_csv(csv)  # a file downloaded by the client, not an update dict
+        assert list(table["question"]) == ["A b c?", "a b c?", "Z?"] and list(table["group"]) == [1, 1, 2]
+
         with pytest.raises(Exception, match="question 2: empty"):
             client.predict("What?", "", api_name="/compare")
     finally:

@@ -6,9 +6,9 @@ does is a method of `Engine`, testable without a browser or a model; `build_ui` 
 
 One concern per module:
 - checkpoints.py: which checkpoint is served, and its duplicate thresholds from metrics.json
-- index.py: the default corpus and its search index (embedding cache, built on a background thread)
+- index.py: the default corpus, its search index (embedding cache, built on a background thread), the examples
 - engine.py: `Engine` (compare / search / dedup over two encoders) and `encoder` (model -> texts -> embeddings)
-- ui.py: HTML/markdown rendering, the CSS and the Gradio Blocks (gradio imported only when building)
+- ui.py: HTML/markdown rendering, the CSS, the Gradio Blocks and the JSON API (gradio imported when building)
 - server.py: the wiring (settings -> models -> engine -> UI -> server) and the entry point `main`
 """
 

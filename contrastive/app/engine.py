@@ -90,7 +90,8 @@ class Engine:
     def search(
         self, query: str | None, k: int | float | None, corpus: CorpusIndex | None = None
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """Top-k corpus questions for a query with cosine scores, and timings in ms."""
+        """Top-k corpus questions for a query with cosine scores and at-threshold flags (`duplicate`), under the
+        baseline too where there is one (`baseline_cosine`, `baseline_duplicate`), and timings in ms."""
         text = check_question(query, self.limits, "query")
         k = int(k or self.top_k)
         if not 1 <= k <= self.max_top_k:
@@ -110,6 +111,11 @@ class Engine:
             ],
             columns=["rank", "cosine", "question"],
         )
+        table["duplicate"] = table["cosine"] >= self.thresholds.finetuned
+        if self.embed_baseline is not None:  # the same hits, scored by the untuned baseline
+            emb = self.embed_baseline([text, *table["question"]])
+            table["baseline_cosine"] = np.round((emb[1:] @ emb[0]).astype(float), 4)
+            table["baseline_duplicate"] = table["baseline_cosine"] >= self.thresholds.baseline
         timing = {
             "encode_ms": (t1 - t0) * 1e3,
             "search_ms": (t2 - t1) * 1e3,
@@ -127,10 +133,21 @@ class Engine:
         return check_questions((text or "").splitlines(), self.limits, "pasted list"), "pasted list"
 
     def dedup(self, texts: Sequence[str], threshold: float | None = None) -> tuple[pd.DataFrame, list[list[int]]]:
-        """Groups of duplicates (connected components of pairs with cosine >= threshold), one row per question."""
+        """Groups of duplicates (connected components of pairs with cosine >= threshold), one row per question;
+        with a baseline, each row's baseline cosine to its group's first and its group under the baseline at the
+        baseline's threshold (`baseline_cosine_to_first`, `baseline_group`)."""
         threshold = self.thresholds.finetuned if threshold is None else float(threshold)
         if not -1.0 <= threshold <= 1.0:
             raise DataError(f"threshold: {threshold} is not a cosine in [-1, 1]")
         emb = self.embed(list(texts))
         groups = duplicate_groups(emb, threshold, self.chunk_size)
-        return groups_table(texts, groups, emb), groups
+        table = groups_table(texts, groups, emb)
+        if self.embed_baseline is not None:  # the same rows under the baseline, at its own threshold
+            base = self.embed_baseline(list(texts))
+            mine = np.array([i for group in groups for i in group])  # groups_table's row order
+            first = np.array([group[0] for group in groups for _ in group])
+            table["baseline_cosine_to_first"] = np.round(np.sum(base[mine] * base[first], axis=1).astype(float), 4)
+            base_groups = duplicate_groups(base, self.thresholds.baseline, self.chunk_size)
+            number = {i: n for n, group in enumerate(base_groups, 1) for i in group}
+            table["baseline_group"] = [number[i] for i in mine]
+        return table, groups

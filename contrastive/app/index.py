@@ -7,10 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from contrastive.errors import ConfigError, DataError
 from contrastive.search import CorpusIndex, Limits, corpus_fingerprint, read_questions_file, unique_questions
@@ -23,12 +25,38 @@ log = logging.getLogger("contrastive.app")  # one logger for the whole app packa
 
 
 # ---------------------------------------------------------------- the default corpus
-def corpus_texts(corpus: AppCorpus, data_settings: DataSettings) -> tuple[list[str], str]:
-    """The default search corpus: app.corpus.path, else the questions of data's app.corpus.splits."""
+@dataclass(frozen=True)
+class Examples:
+    """Clickable examples for the page, taken from the data: Compare pairs (duplicates, then not), Search
+    queries and Deduplicate lists (newline-joined)."""
+
+    pairs: list[list[str]] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    lists: list[str] = field(default_factory=list)
+
+
+def pair_examples(pairs: pd.DataFrame, n: int = 3) -> Examples:
+    """The first n duplicate and n non-duplicate pairs of labelled question pairs, a query per duplicate pair
+    (its partner is in the corpus) and one list mixing two duplicate pairs with two unrelated questions."""
+    dup, other = pairs[pairs["label"] == 1].head(n), pairs[pairs["label"] == 0].head(n)
+    rows = [[str(a), str(b)] for part in (dup, other) for a, b in zip(part["question1"], part["question2"])]
+    mixed = [q for a, b in zip(dup["question1"][:2], dup["question2"][:2]) for q in (a, b)]
+    mixed += list(other["question1"][:2])
+    return Examples(rows, [str(q) for q in dup["question2"]], ["\n".join(map(str, mixed))] if mixed else [])
+
+
+def text_examples(texts: list[str], n: int = 3) -> Examples:
+    """Examples from a plain list of questions (app.corpus.path): no labelled pairs, a few queries and a list."""
+    return Examples([], texts[:n], ["\n".join(texts[: 2 * n])] if texts else [])
+
+
+def corpus_and_examples(corpus: AppCorpus, data_settings: DataSettings) -> tuple[list[str], str, Examples]:
+    """The default search corpus (app.corpus.path, else the questions of data's app.corpus.splits), its
+    description and the page's examples drawn from it."""
     if corpus.path:
         limits = Limits(max_chars=10**6, max_questions=int(corpus.max_questions), max_upload_bytes=1 << 62)
         texts = unique_questions(read_questions_file(corpus.path, limits))
-        return texts, f"app.corpus.path {corpus.path}"
+        return texts, f"app.corpus.path {corpus.path}", text_examples(texts)
     from contrastive.data import prepare
 
     data = prepare(data_settings)
@@ -42,7 +70,15 @@ def corpus_texts(corpus: AppCorpus, data_settings: DataSettings) -> tuple[list[s
             f"app.corpus.max_questions={corpus.max_questions}: the {'+'.join(names)} splits hold "
             f"{len(keys):,} questions"
         )
-    return [data.questions[key] for key in keys], f"{' + '.join(names)} split questions of {data.summary['source']}"
+    description = f"{' + '.join(names)} split questions of {data.summary['source']}"
+    examples = pair_examples(pd.concat([data.splits[s] for s in names], ignore_index=True))
+    return [data.questions[key] for key in keys], description, examples
+
+
+def corpus_texts(corpus: AppCorpus, data_settings: DataSettings) -> tuple[list[str], str]:
+    """The default search corpus: app.corpus.path, else the questions of data's app.corpus.splits."""
+    texts, description, _ = corpus_and_examples(corpus, data_settings)
+    return texts, description
 
 
 def build_index(

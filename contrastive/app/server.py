@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
-from contrastive.app.index import BackgroundIndex, build_index, corpus_texts
+from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
 from contrastive.app.ui import CSS, build_ui, header_markdown, threshold_label
-from contrastive.errors import UserError
+from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
 from contrastive.settings import AppSettings, load_app
 
@@ -27,6 +27,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def check_port(host: str, port: int | None) -> int:
+    """The port to serve on: app.port if it can be bound now (else a one-line ConfigError), a free one if 0/null."""
+    if not port:
+        return free_port(host)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            raise ConfigError(
+                f"app.port={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "stop what uses it, or pass app.port=0 for a free port"
+            ) from None
+    return int(port)
 
 
 def create_app(settings: AppSettings):
@@ -64,7 +79,7 @@ def create_app(settings: AppSettings):
         int(app.limits.max_chars), int(app.limits.max_questions), int(float(app.limits.max_upload_mb) * 1_000_000)
     )
     try:
-        texts, description = corpus_texts(app.corpus, settings.data)
+        texts, description, examples = corpus_and_examples(app.corpus, settings.data)
         index = BackgroundIndex(
             partial(build_index, embed, texts, description, str(app.cache_dir), model_key), description, len(texts)
         ).start()
@@ -72,6 +87,7 @@ def create_app(settings: AppSettings):
         log.warning("no default search corpus: %s", exc)
         print(f"warning: no default search corpus: {exc}", flush=True)
         index = BackgroundIndex.failed(f"no default search corpus ({exc}); upload a CSV/TXT instead")
+        examples = Examples()
 
     names = {
         "finetuned": f"fine-tuned · {Path(checkpoint.path).parent.name + '/' + Path(checkpoint.path).name}"
@@ -91,30 +107,35 @@ def create_app(settings: AppSettings):
         names=names,
     )
     header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)
-    return build_ui(engine, header), engine
+    return build_ui(engine, header, examples=examples), engine
 
 
 def serve(settings: AppSettings) -> None:
     """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
     import gradio as gr
 
-    demo, _ = create_app(settings)
     app = settings.app
-    port = int(app.port) if app.port else free_port(app.host)
+    port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
+    demo, _ = create_app(settings)
+    try:
+        demo.launch(
+            server_name=str(app.host),
+            server_port=port,
+            share=bool(app.share),
+            inbrowser=False,
+            ssr_mode=False,
+            max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
+            show_error=True,
+            quiet=True,
+            prevent_thread_lock=True,
+            theme=gr.themes.Soft(),
+            css=CSS,
+            footer_links=["gradio"],
+        )
+    except OSError as exc:  # taken between the check and the launch
+        raise ConfigError(f"app.port={port}: cannot listen on {app.host}:{port} ({str(exc).splitlines()[0]})") from None
     print(f"app: http://{app.host}:{port}", flush=True)
-    demo.launch(
-        server_name=str(app.host),
-        server_port=port,
-        share=bool(app.share),
-        inbrowser=False,
-        ssr_mode=False,
-        max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
-        show_error=True,
-        quiet=True,
-        theme=gr.themes.Soft(),
-        css=CSS,
-        footer_links=["gradio"],
-    )
+    demo.block_thread()
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ Compare, Search and Deduplicate tabs to `Engine` (gradio is imported only when t
 from __future__ import annotations
 
 import html
+import json
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ import pandas as pd
 
 from contrastive.app.checkpoints import Checkpoint, Thresholds
 from contrastive.app.engine import Engine
+from contrastive.app.index import Examples
 from contrastive.errors import UserError
 from contrastive.search import CorpusIndex
 
@@ -50,6 +52,67 @@ def render_compare(rows: Sequence[dict[str, Any]], thresholds: Thresholds) -> st
     )
 
 
+def marked(cosine: float, threshold: float) -> str:
+    """A cosine for a table cell, with ✔ when it is at or above the duplicate threshold."""
+    return f"{cosine:.3f} ✔" if cosine >= threshold else f"{cosine:.3f}"
+
+
+def search_columns(thresholds: Thresholds, with_baseline: bool) -> list[str]:
+    """The Search table's headers: rank, each model's cosine (✔ at/above its threshold), the question."""
+    cols = ["rank", f"fine-tuned (✔ ≥ {thresholds.finetuned:.3f})"]
+    if with_baseline:
+        cols.append(f"baseline (✔ ≥ {thresholds.baseline:.3f})")
+    return [*cols, "question"]
+
+
+def search_rows(table: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
+    """Engine.search's table for people: marked cosines under each model beside the question."""
+    with_baseline = "baseline_cosine" in table
+    rows = {"rank": table["rank"], "ft": [marked(c, thresholds.finetuned) for c in table["cosine"]]}
+    if with_baseline:
+        rows["base"] = [marked(c, thresholds.baseline) for c in table["baseline_cosine"]]
+    rows["question"] = table["question"]
+    out = pd.DataFrame(rows)
+    out.columns = search_columns(thresholds, with_baseline)
+    return out
+
+
+def dedup_columns(cut: float, thresholds: Thresholds, with_baseline: bool) -> list[str]:
+    """The Deduplicate table's headers: group, size, question, cosine to the group's first under each model."""
+    cols = ["group", "size", "question", f"fine-tuned cosine to first (✔ ≥ {cut:.3f})"]
+    if with_baseline:
+        cols += [f"baseline cosine to first (✔ ≥ {thresholds.baseline:.3f})", "baseline group"]
+    return cols
+
+
+def dedup_rows(table: pd.DataFrame, cut: float, thresholds: Thresholds) -> pd.DataFrame:
+    """Engine.dedup's rows of groups with more than one question, for people: marked cosines per model."""
+    with_baseline = "baseline_group" in table
+    shown = table[table["size"] > 1]
+    rows = {
+        "group": shown["group"],
+        "size": shown["size"],
+        "question": shown["question"],
+        "ft": [marked(c, cut) for c in shown["cosine_to_first"]],
+    }
+    if with_baseline:
+        rows["base"] = [marked(c, thresholds.baseline) for c in shown["baseline_cosine_to_first"]]
+        rows["base_group"] = shown["baseline_group"]
+    out = pd.DataFrame(rows)
+    out.columns = dedup_columns(cut, thresholds, with_baseline)
+    return out
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """A table as JSON-ready rows (numpy numbers and bools as plain Python)."""
+    return json.loads(table.to_json(orient="records"))
+
+
+def thresholds_json(thresholds: Thresholds) -> dict[str, Any]:
+    """The duplicate thresholds for the API: per model, and whether they were calibrated."""
+    return {"finetuned": thresholds.finetuned, "baseline": thresholds.baseline, "calibrated": thresholds.calibrated}
+
+
 def render_search_info(timing: dict[str, Any]) -> str:
     """One line under the results: latency and corpus."""
     return (
@@ -58,15 +121,27 @@ def render_search_info(timing: dict[str, Any]) -> str:
     )
 
 
-def render_dedup_info(texts: Sequence[str], groups: Sequence[Sequence[int]], threshold: float, origin: str) -> str:
-    """A summary of a deduplication: how many questions, groups, and questions that are duplicates."""
+def render_dedup_info(
+    texts: Sequence[str],
+    groups: Sequence[Sequence[int]],
+    threshold: float,
+    origin: str,
+    baseline: tuple[int, float] | None = None,
+) -> str:
+    """A summary of a deduplication: how many questions, groups, and questions that are duplicates; with
+    `baseline` (its number of distinct groups, its threshold), what the untuned baseline finds."""
     multi = [g for g in groups if len(g) > 1]
     covered = sum(len(g) for g in multi)
+    beside = (
+        f" The untuned baseline at its threshold {baseline[1]:.3f} finds **{baseline[0]:,} distinct**."
+        if baseline
+        else ""
+    )
     if not multi:
-        return f"{len(texts):,} questions from the {origin}: **no duplicates** at cosine ≥ {threshold:.3f}."
+        return f"{len(texts):,} questions from the {origin}: **no duplicates** at cosine ≥ {threshold:.3f}.{beside}"
     return (
         f"{len(texts):,} questions from the {origin} → **{len(groups):,} distinct**; "
-        f"**{len(multi):,} group(s)** hold {covered:,} questions at cosine ≥ {threshold:.3f}. "
+        f"**{len(multi):,} group(s)** hold {covered:,} questions at cosine ≥ {threshold:.3f}.{beside} "
         "The table lists the groups with more than one question; the CSV lists every question."
     )
 
@@ -150,12 +225,17 @@ def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv") -> str:
     return str(path)
 
 
-def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate questions"):
-    """The Gradio Blocks: header, then the Compare, Search and Deduplicate tabs."""
+def build_ui(
+    engine: Engine, header: str, title: str = "contrastive: duplicate questions", examples: Examples | None = None
+):
+    """The Gradio Blocks: header, then the Compare, Search and Deduplicate tabs (HTML and tables for people),
+    and the JSON API endpoints /compare, /search and /dedup (numbers, not HTML; /dedup also returns the CSV)."""
     import gradio as gr
 
     thr = engine.thresholds
     thr_label = threshold_label(thr)
+    examples = examples or Examples()
+    with_baseline = engine.embed_baseline is not None
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(header, elem_id="header")
         with gr.Tab("Compare", id="compare"):
@@ -176,12 +256,42 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                 )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             compare_out = gr.HTML(elem_id="compare-result", min_height=40)
+            if examples.pairs:
+                gr.Examples(
+                    examples.pairs,
+                    [q1, q2],
+                    label="Pairs from the data (labelled duplicates first, then non-duplicates): click one",
+                    elem_id="compare-examples",
+                    examples_per_page=len(examples.pairs),
+                )
 
             @_ui_errors
             def on_compare(a: str, b: str) -> str:
                 return render_compare(engine.compare(a, b), thr)
 
-            gr.on([compare_btn.click, q2.submit], on_compare, [q1, q2], compare_out, api_name="compare")
+            gr.on(
+                [compare_btn.click, q2.submit],
+                on_compare,
+                [q1, q2],
+                compare_out,
+                api_name="compare_html",
+                api_visibility="undocumented",
+            )
+
+            @_ui_errors
+            def api_compare(question1: str, question2: str) -> dict[str, Any]:
+                rows = engine.compare(question1, question2)
+                pair = {"question1": question1, "question2": question2}
+                return {**pair, "models": rows, "thresholds": thresholds_json(thr)}
+
+            compare_json = gr.JSON(label="comparison", visible=False)
+            gr.Button(visible=False).click(
+                api_compare,
+                [q1, q2],
+                compare_json,
+                api_name="compare",
+                api_description="Cosine, threshold and duplicate verdict of two questions under each model.",
+            )
 
         with gr.Tab("Search", id="search"):
             size = f"{engine.index.size:,} questions" if engine.index.size else "no default corpus"
@@ -195,6 +305,13 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                     1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1, elem_id="top-k"
                 )
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            if examples.queries:
+                gr.Examples(
+                    [[q] for q in examples.queries],
+                    [query],
+                    label="Questions from the data (each has a labelled duplicate in the corpus): click one",
+                    elem_id="search-examples",
+                )
             with gr.Accordion(
                 "Search your own questions instead (a CSV with a 'question' column, or a TXT "
                 "with one question per line)",
@@ -204,14 +321,15 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                     label="Your corpus (.csv / .txt)", file_types=[".csv", ".txt"], elem_id="corpus-file"
                 )
             search_info = gr.Markdown(elem_id="search-info")
+            headers = search_columns(thr, with_baseline)
             results = gr.Dataframe(
-                headers=["rank", "cosine", "question"],
-                datatype=["number", "str", "str"],
-                column_widths=["8%", "10%", "82%"],
+                headers=headers,
+                datatype=["number"] + ["str"] * (len(headers) - 1),
+                column_widths=["7%", "13%", "13%", "67%"] if with_baseline else ["8%", "14%", "78%"],
                 wrap=True,
                 interactive=False,
                 elem_id="search-results",
-                label="Most similar questions",
+                label="Most similar questions: the fine-tuned model's ranking, each hit's cosine under both models",
             )
 
             @_ui_errors
@@ -222,7 +340,7 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                         "the search runs as soon as it is ready."
                     )
                 table, timing = engine.search(text, top, corpus)
-                return table.assign(cosine=table["cosine"].map("{:.3f}".format)), render_search_info(timing)
+                return search_rows(table, thr), render_search_info(timing)
 
             @_ui_errors
             def on_upload(path: str | None) -> tuple[CorpusIndex | None, str]:
@@ -236,9 +354,24 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                 on_search,
                 [query, k, uploaded],
                 [results, search_info],
-                api_name="search",
+                api_name="search_table",
+                api_visibility="undocumented",
             )
             corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
+
+            @_ui_errors
+            def api_search(query: str, k: float) -> dict[str, Any]:
+                table, timing = engine.search(query, k)
+                return {"query": query, "results": records(table), "thresholds": thresholds_json(thr), "timing": timing}
+
+            search_json = gr.JSON(label="search results", visible=False)
+            gr.Button(visible=False).click(
+                api_search,
+                [query, k],
+                search_json,
+                api_name="search",
+                api_description="Top-k corpus questions with each model's cosine and at-threshold flags, and timings.",
+            )
 
         with gr.Tab("Deduplicate", id="dedup"):
             gr.Markdown(
@@ -264,28 +397,64 @@ def build_ui(engine: Engine, header: str, title: str = "contrastive: duplicate q
                         elem_id="dedup-threshold",
                     )
             dedup_btn = gr.Button("Find duplicate groups", variant="primary", elem_id="dedup-btn")
+            if examples.lists:
+                gr.Examples(
+                    [[text] for text in examples.lists],
+                    [pasted],
+                    label="A list from the data (two labelled duplicate pairs, two other questions): click it",
+                    elem_id="dedup-examples",
+                )
             dedup_info = gr.Markdown(elem_id="dedup-info")
+            headers = dedup_columns(thr.finetuned, thr, with_baseline)
             groups_out = gr.Dataframe(
-                headers=["group", "size", "question", "cosine_to_first"],
-                datatype=["number", "number", "str", "str"],
-                column_widths=["8%", "8%", "70%", "14%"],
+                headers=headers,
+                datatype=["number", "number"] + ["str"] * (len(headers) - 2),
+                column_widths=["7%", "7%", "50%", "14%", "14%", "8%"] if with_baseline else ["8%", "8%", "70%", "14%"],
                 wrap=True,
                 interactive=False,
                 elem_id="dedup-groups",
-                label="Groups of duplicates",
+                label="Groups of duplicates (fine-tuned model at the threshold), with the baseline's view of each row",
             )
             download = gr.DownloadButton("Download CSV (every question)", visible=False, elem_id="dedup-download")
 
-            @_ui_errors
-            def on_dedup(text: str, path: str | None, cut: float):
+            def deduplicate(text: str, path: str | None, cut: float) -> tuple[pd.DataFrame, str]:
                 texts, origin = engine.questions_from(text, path)
                 table, groups = engine.dedup(texts, cut)
-                shown = table[table["size"] > 1][["group", "size", "question", "cosine_to_first"]]
-                shown = shown.assign(cosine_to_first=shown["cosine_to_first"].map("{:.3f}".format))
-                info = render_dedup_info(texts, groups, float(cut), origin)
-                return info, shown, gr.DownloadButton(value=write_csv(table), visible=True)
+                beside = (int(table["baseline_group"].max()), thr.baseline) if "baseline_group" in table else None
+                return table, render_dedup_info(texts, groups, float(cut), origin, beside)
+
+            @_ui_errors
+            def on_dedup(text: str, path: str | None, cut: float):
+                table, info = deduplicate(text, path, cut)
+                return info, dedup_rows(table, float(cut), thr), gr.DownloadButton(value=write_csv(table), visible=True)
 
             dedup_btn.click(
-                on_dedup, [pasted, dedup_file, threshold], [dedup_info, groups_out, download], api_name="dedup"
+                on_dedup,
+                [pasted, dedup_file, threshold],
+                [dedup_info, groups_out, download],
+                api_name="dedup_table",
+                api_visibility="undocumented",
+            )
+
+            @_ui_errors
+            def api_dedup(questions: str, file: str | None, threshold: float) -> tuple[dict[str, Any], str]:
+                table, _ = deduplicate(questions, file, threshold)
+                summary = {
+                    "questions": len(table),
+                    "groups": int(table["group"].max()) if len(table) else 0,
+                    "threshold": float(threshold),
+                    "baseline_threshold": thr.baseline if with_baseline else None,
+                    "rows": records(table.drop(columns="representative")),
+                }
+                return summary, write_csv(table)
+
+            dedup_json = gr.JSON(label="duplicate groups", visible=False)
+            dedup_csv = gr.File(label="duplicate groups csv", visible=False)
+            gr.Button(visible=False).click(
+                api_dedup,
+                [pasted, dedup_file, threshold],
+                [dedup_json, dedup_csv],
+                api_name="dedup",
+                api_description="Groups of duplicates at the threshold, each question's row (both models) and the CSV.",
             )
     return demo
