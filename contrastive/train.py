@@ -51,6 +51,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     from contrastive import tracking, viz
     from contrastive.evaluation import Evaluator
     from contrastive.model import fingerprint, load_model
+    from contrastive.model_card import fill_model_card
     from contrastive.training import fit, save_checkpoint
 
     started = time.time()
@@ -94,6 +95,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             reporter.record(**result_attrs(doc))
         umap = settings.eval.umap
         figures = viz.write_figures(out / "figures", result, data, umap) if umap.enabled else []
+        fill_model_card(model, settings.model, settings.loss, data, result)  # the checkpoint's README.md
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
             tracking.log_loss_curve(trained["history"])

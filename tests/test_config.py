@@ -252,14 +252,22 @@ def test_cli_prints_the_composed_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_help_lists_the_groups(tmp_path):
+def test_cli_help_lists_the_groups_the_sweeps_and_where_the_comments_are(tmp_path):
+    """`--help` is conf/hydra/help/train.yaml: each group with its options (default starred) and the comment of its
+    defaults line, the ready sweeps (`+sweeps=NAME`, from sweeps/), and where every key's comment lives."""
     done = _cli("--help", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
-    groups = done.stdout.split("== Configuration groups ==")[1].split("==")[0]
-    for group in GROUPS:
-        assert f"{group}:" in groups, group
-    assert "qqp_local" in groups and "fixture" in groups
-    assert "loss: mnrl_cosine\n" in groups  # the schemas sit in their own `schema` group, not among the options
+    groups = done.stdout.split("== Config groups")[1].split("\n", 1)[1].split("==")[0]
+    rows = {line.split()[0]: line for line in groups.splitlines() if line.strip()}
+    assert list(rows) == list(GROUPS)  # conf/train.yaml's order; the schemas' `schema` group is not an option
+    assert "fixture, qqp*, qqp_local" in rows["data"]
+    assert "mnrl_cosine*" in rows["loss"] and "aux_weight * auxiliary pair loss" in rows["loss"]
+    sweeps = done.stdout.split("== Ready sweeps")[1].split("\n", 1)[1].split("==")[0]
+    for path in (contrastive.PROJECT_ROOT / "sweeps").glob("*.yaml"):
+        assert f"+sweeps={path.stem} " in sweeps, path.stem
+    assert "python -m contrastive.train -m +sweeps=fixture_tiny paths.output_root=" in sweeps
+    assert "conf/<group>/<option>.yaml" in done.stdout and 'README.md "Config groups"' in done.stdout
+    assert "loss:\n  scale: 20.0" in done.stdout  # the composed config follows
 
 
 @pytest.mark.slow
@@ -282,3 +290,17 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path, overrides, expec
     assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], done.stderr
     if "data.path" not in expected:  # config mistakes stop before any data is read or model loaded
         assert "data summary" not in done.stdout and not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_help_lists_come_from_the_files():
+    """The `--help` pages' lists (contrastive/help.py): each entry point's own groups, the sweeps' first sentences."""
+    from contrastive.help import first_sentence, resolve
+
+    def groups(name: str) -> list[str]:
+        return [line.split()[0] for line in resolve("groups", name).splitlines()]
+
+    assert groups("evaluate") == ["model", "data", "eval", "paths"]
+    assert groups("app") == ["model", "data", "paths"]
+    assert "+sweeps=fixture_tiny " in resolve("sweeps")
+    text = "# @package _global_\n# Costs $5. More.\n#   python -m x\n"
+    assert first_sentence(text) == "Costs $5"

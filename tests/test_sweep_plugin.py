@@ -219,9 +219,34 @@ def test_typed_settings_refuse_bad_values_in_one_line():
         ({"n_jobs": True}, r"hydra.sweeper.n_jobs=True: must be an integer >= 1"),
         ({"direction": "up"}, r"hydra.sweeper.direction='up': maximize, minimize"),
         ({"promote": {"pick": "x"}}, r"hydra.sweeper: unknown key\(s\) \['promote'\]"),
+        ({"metric_names": ["a", "b"]}, r"hydra.sweeper.metric_names=\['a', 'b'\]: one name per objective \(1, as"),
     ):
         with pytest.raises(SweeperConfigError, match=match):
             OptunaSweeperConf.from_settings(settings)
+
+
+def test_metric_names_one_per_objective():
+    assert OptunaSweeperConf().names is None
+    assert OptunaSweeperConf(metric_names="mrr_at_10").names == ["mrr_at_10"]
+    both = OptunaSweeperConf(direction=["maximize", "maximize"], metric_names=["mrr_at_10", "pair_ap"])
+    assert both.names == ["mrr_at_10", "pair_ap"]
+
+
+def test_the_search_space_attribute_is_a_structure_and_resume_compares_structures(caplog):
+    space = search_space.SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0, log=False)})
+    study = optuna.create_study()
+    old = {"x": optuna.distributions.distribution_to_json(FloatDistribution(0.0, 1.0))}  # JSON text, as before
+    study.set_user_attr(_impl.SPACE_ATTR, old)
+    sweeper = _impl.OptunaSweeperImpl(OptunaSweeperConf())
+    with caplog.at_level("WARNING"):
+        sweeper._record_space(study, space)
+    assert "differs" not in caplog.text  # the same space, once written as text
+    assert study.user_attrs[_impl.SPACE_ATTR] == {
+        "x": {"name": "FloatDistribution", "attributes": {"low": 0.0, "high": 1.0, "log": False, "step": None}}
+    }
+    with caplog.at_level("WARNING"):
+        sweeper._record_space(study, search_space.SearchSpace(distributions={"x": FloatDistribution(0.0, 2.0)}))
+    assert "the search space differs" in caplog.text
 
 
 def test_a_bad_sweeper_setting_is_one_line_and_exit_2(tmp_path):
@@ -324,6 +349,15 @@ def test_two_processes_share_one_study(tmp_path):
     assert len(dirs) == 6
     pids = {(Path(d) / "pid").read_text() for d in dirs}
     assert len(pids) == 2  # both processes ran trials
+
+
+def test_the_study_names_its_objectives_and_stores_its_space_as_a_structure(tmp_path):
+    """optuna-dashboard reads `study.metric_names` (not "Objective 0"); `hydra.sweeper.metric_names` sets them (the
+    project's optuna.yaml: `${eval.objective}`)."""
+    run_toy(tmp_path, "hydra.sweeper.n_trials=1", "hydra.sweeper.metric_names=neg_sq_error")
+    study = load_toy_study(tmp_path)
+    assert study.metric_names == ["neg_sq_error"]
+    assert study.user_attrs["search_space"]["x"]["attributes"] == {"low": -2.0, "high": 6.0, "log": False, "step": None}
 
 
 def test_the_plugin_runs_without_the_projects_callbacks(tmp_path):

@@ -181,11 +181,10 @@ def _leaves(value, path=""):
         yield path, value
 
 
-@pytest.mark.slow
-def test_fixture_run_metrics_are_pinned(tmp_path):
-    """`python -m contrastive.train data=fixture` (the default recipe) gives exactly the pinned metrics.json values
-    (tests/fixtures/fixture_run_metrics.json, written by the run before the settings/evaluation refactor): a
-    refactor that changes any number, or any key, fails here."""
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory) -> Path:
+    """`python -m contrastive.train data=fixture` (the default recipe) once for this module: its run directory."""
+    tmp_path = tmp_path_factory.mktemp("fixture_run")
     proc = subprocess.run(
         [
             sys.executable,
@@ -203,7 +202,15 @@ def test_fixture_run_metrics_are_pinned(tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    return tmp_path / "run"
+
+
+@pytest.mark.slow
+def test_fixture_run_metrics_are_pinned(fixture_run):
+    """`python -m contrastive.train data=fixture` (the default recipe) gives exactly the pinned metrics.json values
+    (tests/fixtures/fixture_run_metrics.json, written by the run before the settings/evaluation refactor): a
+    refactor that changes any number, or any key, fails here."""
+    got = json.loads((fixture_run / "metrics.json").read_text())
     pinned = json.loads(PINNED.read_text())
     want = dict(_leaves(pinned))
     have = {k: v for k, v in _leaves(got) if not k.startswith((".wall_time_s", ".mlflow_run_id"))}
@@ -223,3 +230,36 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path, fixture_data):
     settings = load_train(_cfg(tmp_path, "batch.size=100000"))
     with pytest.raises(ConfigError, match=r"batch.size=100000: larger than the 108 examples"):
         training_datasets(fixture_data, settings)
+
+
+@pytest.mark.slow
+def test_fixture_run_model_card(fixture_run, fixture_data):
+    """The checkpoint's README.md (sentence-transformers' model card, filled by contrastive.model_card) names the base
+    model, QQP with the data fingerprint, the losses and their settings in words, and the evaluation beside the
+    baseline."""
+    card = (fixture_run / "model" / "README.md").read_text()
+    metrics = json.loads((fixture_run / "metrics.json").read_text())
+    fingerprint = fixture_data.fingerprint
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert "- **Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in card
+    assert "Unknown](https://huggingface.co/unknown)" not in card
+    assert f"QQP triplets: question, its duplicate, a labelled non-duplicate (data fingerprint {fingerprint})" in card
+    assert "QQP labelled pairs" in card
+    assert "#### mnrl_triplets" not in card and "#### aux_pairs" not in card
+    assert "WeightedLoss" not in card
+    assert "<code>MultipleNegativesRankingLoss</code>" in card and "<code>CosineSimilarityLoss</code>" in card
+    assert "scale: 20.0" in card and "hard negatives" in card
+    assert "auxiliary loss: cosine" in card and "aux_weight: 0.3" in card
+    assert "## Evaluation" in card
+    header = next(line for line in card.splitlines() if line.startswith("| Metric"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Metric", "fine-tuned", "baseline", "delta [95% CI]"]
+    ft, base, delta = metrics["finetuned"], metrics["baseline"], metrics["delta"]["pair_threshold"]
+    row = next(line for line in card.splitlines() if line.startswith("| pair_threshold "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == [
+        "pair_threshold",
+        f"{ft['pair_threshold']:.4f}",
+        f"{base['pair_threshold']:.4f}",
+        f"{delta['delta']:+.4f} [{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]",
+    ]
+    assert "| **mrr_at_10**" in card  # the objective, in bold

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -44,7 +45,7 @@ from hydra_plugins.contrastive_sweeper.search_space import SearchSpace, parse_se
 
 log = logging.getLogger(__name__)
 
-SPACE_ATTR = "search_space"  # study user attr: the latest search space (JSON distributions)
+SPACE_ATTR = "search_space"  # study user attr: the latest search space (distributions as dicts)
 MAX_REASON = 2000
 
 
@@ -154,6 +155,7 @@ class OptunaSweeperImpl(Sweeper):
         self.sampler_spec = _plain(conf.sampler) or {"_target_": "optuna.samplers.TPESampler", "seed": 0}
         self.pruner_spec = _plain(conf.pruner) or None
         self.directions = conf.directions
+        self.metric_names = conf.names
         self.n_trials = conf.n_trials
         self.n_jobs = conf.n_jobs
         self.study_name = conf.study_name
@@ -223,6 +225,9 @@ class OptunaSweeperImpl(Sweeper):
                 f"hydra.sweeper.direction={self.directions}: study {study.study_name!r} in {_safe_url(url)} "
                 f"was created with {found}; use another study_name"
             )
+        if self.metric_names:  # the objectives' names in optuna-dashboard and trials_dataframe
+            with quiet_optuna():  # set_metric_names is marked experimental
+                study.set_metric_names(self.metric_names)
         return study, storage
 
     def info(self, study: optuna.Study, space: SearchSpace) -> SweepInfo:
@@ -445,14 +450,22 @@ class OptunaSweeperImpl(Sweeper):
                 log.warning("trial %d: %s failed: %s", trial.number, getattr(hook, "__qualname__", hook), exc)
 
     def _record_space(self, study: optuna.Study, space: SearchSpace) -> None:
-        described = {n: optuna.distributions.distribution_to_json(d) for n, d in space.distributions.items()}
+        described = space_attr(space)
         previous = study.user_attrs.get(SPACE_ATTR)
+        if isinstance(previous, Mapping):  # older studies hold each distribution as JSON text
+            previous = {n: json.loads(d) if isinstance(d, str) else d for n, d in previous.items()}
         if previous is not None and previous != described:
             log.warning("the search space differs from the study's previous one; old trials keep their params")
         study.set_user_attr(SPACE_ATTR, described)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def space_attr(space: SearchSpace) -> dict[str, Any]:
+    """The search space as a study user attribute: per parameter, Optuna's distribution as a dict
+    ({"name": "FloatDistribution", "attributes": {...}}), not JSON text."""
+    return {n: json.loads(optuna.distributions.distribution_to_json(d)) for n, d in space.distributions.items()}
 
 
 def _plain(node: Any) -> Any:

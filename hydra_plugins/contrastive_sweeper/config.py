@@ -30,6 +30,7 @@ class OptunaSweeperConf:
     study_name: str | None = None
     storage: str | None = None  # SQLAlchemy URL; None: a SQLite file in the sweep dir
     direction: Any = "maximize"  # maximize | minimize, or a list of them (multi-objective)
+    metric_names: Any = None  # a name per objective (as `direction`), shown by optuna-dashboard; None: unnamed
     n_trials: int = 20
     n_jobs: int = 1
     params: dict[str, Any] = field(default_factory=dict)
@@ -41,7 +42,7 @@ class OptunaSweeperConf:
     def __post_init__(self) -> None:
         self.n_trials = positive_int("hydra.sweeper.n_trials", self.n_trials)
         self.n_jobs = positive_int("hydra.sweeper.n_jobs", self.n_jobs)
-        directions_of(self.direction)
+        metric_names_of(self.metric_names, directions_of(self.direction))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "OptunaSweeperConf":
@@ -55,6 +56,11 @@ class OptunaSweeperConf:
     def directions(self) -> list[str]:
         """The direction of each objective, lower case."""
         return directions_of(self.direction)
+
+    @property
+    def names(self) -> list[str] | None:
+        """The name of each objective (`study.set_metric_names`), or None when unnamed."""
+        return metric_names_of(self.metric_names, self.directions)
 
 
 def positive_int(key: str, value: Any) -> int:
@@ -71,6 +77,18 @@ def directions_of(direction: Any) -> list[str]:
     if not items or any(d not in DIRECTIONS for d in items):
         raise SweeperConfigError(f"hydra.sweeper.direction={direction!r}: maximize, minimize or a list of them")
     return items
+
+
+def metric_names_of(names: Any, directions: list[str]) -> list[str] | None:
+    """None, or one name per objective: a name, or a list of them as long as the directions."""
+    if names is None:
+        return None
+    items = list(names) if isinstance(names, (list, tuple)) or _is_list_config(names) else [names]
+    if len(items) != len(directions) or not all(isinstance(n, str) and n for n in items):
+        raise SweeperConfigError(
+            f"hydra.sweeper.metric_names={names!r}: one name per objective ({len(directions)}, as direction)"
+        )
+    return [str(n) for n in items]
 
 
 def _is_list_config(value: Any) -> bool:

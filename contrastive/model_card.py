@@ -1,0 +1,124 @@
+"""The checkpoint's model card: fill sentence-transformers' model card data (`model.model_card_data`) from the run,
+so the README.md that `model.save` writes names the base model, QQP with the data fingerprint, the losses and
+their settings in words, and the evaluation table beside the baseline.
+
+The Trainer's model card callback has already filled the training datasets (columns, statistics, examples) and
+hyperparameters; this module renames and describes what it could not know.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from contrastive.data import PreparedData
+from contrastive.evaluation.metrics import COUNT_KEYS
+from contrastive.settings import LossSettings, ModelSettings
+from contrastive.utils import fmt_delta, fmt_metric
+
+FINE_TUNED = "fine-tuned"
+EVAL_TASK = "Duplicate Question Retrieval"
+TASK = "duplicate-question search and deduplication (semantic search, paraphrase mining)"
+DATASET_WORDS = {  # the Trainer's dataset names (contrastive.pairs) in words
+    "mnrl_triplets": "QQP triplets: question, its duplicate, a labelled non-duplicate",
+    "mnrl_pairs": "QQP duplicate pairs: question and its duplicate",
+    "aux_pairs": "QQP labelled pairs: two questions and the duplicate label",
+}
+AUX_LOSSES = {"cosine": "CosineSimilarityLoss", "cosent": "CoSENTLoss", "online_contrastive": "OnlineContrastiveLoss"}
+ST_LOSSES = "sentence_transformers.sentence_transformer.losses."
+
+
+class Evaluator:
+    """One column of the card's evaluation table, in the shape sentence-transformers' card reads from evaluators."""
+
+    def __init__(self, name: str, description: str, primary_metric: str | None, config: dict[str, Any]) -> None:
+        self.name, self.description, self.primary_metric, self.config = name, description, primary_metric, config
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return self.config
+
+
+Evaluator.__module__ = "contrastive.evaluation"  # the card says "Evaluated with contrastive.evaluation.Evaluator"
+
+
+def loss_words(dataset: str, loss: LossSettings) -> tuple[str, list[str]]:
+    """(the sentence-transformers loss's full name, its settings in words) for one training dataset."""
+    if dataset.startswith("mnrl"):
+        name = "CachedMultipleNegativesRankingLoss" if loss.cached else "MultipleNegativesRankingLoss"
+        words = [
+            f"scale: {loss.scale} (inverse temperature on cosine similarities)",
+            "negatives: the other positives in the batch"
+            + (", plus one labelled non-duplicate per anchor (hard negatives)" if loss.hard_negatives else ""),
+            "weight: 1.0",
+        ]
+        if loss.cached:
+            words.append(f"cached (GradCache): forward/backward in mini-batches of {loss.mini_batch_size}")
+        return ST_LOSSES + name, words
+    words = [
+        f"auxiliary loss: {loss.aux} on the duplicate label"
+        + (f", margin {loss.aux_margin}" if loss.aux == "online_contrastive" else ""),
+        f"aux_weight: {loss.aux_weight} (multiplies every auxiliary batch's loss)",
+        f"aux_share: {loss.aux_share} of the labelled train pairs",
+    ]
+    return ST_LOSSES + AUX_LOSSES.get(loss.aux, loss.aux), words
+
+
+def describe_datasets(datasets: list[dict[str, Any]], loss: LossSettings, data: PreparedData) -> None:
+    """Rename the Trainer's datasets (mnrl_triplets, aux_pairs) as QQP parts and describe their losses in words."""
+    for info in datasets:
+        raw = str(info.get("name", ""))
+        info["name"] = f"{DATASET_WORDS.get(raw, 'QQP ' + raw)} (data fingerprint {data.fingerprint})"
+        fullname, words = loss_words(raw, loss)
+        words.append(f"interleave: {loss.interleave} (how the datasets' batches alternate)")
+        info["loss"] = {"fullname": fullname, "config_code": "\n".join(f"  - {w}" for w in words)}
+
+
+def evaluation_columns(result: Any, base_model: str, fingerprint: str) -> dict[Evaluator, dict[str, Any]]:
+    """fine-tuned | baseline | delta [CI] per metric, as the card's grouped evaluation table."""
+    ft, base, delta = result.finetuned, result.baseline, result.delta or {}
+    names = [n for n in ft if n not in COUNT_KEYS]
+    config = {"split": result.split, **{n[2:]: int(ft[n]) for n in COUNT_KEYS if n in ft}}
+    config |= {"data_fingerprint": fingerprint, "baseline": base_model, "bootstrap": result.n_boot, "ci": result.ci}
+    primary = result.objective.get("name") if isinstance(result.objective.get("name"), str) else None
+    columns = {Evaluator(FINE_TUNED, EVAL_TASK, primary, config): {n: fmt_metric(ft[n]) for n in names}}
+    if base is not None:
+        columns[Evaluator("baseline", EVAL_TASK, primary, config)] = {n: fmt_metric(base.get(n)) for n in names}
+        label = f"delta [{result.ci:.0%} CI]"
+        columns[Evaluator(label, EVAL_TASK, primary, config)] = {n: fmt_delta(delta.get(n)) for n in names}
+    return columns
+
+
+def index_fine_tuned_only(card: Any, split: str) -> None:
+    """Keep the card's model-index metadata to the fine-tuned column (the baseline and deltas are not this model's),
+    with QQP as its dataset."""
+    formatter = type(card).format_eval_metrics
+
+    def format_eval_metrics() -> dict[str, Any]:
+        out = formatter(card)
+        for entry in out.get("model-index") or []:
+            results = [r for r in entry.get("results", []) if r.get("dataset", {}).get("type") == FINE_TUNED]
+            for r in results:
+                r["dataset"] = {"name": f"QQP {split} split", "type": "qqp", "split": split}
+            entry["results"] = results
+        return out
+
+    card.format_eval_metrics = format_eval_metrics
+
+
+def fill_model_card(model: Any, model_cfg: ModelSettings, loss: LossSettings, data: PreparedData, result: Any) -> None:
+    """Fill `model.model_card_data` from the run (call after training, before saving)."""
+    card = model.model_card_data
+    base = str(model_cfg.name_or_path)
+    card.local_files_only = True  # no Hub look-ups while saving
+    if not Path(base).exists():  # a Hub id: the card links it
+        card.base_model = base
+    card.model_name = f"{Path(base).name} fine-tuned on QQP duplicate questions"
+    card.task_name = TASK
+    card.set_language("en")
+    losses = {loss_words(str(info.get("name", "")), loss)[0] for info in card.train_datasets}
+    card.tags = [t for t in card.tags if t != "loss:WeightedLoss"]  # contrastive.losses' wrapper: name what it wraps
+    card.add_tags(sorted(f"loss:{name.rsplit('.', 1)[-1]}" for name in losses))
+    card.add_tags(["qqp", "duplicate-questions", f"data-fingerprint:{data.fingerprint}"])
+    describe_datasets(card.train_datasets, loss, data)
+    card.eval_results_dict = evaluation_columns(result, base, data.fingerprint)
+    index_fine_tuned_only(card, result.split)

@@ -1,0 +1,58 @@
+"""The model card data filled from a run (contrastive.model_card), without training: the evaluation table's columns,
+the model-index metadata, the losses in words and the datasets' names."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sentence_transformers import SentenceTransformerModelCardData
+
+from contrastive.model_card import describe_datasets, evaluation_columns, index_fine_tuned_only
+from contrastive.settings import LossSettings
+
+
+def _result():
+    ft = {"mrr_at_10": 0.8, "pair_ap": 0.7, "n_queries": 48}
+    base = {"mrr_at_10": 0.75, "pair_ap": 0.72, "n_queries": 48}
+    delta = {"mrr_at_10": {"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09}, "pair_ap": None}
+    objective = {"name": "mrr_at_10", "value": 0.8}
+    return SimpleNamespace(
+        finetuned=ft, baseline=base, delta=delta, split="val", objective=objective, n_boot=50, ci=0.9
+    )
+
+
+def test_evaluation_table_beside_the_baseline_and_index_of_the_fine_tuned_model_only():
+    card = SentenceTransformerModelCardData(local_files_only=True)
+    card.model_name = "m"
+    card.eval_results_dict = evaluation_columns(_result(), "sentence-transformers/all-MiniLM-L6-v2", "abc")
+    index_fine_tuned_only(card, "val")
+    out = card.format_eval_metrics()
+    (table,) = [m["table"] for m in out["eval_metrics"]]
+    lines = table.splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["Metric", "fine-tuned", "baseline", "delta [90% CI]"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == [
+        "**mrr_at_10**",
+        "**0.8000**",
+        "**0.7500**",
+        "**+0.0500 [+0.0100, +0.0900]**",
+    ]
+    assert [c.strip() for c in lines[3].strip("|").split("|")] == ["pair_ap", "0.7000", "0.7200", "n/a"]
+    assert "n_queries" not in table
+    (entry,) = out["model-index"]
+    (result,) = entry["results"]  # the baseline and the deltas are not this model's results
+    assert result["dataset"] == {"name": "QQP val split", "type": "qqp", "split": "val"}
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"mrr_at_10": 0.8, "pair_ap": 0.7}
+
+
+def test_datasets_named_as_qqp_and_losses_in_words():
+    loss = LossSettings(aux="online_contrastive", aux_weight=0.2, hard_negatives=False, scale=30.0)
+    datasets = [{"name": "mnrl_pairs", "loss": {"fullname": "contrastive.losses.WeightedLoss"}}, {"name": "aux_pairs"}]
+    describe_datasets(datasets, loss, SimpleNamespace(fingerprint="f00d"))
+    assert datasets[0]["name"] == "QQP duplicate pairs: question and its duplicate (data fingerprint f00d)"
+    assert datasets[0]["loss"]["fullname"].endswith(".losses.MultipleNegativesRankingLoss")
+    assert "scale: 30.0" in datasets[0]["loss"]["config_code"]
+    assert "hard negatives" not in datasets[0]["loss"]["config_code"]
+    assert datasets[1]["loss"]["fullname"].endswith(".losses.OnlineContrastiveLoss")
+    words = datasets[1]["loss"]["config_code"]
+    assert "auxiliary loss: online_contrastive on the duplicate label, margin 0.5" in words
+    assert "aux_weight: 0.2" in words
