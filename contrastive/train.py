@@ -35,7 +35,7 @@ def output_dir(settings: TrainSettings) -> Path:
     raise ConfigError("paths.output_dir=None: outside a Hydra run, name the job's directory")
 
 
-NAME_SKIPS = ("paths.", "tracking.", "hydra.", "run_name", "+tracking.", "++tracking.", "++paths.")
+NAME_SKIPS = ("paths.", "tracking.", "hydra.", "run_name", "optuna.", "sweeps")  # bookkeeping, not what changed
 EXAMPLES = ["How do I learn Python?", "What is the best way to learn Python?"]  # the logged model's input example
 
 
@@ -49,14 +49,17 @@ def _short(value: str) -> str:
 
 
 def run_name(overrides: list[str], fallback: str, limit: int = 80) -> str:
-    """A run name that says what changed: the job's overrides (paths, tracking and hydra ones left out, numbers
-    shortened), else `fallback` (the output dir's name)."""
-    kept = []
+    """A run name that says what changed: the job's overrides (bookkeeping ones left out, numbers shortened),
+    after `trial N:` in a sweep, else `fallback` (the output dir's name)."""
+    kept, trial = [], ""
     for item in overrides:
         key, sep, value = item.partition("=")
-        if sep and not key.startswith(NAME_SKIPS):
-            kept.append(f"{key.lstrip('+~')}={_short(value)}")
-    name = ",".join(kept)
+        key = key.lstrip("+~")
+        if key == "optuna.trial_number":
+            trial = f"trial {value}: "
+        elif sep and not key.startswith(NAME_SKIPS):
+            kept.append(f"{key}={_short(value)}")
+    name = trial + ",".join(kept)
     return (name if len(name) <= limit else name[: limit - 1] + "…") or fallback
 
 

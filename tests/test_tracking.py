@@ -119,6 +119,8 @@ def test_run_name_says_what_changed():
     ]
     assert run_name(overrides, "12-00-00") == "data=fixture,trainer.lr=3.16e-05"
     assert run_name(["hydra.run.dir=/x"], "12-00-00") == "12-00-00"
+    trial = ["batch.size=16", "+sweeps=fixture_tiny", "++optuna.study_name='s'", "++optuna.trial_number=3"]
+    assert run_name(trial, "x") == "trial 3: batch.size=16"
     assert len(run_name([f"k{i}=v" for i in range(40)], "x")) == 80
 
 
