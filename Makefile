@@ -49,7 +49,7 @@ reproduce: install                    ## the proof on real QQP (~2 h on 2 cores)
 	$(PY) -m contrastive.reproduce $(ARGS)   # test-split report -> results/ and README's Results section
 
 mlflow: install                       ## the MLflow UI on the embedded store
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --artifacts-destination ./mlartifacts
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

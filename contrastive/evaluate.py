@@ -1,7 +1,8 @@
 """The evaluate entry point: a checkpoint's metrics beside the untuned baseline's on one split (conf/evaluate.yaml).
 
-`python -m contrastive.evaluate checkpoint=<dir or hub id> [eval.split=test] [data=fixture] [json=out.json]
-[overrides]`; `--cfg job` prints the composed config, `--help` the groups. The work is `contrastive.evaluation`.
+`python -m contrastive.evaluate checkpoint=<dir, hub id or models:/NAME@ALIAS> [eval.split=test] [data=fixture]
+[json=out.json] [overrides]`; `--cfg job` prints the composed config, `--help` the groups. The work is
+`contrastive.evaluation`.
 """
 
 from __future__ import annotations

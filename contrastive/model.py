@@ -115,11 +115,34 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
 
 
+def registry_cache() -> Path:
+    """Where models named by an MLflow URI are downloaded: $CONTRASTIVE_REGISTRY_CACHE, else .cache/registry."""
+    from contrastive import PROJECT_ROOT
+
+    return Path(os.environ.get("CONTRASTIVE_REGISTRY_CACHE") or PROJECT_ROOT / ".cache" / "registry")
+
+
+def resolve_registry(uri: str) -> str:
+    """A local SentenceTransformer directory for `models:/NAME@ALIAS` (or /VERSION) and `runs:/ID/PATH`, from the
+    store in $MLFLOW_TRACKING_URI (else the project's mlruns.db), downloaded once per version into the cache."""
+    from contrastive import tracking
+
+    try:
+        return str(tracking.download_model(uri, registry_cache()))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (missing alias, run, artifact, store)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        store = tracking.default_tracking_uri()
+        raise ModelError(f"model.name_or_path: cannot fetch {uri} from {store}: {first}") from exc
+
+
 def resolve_model(name_or_path: str) -> str:
-    """Map `model.name_or_path` to what SentenceTransformer should load: a local directory or a hub id."""
+    """Map `model.name_or_path` to what SentenceTransformer should load: a local directory or a hub id (an
+    MLflow `models:/` or `runs:/` URI becomes the local directory it is downloaded to)."""
     if not name_or_path or not str(name_or_path).strip():
         raise ModelError(f"model.name_or_path: empty value {name_or_path!r}")
     name = str(name_or_path)
+    if name.startswith(("models:/", "runs:/")):
+        return resolve_registry(name)
     if name in _PACKAGED_ALIASES:
         return str(packaged_model_dir())
     expanded = Path(name).expanduser()

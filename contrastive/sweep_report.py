@@ -7,7 +7,8 @@ conf/hydra/sweeper/optuna.yaml under `hydra.sweeper.callbacks.report`:
 - after each trial it tags the trial's child run (trial number, state, reason) and logs the value on the parent;
 - at the end it chooses the trial to promote (`PromotionRule`), writes summary.json and three figures into
   the sweep dir, copies the promoted trial's `model/` to `best_dir`, and logs the summary on the parent run
-  and registers the promoted model (all MLflow calls through contrastive.tracking).
+  and registers the promoted model: it becomes the registry's `best` only when it beats the champion on the
+  same data and protocol, else `candidate` (all MLflow calls through contrastive.tracking).
 
 It reads what the training jobs recorded on their trials (`result_attrs`: objective, fine-tuned and baseline
 metrics, deltas, pair threshold, MLflow run id), so it needs no trial's files but the promoted `model/` dir.
@@ -150,9 +151,12 @@ class SweepReport(SweepCallback):
             tracking = _tracking()
             _tolerant(tracking.log_sweep_summary, self.parent_run_id, summary, [path, *figures])
             if promoted is not None and best is not None:
+                metric = self.rule.pick or objective_names(study)[0]
+                value = (best.user_attrs.get(METRICS_ATTR) or {}).get(metric)
                 summary["registered"] = _tolerant(
-                    tracking.register_best, self.tracking, best.user_attrs.get(RUN_ATTR), promoted
+                    tracking.register_best, self.tracking, best.user_attrs.get(RUN_ATTR), promoted, metric, value
                 )
+                path.write_text(json.dumps(summary, indent=2, default=str))  # with the registry's verdict
         return summary
 
     def end_parent(self, status: str) -> None:

@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,20 +26,40 @@ MAX_PARAMS_PER_CALL = 100  # MLflow's limit on one log_params batch
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 
 
+MODEL_URI_TAG = "model_uri"  # run tag: where the run's sentence_transformers model was logged (models:/m-...)
+METRIC_TAG = "metric."  # model version tags: the promotion metric's value (metric.<name>)
+CHAMPION, CHALLENGER = "best", "candidate"  # registry aliases: the champion, and a version that did not beat it
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where new experiments keep artifacts: `mlartifacts/` beside a SQLite store file; None (MLflow's
+    default, the server's --artifacts-destination) for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri[len("sqlite:///") :]).expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
+def default_tracking_uri() -> str:
+    """The store outside a training config: $MLFLOW_TRACKING_URI, else the project's mlruns.db (conf/tracking)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlruns.db'}"
+
+
 def configure(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at the store and experiment; returns the experiment id."""
+    """Point MLflow at the store and experiment (created with its artifacts beside a SQLite store); its id."""
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
-    return found.experiment_id if found else mlflow.create_experiment(experiment)
+    if found:
+        return found.experiment_id
+    return mlflow.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted keys; lists become their JSON text."""
+def flatten(mapping: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested dicts to keys joined by `sep`; lists become their JSON text."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
+            flat.update(flatten(value, name + sep, sep))
         else:
             flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
     return flat
@@ -59,14 +81,50 @@ def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
-    """Log the finite numeric values of a (possibly nested) dict of metrics."""
+    """Log the finite numeric values of a (possibly nested) dict of metrics, names joined by `/`."""
     numeric = {
         prefix + k: float(v)
-        for k, v in flatten(metrics).items()
+        for k, v in flatten(metrics, sep="/").items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     }
     if numeric:
         mlflow.log_metrics(numeric, step=step)
+
+
+def eval_metrics(finetuned: Mapping[str, Any], baseline: Mapping[str, Any], delta: Mapping[str, Any]) -> dict:
+    """An evaluation's metrics under one namespace style: `finetuned/<m>`, `baseline/<m>`, `delta/<m>` and
+    `ci/<m>/low|high` (the delta's bootstrap interval); eval-set sizes (`n_*`) are left to `eval_sizes`."""
+    out: dict[str, Any] = {}
+    for side, values in (("finetuned", finetuned), ("baseline", baseline)):
+        out.update({f"{side}/{k}": v for k, v in (values or {}).items() if not str(k).startswith("n_")})
+    for name, row in (delta or {}).items():
+        out[f"delta/{name}"] = row.get("delta")
+        out[f"ci/{name}/low"], out[f"ci/{name}/high"] = row.get("ci_low"), row.get("ci_high")
+    return out
+
+
+def eval_sizes(finetuned: Mapping[str, Any]) -> dict[str, Any]:
+    """The eval set's sizes (`n_queries`, `n_corpus`, `n_pairs`) as `data/eval_<name>` params."""
+    return {f"data/eval_{k}": v for k, v in (finetuned or {}).items() if str(k).startswith("n_")}
+
+
+def log_data(summary: Mapping[str, Any], fingerprint: str, name: str = "qqp") -> None:
+    """The data as the run's input dataset (digest: the data fingerprint; Dataset column) and its counts as
+    `data/<key>` params (constants of the run, not metrics)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    origin = str(summary.get("source") or name)
+    try:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file either way
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(origin)
+    except Exception:  # noqa: BLE001 - an origin MLflow has no resolver for (hf ids...)
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+        source = HTTPDatasetSource(origin)
+    mlflow.log_input(MetaDataset(source, name=name, digest=fingerprint[:36]), context="training")
+    log_params({f"data/{k}": v for k, v in summary.items() if k != "source"})
 
 
 def log_dict(obj: Any, name: str) -> None:
@@ -146,9 +204,73 @@ def log_text(text: str, name: str) -> None:
     mlflow.log_text(text, name)
 
 
-def log_model_dir(model_dir: str | Path, artifact_path: str = "model") -> None:
-    """Log a saved SentenceTransformer directory as the run's model artifact."""
-    mlflow.log_artifacts(str(model_dir), artifact_path)
+def log_model(model: Any, examples: list[str], name: str = "model") -> str:
+    """Log the model as MLflow's `sentence_transformers` flavor (signature and input example from `examples`),
+    so it loads with mlflow.sentence_transformers / mlflow.pyfunc; its URI, also the run's `model_uri` tag."""
+    from mlflow.models import infer_signature
+
+    examples = [str(x) for x in examples[:3]] or ["How do I learn Python?"]
+    signature = infer_signature(examples, model.encode(examples, show_progress_bar=False))
+    info = mlflow.sentence_transformers.log_model(model, name=name, signature=signature, input_example=examples)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+    return info.model_uri
+
+
+def is_model_uri(name: str) -> bool:
+    """True for an MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/ID/PATH`)."""
+    return str(name).startswith(("models:/", "runs:/"))
+
+
+def _cache_key(uri: str) -> str:
+    """A stable cache folder name for a model URI: the version an alias points to now, or the run id."""
+    from contrastive.utils import sha256_hex
+
+    client = MlflowClient()
+    body = uri.split(":/", 1)[1].strip("/")
+    if uri.startswith("models:/") and "@" in body:
+        model, alias = body.split("@", 1)
+        version = client.get_model_version_by_alias(model, alias)
+        return f"{model}-v{version.version}"
+    return body.replace("/", "-")[:80] + "-" + sha256_hex(uri)[:8]
+
+
+def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local SentenceTransformer directory for a model URI: the logged flavor downloaded once into
+    `cache_dir` (an alias is cached per version it points to), with the run's metrics.json beside it."""
+    from contrastive.utils import write_dir_atomic
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    target = Path(cache_dir).expanduser() / _cache_key(uri)
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp))
+        found = sorted(tmp.rglob("model.sentence_transformer"))
+        run_id = mlflow.models.get_model_info(uri).run_id
+        if found and run_id:
+            with contextlib.suppress(Exception):  # the app's thresholds: the run's metrics.json, beside the weights
+                mlflow.artifacts.download_artifacts(f"runs:/{run_id}/metrics.json", dst_path=str(found[0]))
+
+    if not target.is_dir():
+        write_dir_atomic(target, fill)
+    found = sorted(target.rglob("model.sentence_transformer"))
+    if not found:
+        raise ValueError(f"{uri} holds no sentence_transformers model (no model.sentence_transformer folder)")
+    return found[0]
+
+
+def registry_champion(name: str | None, tracking_uri: str | None = None) -> str | None:
+    """`models:/NAME@best` when the store holds that alias (a SQLite store that does not exist is not created)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or default_tracking_uri()
+    if not name or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
+        return None
+    try:
+        MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return f"models:/{name}@{CHAMPION}"
 
 
 def log_loss_curve(history: list[dict[str, Any]]) -> None:
@@ -306,35 +428,75 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
         client.log_artifact(parent_run_id, str(path))
 
 
-def register_best(tcfg: DictConfig | None, run_id: str | None, best_dir: str | Path) -> dict[str, Any] | None:
-    """Register the promoted checkpoint as a version of `tracking.registered_model` with alias `best`.
+def _version_source(client: MlflowClient, run_id: str | None, best_dir: str | Path) -> str:
+    """What a promoted checkpoint is registered from: the run's logged flavor, else the promoted directory."""
+    if run_id:
+        tags = client.get_run(run_id).data.tags
+        if tags.get(MODEL_URI_TAG):
+            return tags[MODEL_URI_TAG]
+    return str(Path(best_dir).resolve())
 
-    Source: the child run's `model` artifact when it was logged, else the promoted directory. A version with
-    the same source already under the alias is kept (reruns do not pile up versions).
+
+def champion_verdict(current: Any, candidate: Mapping[str, str], metric: str | None) -> tuple[bool, str]:
+    """Whether a candidate version (its tags) takes `best` from `current` (a version, or None), and why: only
+    a higher `metric` on the same data fingerprint and evaluation protocol beats the champion."""
+    if current is None:
+        return True, "no champion yet"
+    held = current.tags
+    for key in ("data_fingerprint", "eval_protocol"):
+        if held.get(key) != candidate.get(key):
+            return False, f"{key} differs from champion v{current.version} ({held.get(key)} vs {candidate.get(key)})"
+    mine, theirs = candidate.get(METRIC_TAG + str(metric)), held.get(METRIC_TAG + str(metric))
+    if metric is None or mine is None or theirs is None:
+        return False, f"no {metric} recorded on both the candidate and champion v{current.version}"
+    if float(mine) > float(theirs):
+        return True, f"{metric} {float(mine):.4f} beats champion v{current.version} ({float(theirs):.4f})"
+    return False, f"{metric} {float(mine):.4f} does not beat champion v{current.version} ({float(theirs):.4f})"
+
+
+def register_best(
+    tcfg: DictConfig | None,
+    run_id: str | None,
+    best_dir: str | Path,
+    metric: str | None = None,
+    value: float | None = None,
+) -> dict[str, Any] | None:
+    """Register a sweep's promoted checkpoint as a version of `tracking.registered_model`, champion style.
+
+    The version (one per run: a rerun reuses it) carries the run's data fingerprint, evaluation protocol and
+    its `metric` value as tags. It takes alias `best` only when it beats the current `best` on the same data
+    and protocol (`champion_verdict`); otherwise it gets alias `candidate`, and the log and summary say why.
     """
     from mlflow.exceptions import MlflowException
 
-    name = tcfg.get("registered_model") if tcfg is not None else None
+    name = getattr(tcfg, "registered_model", None) if tcfg is not None else None
     if not name:
         return None
     client, _ = _client(tcfg)
-    source = str(Path(best_dir).resolve())
-    if run_id and any(a.path == "model" for a in client.list_artifacts(run_id)):
-        source = f"runs:/{run_id}/model"
-    try:
-        current = client.get_model_version_by_alias(name, "best")
-        if current.source == source or (run_id and current.run_id == run_id):
-            return {"name": name, "version": current.version, "alias": "best", "source": current.source}
-    except MlflowException:
-        pass
+    run_tags = client.get_run(run_id).data.tags if run_id else {}
+    tags = {"promoted_dir": str(Path(best_dir).resolve())}
+    tags.update({k: str(run_tags[k]) for k in ("data_fingerprint", "eval_protocol") if run_tags.get(k)})
+    if metric is not None and value is not None:
+        tags[METRIC_TAG + metric] = repr(float(value))
     with contextlib.suppress(MlflowException):  # it may exist already
         client.create_registered_model(name)
-    version = client.create_model_version(
-        name, source, run_id=run_id, tags={"promoted_dir": str(Path(best_dir).resolve())}
-    )
-    client.set_registered_model_alias(name, "best", version.version)
-    log.info("registered %s version %s (alias best) from %s", name, version.version, source)
-    return {"name": name, "version": version.version, "alias": "best", "source": source}
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if current is not None and run_id and current.run_id == run_id:
+        return {"name": name, "version": current.version, "alias": CHAMPION, "why": "already the champion"}
+    mine = client.search_model_versions(f"name='{name}' and run_id='{run_id}'") if run_id else []
+    if mine:
+        version = mine[0]
+    else:
+        source = _version_source(client, run_id, best_dir)
+        version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    wins, why = champion_verdict(current, tags, metric)
+    alias = CHAMPION if wins else CHALLENGER
+    client.set_registered_model_alias(name, alias, version.version)
+    log.info("registered %s version %s as @%s: %s", name, version.version, alias, why)
+    return {"name": name, "version": version.version, "alias": alias, "why": why, "source": version.source}
 
 
 def end_sweep_run(parent_run_id: str, status: str = "FINISHED") -> None:

@@ -36,6 +36,44 @@ def output_dir(settings: TrainSettings) -> Path:
     raise ConfigError("paths.output_dir=None: outside a Hydra run, name the job's directory")
 
 
+NAME_SKIPS = ("paths.", "tracking.", "hydra.", "run_name", "optuna.", "sweeps")  # bookkeeping, not what changed
+EXAMPLES = ["How do I learn Python?", "What is the best way to learn Python?"]  # the logged model's input example
+
+
+def _short(value: str) -> str:
+    """A number in 3 significant digits (sampled learning rates), anything else as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "e" not in value.lower() else f"{number:.3g}"
+
+
+def run_name(overrides: list[str], fallback: str, limit: int = 80) -> str:
+    """A run name that says what changed: the job's overrides (bookkeeping ones left out, numbers shortened),
+    after `trial N:` in a sweep, else `fallback` (the output dir's name)."""
+    kept, trial = [], ""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key == "optuna.trial_number":
+            trial = f"trial {value}: "
+        elif sep and not key.startswith(NAME_SKIPS):
+            kept.append(f"{key}={_short(value)}")
+    name = trial + ",".join(kept)
+    return (name if len(name) <= limit else name[: limit - 1] + "…") or fallback
+
+
+def job_overrides() -> list[str]:
+    """This job's command-line (and sweep-chosen) overrides, [] outside a Hydra run."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def eval_protocol(ev) -> str:
+    """What makes two runs' metrics comparable: the split, cut-offs and distractors of the evaluation."""
+    return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}"
+
+
 def trial_reporter(cfg: DictConfig):
     """This job's handle on its Optuna trial (report, prune, record results) when it is one, else None."""
     try:
@@ -68,14 +106,16 @@ def run(cfg: DictConfig) -> float | list[float]:
         "data_fingerprint": data.fingerprint,
         "model_fingerprint": fingerprint(settings.model.name_or_path),
         "output_dir": str(out),
+        "eval_protocol": eval_protocol(settings.eval),
     }
     reporter = trial_reporter(cfg)
-    with tracking.run(settings.tracking, settings.run_name or out.name, tags) as run_id:
+    name = settings.run_name or run_name(job_overrides(), out.name)
+    with tracking.run(settings.tracking, name, tags) as run_id:
         if reporter is not None:
             reporter.record(mlflow_run_id=run_id)
         if run_id:
             tracking.log_params(tracking.config_params(cfg))
-            tracking.log_metrics({k: v for k, v in data.summary.items() if k != "source"}, prefix="data/")
+            tracking.log_data(data.summary, data.fingerprint)
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
         evaluator.warm_baseline(model)  # the model is still untuned: no second load later
@@ -100,15 +140,16 @@ def run(cfg: DictConfig) -> float | list[float]:
         if run_id:
             tracking.log_loss_curve(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
-            tracking.log_metrics({"finetuned": result.finetuned, "baseline": result.baseline, "delta": result.delta})
+            tracking.log_metrics(tracking.eval_metrics(result.finetuned, result.baseline, result.delta))
+            tracking.log_params(tracking.eval_sizes(result.finetuned))
             value = result.objective["value"]
             tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
-            tracking.log_metrics({"wall_time_s": wall_time_s})
+            tracking.log_metrics({"wall_time_s": wall_time_s}, prefix="train/")
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")
             if checkpoint and settings.tracking.log_model:
-                tracking.log_model_dir(checkpoint)
+                tracking.log_model(model, EXAMPLES)
     print(result.table(), flush=True)
     print(f"output dir: {out}\nmlflow run: {run_id}  ({settings.tracking.tracking_uri})", flush=True)
     return result.objective["value"]

@@ -199,7 +199,7 @@ def fit(
 
     trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
     if settings.tracking.enabled:
-        tracking.log_metrics(sizes, prefix="data/")
+        tracking.log_params({f"data/{k}": v for k, v in sizes.items()})  # constants: params, not charts
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]

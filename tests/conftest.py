@@ -19,6 +19,14 @@ FIXTURE_CSV = PROJECT_ROOT / "tests" / "fixtures" / "qqp_fixture.csv"
 SHARED_QQP = PROJECT_ROOT.parent / "shared" / "data" / "qqp" / "train.parquet"
 
 
+@pytest.fixture(autouse=True)
+def _own_mlflow_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the project's mlruns.db or registry cache: MLflow URIs resolve in a temp store."""
+    root = tmp_path_factory.mktemp("mlflow_default")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
+    monkeypatch.setenv("CONTRASTIVE_REGISTRY_CACHE", str(root / "registry"))
+
+
 def compose_config(config_name: str = "train", *overrides: str) -> DictConfig:
     """conf/<config_name>.yaml with `overrides`, composed by Hydra's compose API as the entry points compose it.
 

@@ -85,3 +85,11 @@ def test_thresholds_fall_back_uncalibrated(tmp_path):
     found = load_thresholds(model, 0.75)
     assert (found.finetuned, found.baseline, found.calibrated) == (0.8, 0.75, True)
     assert "no baseline.pair_threshold" in found.note
+
+
+def test_registry_best_skips_a_store_that_does_not_exist(tmp_path, monkeypatch):
+    from contrastive.app.checkpoints import registry_best
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    assert registry_best("contrastive-qqp") is None and not (tmp_path / "none.db").exists()
+    assert registry_best(None) is None

@@ -70,7 +70,7 @@ def test_three_trial_sweep_with_mlflow_parent_and_children(tmp_path):
 @pytest.mark.slow
 def test_real_train_sweep_on_the_fixture(tmp_path):
     out = tmp_path / "outputs"
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{out / 'fixture_mlruns.db'}"  # the sweep's own store, under paths.output_root
     command = [
         sys.executable,
         "-m",
@@ -78,7 +78,6 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
         "+sweeps=fixture_tiny",
         f"paths.output_root={out}",
         f"paths.cache_dir={tmp_path / 'cache'}",
-        f"tracking.tracking_uri={uri}",
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -110,10 +109,13 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     tracking.configure(uri, "contrastive")
     child = tracking.run_info(best.user_attrs["mlflow_run_id"])
     assert child["tags"]["trial_state"] == "COMPLETE" and child["tags"]["trial_number"] == str(best.number)
-    assert child["metrics"]["finetuned.mrr_at_10"] == pytest.approx(best.value)
+    assert child["metrics"]["finetuned/mrr_at_10"] == pytest.approx(best.value)
     parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
     assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
     assert "param_importances.png" in parent["artifacts"]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["registered"]["name"] == "contrastive-fixture" and summary["registered"]["alias"] == "best"
+    assert not (tmp_path / "mlruns").exists() and (out / "mlartifacts").is_dir()  # artifacts beside the store
 
 
 # ---------------------------------------------------------------- promotion rule and Pareto plot

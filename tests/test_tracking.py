@@ -56,7 +56,7 @@ def test_run_states_and_nesting(store):
     info = tracking.run_info(child)
     assert info["status"] == "FINISHED" and info["tags"]["state"] == "COMPLETE"
     assert info["tags"]["mlflow.parentRunId"] == parent
-    assert info["metrics"] == {"x.y": 1.5}  # non-finite and non-numeric values skipped
+    assert info["metrics"] == {"x/y": 1.5}  # non-finite and non-numeric values skipped
     with pytest.raises(RuntimeError), tracking.run(_cfg(store).tracking, "fails") as failed:
         raise RuntimeError("boom")
     info = tracking.run_info(failed)
@@ -77,3 +77,83 @@ def test_disabled_tracking_yields_none(store):
     cfg.tracking.enabled = False
     with tracking.run(cfg.tracking) as run_id:
         assert run_id is None
+
+
+# ---------------------------------------------------------------- MLflow views
+def test_eval_metrics_one_namespace_style():
+    finetuned = {"mrr_at_10": 0.9, "pair_threshold": 0.8, "n_queries": 48}
+    delta = {"mrr_at_10": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15}}
+    flat = tracking.eval_metrics(finetuned, {"mrr_at_10": 0.8, "n_queries": 48}, delta)
+    assert flat == {
+        "finetuned/mrr_at_10": 0.9,
+        "finetuned/pair_threshold": 0.8,
+        "baseline/mrr_at_10": 0.8,
+        "delta/mrr_at_10": 0.1,
+        "ci/mrr_at_10/low": 0.05,
+        "ci/mrr_at_10/high": 0.15,
+    }
+    assert tracking.eval_sizes(finetuned) == {"data/eval_n_queries": 48}
+
+
+def test_artifacts_beside_the_sqlite_store_and_data_as_input(store, tmp_path):
+    assert tracking.artifact_root(store) == (tmp_path / "mlartifacts").as_uri()
+    assert tracking.artifact_root("http://host:5000") is None  # a server: its --artifacts-destination
+    with tracking.run(_cfg(store).tracking, "data") as run_id:
+        tracking.log_data({"source": "/data/train.csv", "train_pairs": 180}, "f" * 64)
+        tracking.log_dict({"a": 1}, "a.json")
+    run = mlflow.get_run(run_id)
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert (tmp_path / "mlartifacts").is_dir()
+    assert run.data.params["data/train_pairs"] == "180" and not run.data.metrics
+    assert run.inputs.dataset_inputs[0].dataset.digest == "f" * 36
+
+
+def test_run_name_says_what_changed():
+    from contrastive.train import run_name
+
+    overrides = [
+        "data=fixture",
+        "trainer.lr=3.1622776601683795e-05",
+        "paths.output_dir=/x",
+        "++tracking.parent_run_id=1",
+    ]
+    assert run_name(overrides, "12-00-00") == "data=fixture,trainer.lr=3.16e-05"
+    assert run_name(["hydra.run.dir=/x"], "12-00-00") == "12-00-00"
+    trial = ["batch.size=16", "+sweeps=fixture_tiny", "++optuna.study_name='s'", "++optuna.trial_number=3"]
+    assert run_name(trial, "x") == "trial 3: batch.size=16"
+    assert len(run_name([f"k{i}=v" for i in range(40)], "x")) == 80
+
+
+# ---------------------------------------------------------------- champion semantics
+def _candidate(store, fingerprint: str, tmp_path, name: str) -> str:
+    """A finished run on data `fingerprint`, and a promoted dir for it."""
+    tags = {"data_fingerprint": fingerprint, "eval_protocol": "split=val"}
+    with tracking.run(_cfg(store).tracking, name, tags) as rid:
+        pass
+    (tmp_path / name).mkdir()
+    return rid
+
+
+def test_best_moves_only_for_a_better_model_on_the_same_data(store, tmp_path, caplog):
+    from mlflow.tracking import MlflowClient
+
+    caplog.set_level("INFO", logger="contrastive.tracking")
+    tcfg = _cfg(store, registered_model="m").tracking
+    first = _candidate(store, "fpA", tmp_path, "first")
+    got = tracking.register_best(tcfg, first, tmp_path / "first", "mrr_at_10", 0.5)
+    assert got["alias"] == "best" and got["why"] == "no champion yet"
+    worse = _candidate(store, "fpA", tmp_path, "worse")
+    got = tracking.register_best(tcfg, worse, tmp_path / "worse", "mrr_at_10", 0.4)
+    assert got["alias"] == "candidate" and "does not beat champion v1" in got["why"]
+    assert "as @candidate" in caplog.text
+    client = MlflowClient(tracking_uri=store)
+    assert client.get_model_version_by_alias("m", "best").run_id == first
+    better = _candidate(store, "fpA", tmp_path, "better")
+    got = tracking.register_best(tcfg, better, tmp_path / "better", "mrr_at_10", 0.6)
+    assert got["alias"] == "best" and "beats champion v1" in got["why"]
+    other_data = _candidate(store, "fpB", tmp_path, "other")
+    got = tracking.register_best(tcfg, other_data, tmp_path / "other", "mrr_at_10", 0.9)
+    assert got["alias"] == "candidate" and "data_fingerprint differs" in got["why"]
+    assert tracking.register_best(tcfg, better, tmp_path / "better", "mrr_at_10", 0.6)["why"] == "already the champion"
+    assert len(client.search_model_versions("name='m'")) == 4  # a rerun adds no version
+    assert client.get_model_version_by_alias("m", "best").run_id == better

@@ -83,14 +83,25 @@ def test_train_cli_end_to_end(tmp_path):
     cfg = _cfg(tmp_path, "loss.aux_weight=0.3", "trainer.eval_steps=2", "tracking.log_model=true")
     expected = {k for k in tracking.config_params(cfg) if not k.startswith("paths.") and not k.startswith("tracking.")}
     assert expected <= set(info["params"])  # every resolved config value
-    assert {"finetuned.mrr_at_10", "baseline.mrr_at_10", "delta.mrr_at_10.delta", "train/loss"} <= set(info["metrics"])
+    names = {"finetuned/mrr_at_10", "baseline/mrr_at_10", "delta/mrr_at_10", "ci/mrr_at_10/low", "train/loss"}
+    assert names <= set(info["metrics"]) and not any("." in m for m in info["metrics"])  # one namespace style
+    assert not any(m.startswith("data/") for m in info["metrics"])  # counts are params, not charts
+    assert info["params"]["data/train_pairs_used"] and info["params"]["data/eval_n_queries"]
+    assert info["tags"]["mlflow.runName"].startswith("data=fixture,trainer.max_steps=4")  # what changed
+    assert info["tags"]["eval_protocol"].startswith("split=val,k=10")
     assert len(tracking.metric_history(metrics["mlflow_run_id"], "train/loss")) >= 4
     assert len(tracking.metric_history(metrics["mlflow_run_id"], "intermediate/objective")) >= 1
     assert info["tags"]["data_fingerprint"] and info["tags"]["git_commit"] is not None
     arts = info["artifacts"]
     assert "config.yaml" in arts and "metrics.json" in arts and "data_summary.json" in arts
     assert any(a.startswith("figures/") and a.endswith(".png") for a in arts)
-    assert any(a.startswith("model/") and a.endswith("model.safetensors") for a in arts)
+    import mlflow
+
+    run = mlflow.get_run(metrics["mlflow_run_id"])
+    assert run.inputs.dataset_inputs[0].dataset.digest == info["tags"]["data_fingerprint"][:36]
+    uri = info["tags"]["model_uri"]  # the sentence_transformers flavor, loadable by MLflow
+    assert mlflow.models.get_model_info(uri).flavors.keys() >= {"sentence_transformers", "python_function"}
+    assert (tmp_path / "mlartifacts").is_dir()  # the artifact root sits beside the store
 
 
 @pytest.mark.slow

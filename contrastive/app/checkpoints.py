@@ -16,6 +16,7 @@ from contrastive.errors import ConfigError, ModelError
 log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 
 MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json", "model.safetensors")
+REGISTERED_MODEL = "contrastive-qqp"  # conf/tracking/mlflow.yaml's registered_model: the app serves its @best
 
 
 # ---------------------------------------------------------------- which checkpoint
@@ -46,9 +47,32 @@ def _newest(paths: Sequence[Path]) -> Path | None:
     return max(paths, key=lambda p: (p.stat().st_mtime, str(p)), default=None)
 
 
-def find_checkpoint(model: str | None, output_root: str | os.PathLike) -> Checkpoint:
-    """`checkpoint` if given; else the newest `outputs/sweeps/*/best`; else the newest `outputs/runs/**/model`;
-    else no checkpoint (the app then serves the untuned baseline alone and says so)."""
+def registry_best(registered_model: str | None = REGISTERED_MODEL) -> str | None:
+    """`models:/<registered_model>@best` when the MLflow store ($MLFLOW_TRACKING_URI, else the project's
+    mlruns.db) has that alias; a SQLite store that does not exist is not opened (nor MLflow imported)."""
+    from contrastive import PROJECT_ROOT
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlruns.db'}"
+    if not registered_model or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
+        return None
+    from contrastive import tracking
+
+    try:
+        return tracking.registry_champion(registered_model, uri)
+    except Exception as exc:  # noqa: BLE001 - an unreadable store: fall back to outputs/
+        log.warning("MLflow registry at %s unreadable: %s", uri, exc)
+        return None
+
+
+def find_checkpoint(
+    model: str | None, output_root: str | os.PathLike, registered_model: str | None = REGISTERED_MODEL
+) -> Checkpoint:
+    """`checkpoint` if given (a dir, hub id or MLflow model URI); else the MLflow registry's champion
+    (`models:/<registered_model>@best`); else the newest `outputs/sweeps/*/best`; else the newest
+    `outputs/runs/**/model`; else no checkpoint (the app then serves the untuned baseline alone and says so)."""
+    if model in (None, "") and (champion := registry_best(registered_model)):
+        found = find_checkpoint(champion, output_root)
+        return Checkpoint(found.path, "registry champion", champion)
     if model not in (None, ""):
         from contrastive.model import resolve_model
 

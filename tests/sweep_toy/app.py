@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float | list[float]:
         tracking.log_params(tracking.config_params(cfg))
         value = work(cfg, out, reporter)
         if cfg.make_model:
-            tracking.log_model_dir(out / "model")
+            tracking.log_artifact(out / "model", "model")  # not a real model: plain artifacts
         tracking.log_metrics({"objective": value})
     print(f"mlflow run: {run_id}")
     return value
