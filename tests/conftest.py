@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,14 @@ def _own_mlflow_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     root = tmp_path_factory.mktemp("mlflow_default")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
     monkeypatch.setenv("CONTRASTIVE_REGISTRY_CACHE", str(root / "registry"))
+
+
+def run_module(module: str, *args: str, timeout: int = 60, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` offline, output captured: the entry points' end-to-end tests."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def compose_config(config_name: str = "train", *overrides: str) -> DictConfig:

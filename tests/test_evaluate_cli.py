@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
+from conftest import run_module
 
-from contrastive import PROJECT_ROOT
 from contrastive.cli import compose_config
 from contrastive.errors import ConfigError, ModelError
 
 
 def evaluate_cli(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "contrastive.evaluate", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_module("contrastive.evaluate", *args, timeout=timeout)
 
 
 def test_cfg_job_prints_the_composed_config_with_the_checkpoint_key(tmp_path):

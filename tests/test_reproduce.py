@@ -5,13 +5,11 @@ rows, the own-corpus evaluation)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_module
 from omegaconf import OmegaConf
 
 from contrastive import PROJECT_ROOT, reproduce
@@ -24,15 +22,7 @@ def _cfg(*overrides: str):
 
 
 def reproduce_cli(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "contrastive.reproduce", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_module("contrastive.reproduce", *args, timeout=timeout)
 
 
 def test_config_composes_with_the_documented_defaults():
