@@ -90,3 +90,39 @@ def test_ui_endpoints_over_http_return_numbers(tmp_path):
             client.predict("What?", "", api_name="/compare")
     finally:
         demo.close()
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
+    import pandas as pd
+
+    from contrastive.app.ui import write_csv
+
+    table = pd.DataFrame(
+        {"question": ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "How do I learn Python?"], "cosine": [-0.5] * 5}
+    )
+    path = write_csv(table)
+    back = pd.read_csv(path, keep_default_na=False)
+    assert back["question"].tolist() == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "How do I learn Python?",
+    ]
+    assert back["cosine"].tolist() == [-0.5] * 5  # numbers stay numbers
+
+
+def test_earlier_csv_downloads_are_cleaned_up(tmp_path):
+    import os
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from contrastive.app.ui import remove_stale_csv_dirs, write_csv
+
+    old = Path(write_csv(pd.DataFrame({"q": ["a"]}))).parent
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = Path(write_csv(pd.DataFrame({"q": ["b"]}))).parent  # writing removes directories older than an hour
+    assert not old.exists() and fresh.exists()
+    assert remove_stale_csv_dirs(max_age_s=0) >= 1 and not fresh.exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,10 +220,34 @@ def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv") -> str:
-    """Write a table to a fresh temporary directory (served by Gradio from the system temp dir)."""
-    path = Path(tempfile.mkdtemp(prefix="contrastive-dedup-")) / name
-    table.to_csv(path, index=False)
+CSV_PREFIX = "contrastive-dedup-"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with these as a formula
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula gets a leading quote (OWASP's CSV injection advice)."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def remove_stale_csv_dirs(max_age_s: float = 3600.0) -> int:
+    """Delete earlier downloads' temporary directories older than `max_age_s`; how many went."""
+    now, removed = time.time(), 0
+    for folder in Path(tempfile.gettempdir()).glob(CSV_PREFIX + "*"):
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv", max_age_s: float = 3600.0) -> str:
+    """Write a table, formula-safe, to a fresh temporary directory (served by Gradio from the system temp dir);
+    earlier downloads' directories older than `max_age_s` are removed first."""
+    remove_stale_csv_dirs(max_age_s)
+    path = Path(tempfile.mkdtemp(prefix=CSV_PREFIX)) / name
+    table.map(spreadsheet_safe).to_csv(path, index=False)
     return str(path)
 
 
