@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from contrastive.cli import config_error_line
 from contrastive.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -611,7 +612,7 @@ def load(cfg: DictConfig, schema: type) -> Any:
         refuse_unknown_keys(merged, schema)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(omegaconf_message(exc)) from exc
+        raise ConfigError(config_error_line(exc)) from exc
 
 
 def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
@@ -628,13 +629,6 @@ def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> Non
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
-
-
-def omegaconf_message(exc: Exception) -> str:
-    """One line from an OmegaConf error: '<full_key>=<value>: <why>' where it names them."""
-    key = getattr(exc, "full_key", None)
-    text = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
-    return f"{key}: {text}" if key else text
 
 
 def load_train(cfg: DictConfig) -> TrainSettings:
