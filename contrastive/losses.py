@@ -10,9 +10,19 @@ r"""The training objective: MNRL (InfoNCE on cosine, optional hard negatives) pl
 with scale :math:`s` (``loss.scale``), weight :math:`w` (``loss.aux_weight``) and, by default,
 :math:`\mathcal{L}_{\text{aux}} = \frac{1}{B}\sum (y - \cos(q_1, q_2))^2` (CosineSimilarityLoss).
 
-The two terms train on separate datasets (MNRL on positives / triplets, the auxiliary loss on labeled
-pairs); the Trainer draws each batch from one dataset (``loss.interleave``: ``proportional`` to dataset
-sizes, or ``round_robin``), so :math:`w` multiplies every auxiliary batch's loss and hence its gradient.
+How the two terms share the optimiser steps (``loss.combine``):
+
+- ``joint``: every row of an MNRL dataset carries one auxiliary pair (``pairs.joint_examples``), so one batch is
+  an MNRL batch :math:`b` and an auxiliary batch :math:`b'` of the same size, and :class:`JointLoss` returns
+  both terms; the Trainer sums them, so each step's gradient is
+  :math:`\nabla\mathcal{L}_{\text{MNRL}}(b) + w\,\nabla\mathcal{L}_{\text{aux}}(b')`, summed BEFORE gradient
+  clipping and AdamW. :math:`w` then sets the direction of every update. We zip the datasets rather than use
+  gradient accumulation over one batch of each: accumulation would halve the steps per epoch, tie the
+  learning-rate schedule to it, and the multi-dataset sampler cannot promise one batch of each per step.
+- ``alternate``: the two terms train on separate datasets and the Trainer draws each batch from one of them
+  (``loss.interleave``: ``proportional`` to dataset sizes, or ``round_robin``). :math:`w` multiplies every
+  auxiliary batch's loss, but clipping (the gradient norm is ~10, clipped to 1) and Adam's normalisation cancel
+  a weight on a whole step, so the balance is set by the auxiliary loss's share of the steps (``loss.aux_share``).
 """
 
 from __future__ import annotations
@@ -50,6 +60,30 @@ class WeightedLoss(nn.Module):
         return {"weight": self.weight, **inner}
 
 
+class JointLoss(nn.Module):
+    """MNRL on a row's first texts plus `weight` times the auxiliary loss on its last two (`loss.combine=joint`).
+
+    Returns the two weighted terms as a dict: the Trainer sums them into one loss (one backward, one clip, one
+    step) and logs each term beside the total.
+    """
+
+    def __init__(self, mnrl_loss: nn.Module, aux_loss: nn.Module, weight: float, aux_name: str) -> None:
+        super().__init__()
+        self.mnrl = WeightedLoss(mnrl_loss, 1.0, "mnrl")
+        self.aux = WeightedLoss(aux_loss, weight, aux_name)
+        self.model = mnrl_loss.model
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> dict[str, Tensor]:
+        features = list(sentence_features)
+        return {
+            "loss_mnrl": self.mnrl(features[:-2], labels),
+            f"loss_{self.aux.name}": self.aux(features[-2:], labels),
+        }
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"mnrl": self.mnrl.get_config_dict(), self.aux.name: self.aux.get_config_dict()}
+
+
 def mnrl(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
     """MultipleNegativesRankingLoss, or its cached (GradCache) variant when `loss.cached`."""
     if cfg.cached:
@@ -71,9 +105,15 @@ def auxiliary(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
     raise ValueError(f"no auxiliary loss {kind!r} (settings.LossSettings checks loss.aux)")
 
 
-def build_losses(model: SentenceTransformer, cfg: LossSettings, datasets: Iterable[str]) -> dict[str, nn.Module]:
-    """One loss per training dataset: MNRL for mnrl_* datasets, the weighted auxiliary loss for aux_pairs."""
+def build_losses(
+    model: SentenceTransformer, cfg: LossSettings, datasets: Iterable[str], joint: bool = False
+) -> dict[str, nn.Module]:
+    """One loss per training dataset: MNRL for mnrl_* datasets (with `joint`, MNRL + the weighted auxiliary loss
+    on the auxiliary pair zipped onto each row), the weighted auxiliary loss for aux_pairs."""
     weight = float(cfg.aux_weight)
+    if joint:
+        shared = JointLoss(mnrl(model, cfg), auxiliary(model, cfg), weight, f"aux_{cfg.aux}")
+        return {name: shared for name in datasets}
     shared_mnrl = WeightedLoss(mnrl(model, cfg), 1.0, "mnrl")
     out: dict[str, nn.Module] = {}
     for name in datasets:

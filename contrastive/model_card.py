@@ -53,6 +53,11 @@ def loss_words(dataset: str, loss: LossSettings) -> tuple[str, list[str]]:
         ]
         if loss.cached:
             words.append(f"cached (GradCache): forward/backward in mini-batches of {loss.mini_batch_size}")
+        if loss.combine == "joint" and loss.aux_weight > 0:
+            words.append(
+                f"plus aux_weight {loss.aux_weight} x {loss.aux} on a labelled pair zipped onto each row: both "
+                "losses in every optimiser step (combine: joint)"
+            )
         return ST_LOSSES + name, words
     words = [
         f"auxiliary loss: {loss.aux} on the duplicate label"
@@ -69,7 +74,8 @@ def describe_datasets(datasets: list[dict[str, Any]], loss: LossSettings, data: 
         raw = str(info.get("name", ""))
         info["name"] = f"{DATASET_WORDS.get(raw, 'QQP ' + raw)} (data fingerprint {data.fingerprint})"
         fullname, words = loss_words(raw, loss)
-        words.append(f"interleave: {loss.interleave} (how the datasets' batches alternate)")
+        if loss.combine == "alternate":
+            words.append(f"interleave: {loss.interleave} (how the datasets' batches alternate)")
         info["loss"] = {"fullname": fullname, "config_code": "\n".join(f"  - {w}" for w in words)}
 
 

@@ -116,6 +116,37 @@ def require_positives(frame: pd.DataFrame, split: str = "train") -> None:
         )
 
 
+AUX_COLUMNS = ("aux_sentence1", "aux_sentence2")  # a joint row's auxiliary pair (its label is the row's `label`)
+
+
+def joint_examples(datasets: dict[str, pd.DataFrame], seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Each MNRL dataset with one auxiliary pair zipped onto every row (`loss.combine=joint`), and what was zipped.
+
+    A batch of a joint dataset is then one MNRL batch and one auxiliary batch of the same size, so one optimiser step
+    sums both losses' gradients. The auxiliary pairs are taken in a seeded order and dealt to the MNRL datasets'
+    rows in turn (cycled when there are fewer pairs than rows; when there are more, the rest are unused); an epoch is
+    one pass over the MNRL rows. Without `aux_pairs` the datasets are returned as they are.
+    """
+    if "aux_pairs" not in datasets:
+        return datasets, {}
+    aux = datasets["aux_pairs"]
+    order = aux.index.to_numpy()[np.argsort(_rank((aux["sentence1"] + "\0" + aux["sentence2"]).tolist(), seed))]
+    mnrl = {name: df for name, df in datasets.items() if name.startswith("mnrl")}
+    rows = sum(len(df) for df in mnrl.values())
+    dealt = order[np.arange(rows) % len(order)]
+    out: dict[str, pd.DataFrame] = {}
+    start = 0
+    for name, frame in mnrl.items():
+        picked = aux.loc[dealt[start : start + len(frame)]]
+        start += len(frame)
+        out[name] = frame.reset_index(drop=True).assign(
+            **{AUX_COLUMNS[0]: picked["sentence1"].to_numpy(), AUX_COLUMNS[1]: picked["sentence2"].to_numpy()},
+            label=picked["label"].to_numpy(),
+        )
+    stats = {"joint_aux_pairs": len(aux), "joint_aux_unused": max(0, len(aux) - rows), "joint_rows": rows}
+    return out, stats
+
+
 def build_examples(
     frame: pd.DataFrame,
     hard_negatives: bool,

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import BatchSampler
 
 from contrastive.data import question_key
+from contrastive.pairs import AUX_COLUMNS
 
 
 def length_grouped(order: Sequence[int], lengths: Sequence[int], window: int) -> list[int]:
@@ -31,7 +32,8 @@ class ComponentBatchSampler(BatchSampler):
     shuffled with `seed + epoch`; an example that would clash with its batch is deferred to a later batch.
     Once a batch can no longer be filled (the rest all share a few large components), the epoch ends there:
     those examples are dropped from this epoch (a reshuffle gives them a chance in the next one).
-    Datasets with a `label` column (the auxiliary pairs) have no in-batch negatives and are batched plainly.
+    Datasets with a `label` column (the auxiliary pairs) have no in-batch negatives and are batched plainly; joint
+    rows (`loss.combine=joint`) are kept apart by their MNRL texts only (their auxiliary pair has no negatives).
     Each epoch's batches are planned once, so `len()` is exact (multi-dataset samplers draw `len()` batches);
     `stats` holds how many examples that epoch deferred and dropped.
 
@@ -61,8 +63,9 @@ class ComponentBatchSampler(BatchSampler):
         self.seed = seed
         self.epoch = 0
         labels = set(valid_label_columns or ["label", "score"])
-        self.text_columns = [c for c in dataset.column_names if c not in labels]
-        self.plain = bool(labels & set(dataset.column_names))
+        self.text_columns = [c for c in dataset.column_names if c not in labels and c not in AUX_COLUMNS]
+        # labeled pairs have no in-batch negatives; a joint row (MNRL texts + an auxiliary pair) does
+        self.plain = bool(labels & set(dataset.column_names)) and not set(AUX_COLUMNS) & set(dataset.column_names)
         self.groups = self._example_groups(dataset, lookup or {})
         if lengths is not None and len(lengths) != len(self.groups):
             raise ValueError(f"lengths: {len(lengths)} values for {len(self.groups)} examples")

@@ -25,6 +25,7 @@ SPLITS = ("train", "val", "test")
 SAMPLERS = ("component", "no_duplicates", "random")
 AUX_LOSSES = ("cosine", "cosent", "online_contrastive")
 INTERLEAVE = ("proportional", "round_robin")
+COMBINE = ("alternate", "joint")
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DATA_SOURCES = ("auto", "local", "hub")
 DATA_FORMATS = ("parquet", "csv", "tsv", "jsonl")
@@ -196,6 +197,7 @@ class LossSettings:
     aux_share: float = 1.0
     aux_margin: float = 0.5
     interleave: str = "proportional"
+    combine: str = "alternate"
 
     def __post_init__(self) -> None:
         need_finite(self.aux_weight, "loss.aux_weight", "must be >= 0 and finite", lambda v: v >= 0)
@@ -204,6 +206,7 @@ class LossSettings:
         need_finite(self.aux_margin, "loss.aux_margin", "must be > 0", lambda v: v > 0)
         need_choice(self.aux, "loss.aux", AUX_LOSSES)
         need_choice(self.interleave, "loss.interleave", INTERLEAVE)
+        need_choice(self.combine, "loss.combine", COMBINE)
         need_bool(self.hard_negatives, "loss.hard_negatives")
         need_bool(self.cached, "loss.cached")
         need_int(self.mini_batch_size, "loss.mini_batch_size", 1)

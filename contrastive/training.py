@@ -13,7 +13,7 @@ from typing import Any
 
 from contrastive.data import PreparedData
 from contrastive.errors import ConfigError
-from contrastive.pairs import build_examples, cap_pairs, component_lookup
+from contrastive.pairs import build_examples, cap_pairs, component_lookup, joint_examples
 from contrastive.samplers import SamplerFactory
 from contrastive.settings import BatchSettings, TrainSettings
 from contrastive.utils import write_dir_atomic
@@ -34,6 +34,9 @@ def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict
         seed=settings.trainer.seed,
         aux_share=float(settings.loss.aux_share),
     )
+    if is_joint(settings):
+        frames, zipped = joint_examples(frames, settings.trainer.seed)
+        sizes.update(zipped)
     sizes = {"train_pairs_used": len(train), **sizes}
     largest = max((len(df) for name, df in frames.items() if name.startswith("mnrl")), default=0)
     size = settings.batch.size
@@ -43,6 +46,11 @@ def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict
             "cut short or dropped); lower it, or raise data.max_pairs"
         )
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
+
+
+def is_joint(settings: TrainSettings) -> bool:
+    """Whether every step sums MNRL and the weighted auxiliary loss (`loss.combine=joint` with a weight > 0)."""
+    return settings.loss.combine == "joint" and settings.loss.aux_weight > 0
 
 
 def training_args(settings: TrainSettings, out: Path, sampler: Callable):
@@ -174,7 +182,7 @@ def build_trainer(
     sampler = sampler_factory(settings, component_lookup([data.splits["train"]]))
     callback = objective_callback(score or (lambda: float("nan")), settings, reporter)
     apply_threads(settings.batch)
-    losses = build_losses(model, settings.loss, datasets)
+    losses = build_losses(model, settings.loss, datasets, joint=is_joint(settings))
     single = len(datasets) == 1
     trainer = SentenceTransformerTrainer(
         model=model,

@@ -115,6 +115,7 @@ BAD = [
     ("loss.scale=0", "loss.scale", "0.0"),
     ("loss.aux=triplet", "loss.aux", "'triplet'"),
     ("loss.interleave=zigzag", "loss.interleave", "'zigzag'"),
+    ("loss.combine=sum", "loss.combine", "'sum'"),
     ("loss.mini_batch_size=0", "loss.mini_batch_size", "0"),
     ("batch.size=1", "batch.size", "1"),
     ("batch.sampler=shuffle", "batch.sampler", "'shuffle'"),
@@ -201,6 +202,7 @@ def test_unknown_keys_and_options_fail_composition():
         "batch.sampler=random",
         "batch.sampler=no_duplicates",
         "loss.interleave=round_robin",
+        "loss.combine=joint",
         "loss.cached=1",  # OmegaConf reads 1 as true
         "batch.num_threads=auto",
         "batch.num_threads=2",
