@@ -48,7 +48,7 @@ def test_a_rows_training_overrides_are_the_stamp_a_rerun_compares():
         "batch.size=64",
         "eval.split=test",
         "eval.distractors=train",
-        "eval.max_distractors=20000",
+        "eval.max_distractors=null",
         "eval.n_boot=1000",
         "hydra.run.dir=/w/rows/final",
         "run_name=reproduce-final",
