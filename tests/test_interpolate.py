@@ -256,3 +256,31 @@ def test_metrics_json_gets_interpolation_keys_only_when_asked():
     assert interpolation_extra({}, None) == {}
     assert interpolation_extra({}, 0.7) == {"model_interpolate": 0.7}
     assert interpolation_extra({"0.5": {}}, None) == {"interpolate": {"0.5": {}}}
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_mixes_of_any_checkpoint(tmp_path, capsys):
+    """`python -m contrastive.evaluate checkpoint=... eval.interpolate=[..]`: WiSE-FT of a checkpoint, no training.
+    With the untuned model as the checkpoint every mix is that model: the same metrics as the checkpoint's, exactly."""
+    from conftest import compose_config
+
+    from contrastive import evaluate
+    from contrastive.model import packaged_model_dir
+
+    out = tmp_path / "m.json"
+    cfg = compose_config(
+        "evaluate",
+        f"checkpoint={packaged_model_dir()}",
+        "data=fixture",
+        "eval.n_boot=20",
+        "eval.interpolate=[0.0,0.5]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"json={out}",
+    )
+    result = evaluate.run(cfg)
+    doc = json.loads(out.read_text())
+    assert list(doc["interpolate"]) == ["0.0", "0.5"]
+    for entry in doc["interpolate"].values():
+        assert entry["finetuned"] == doc["finetuned"] == json.loads(json.dumps(result.finetuned))
+        assert entry["delta"]["mrr_at_10"]["delta"] == 0
+    assert "weight interpolation" in capsys.readouterr().out
