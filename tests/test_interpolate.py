@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import train_settings
+from conftest import compose_config, train_settings
 from torch import nn
 
 from contrastive import PROJECT_ROOT, tracking
@@ -262,8 +262,6 @@ def test_metrics_json_gets_interpolation_keys_only_when_asked():
 def test_evaluate_scores_the_mixes_of_any_checkpoint(tmp_path, capsys):
     """`python -m contrastive.evaluate checkpoint=... eval.interpolate=[..]`: WiSE-FT of a checkpoint, no training.
     With the untuned model as the checkpoint every mix is that model: the same metrics as the checkpoint's, exactly."""
-    from conftest import compose_config
-
     from contrastive import evaluate
     from contrastive.model import packaged_model_dir
 
