@@ -2,7 +2,8 @@
 
 `python -m contrastive.evaluate checkpoint=<dir, hub id or models:/NAME@ALIAS> [eval.split=test] [data=fixture]
 [json=out.json] [overrides]`; `--cfg job` prints the composed config, `--help` the groups. The work is
-`contrastive.evaluation`.
+`contrastive.evaluation`. With `eval.interpolate=[..]` it also scores the weight mixes (1-a)*untuned + a*checkpoint
+(contrastive/interpolate.py), the untuned model being `model.name_or_path`: WiSE-FT of any checkpoint, no training.
 """
 
 from __future__ import annotations
@@ -35,12 +36,26 @@ def run(cfg: DictConfig) -> EvalResult:
     data = prepare(settings.data)
     model = load_model(checkpoint, model_settings.max_seq_length, settings.device, **backend_args(model_settings))
     untuned = settings.eval.baseline and checkpoint_fp == fingerprint(model_settings.name_or_path)
-    result = Evaluator(settings.eval, model_settings, data, settings.device).run(model, untuned=untuned)
+    evaluator = Evaluator(settings.eval, model_settings, data, settings.device)
+    result = evaluator.run(model, untuned=untuned)
     print(result.table(), flush=True)
+    mixes = score_mixes(evaluator, model, settings.eval) if settings.eval.interpolate else {}
     if settings.json:
-        write_json(result.to_json(model=checkpoint), Path(settings.json).expanduser().resolve())
+        extra = {"interpolate": mixes} if mixes else {}
+        write_json(result.to_json(model=checkpoint, **extra), Path(settings.json).expanduser().resolve())
         print(f"wrote {settings.json}", flush=True)
     return result
+
+
+def score_mixes(evaluator, model, ev) -> dict:
+    """`eval.interpolate`'s weight mixes of the untuned model (the model group's, loaded here) and `model`, scored
+    and printed; {alpha: {finetuned, delta}}."""
+    from contrastive import interpolate
+
+    untuned = interpolate.untuned_state(evaluator.load_baseline())
+    mixes = interpolate.score_interpolations(evaluator, model, untuned, list(ev.interpolate))
+    print(interpolate.format_table(mixes, interpolate.table_metrics(ev)), flush=True)
+    return mixes
 
 
 @hydra_app("evaluate")

@@ -119,6 +119,10 @@ def fill_model_card(model: Any, model_cfg: ModelSettings, loss: LossSettings, da
     if not Path(base).exists():  # a Hub id: the card links it
         card.base_model = base
     card.model_name = f"{Path(base).name} fine-tuned on QQP duplicate questions"
+    alpha = getattr(model_cfg, "interpolate", None)
+    if alpha is not None:  # WiSE-FT: the saved weights are a mix of the base model's and the fine-tuned ones
+        card.model_name += f", weights {1 - alpha:g}·base + {alpha:g}·fine-tuned (WiSE-FT)"
+        card.add_tags([f"wise-ft:{alpha:g}"])
     card.task_name = TASK
     card.set_language("en")
     losses = {loss_words(str(info.get("name", "")), loss)[0] for info in card.train_datasets}

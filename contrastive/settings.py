@@ -70,6 +70,11 @@ def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> Non
     need(is_number(value) and math.isfinite(value) and ok(value), key, value, why)
 
 
+def need_alpha(value: Any, key: str, why: str = "must be a number in [0, 1]") -> None:
+    """A weight-interpolation alpha: a finite number in [0, 1]."""
+    need_finite(value, key, why, lambda v: 0 <= v <= 1)
+
+
 def need_bool(value: Any, key: str) -> None:
     need(isinstance(value, bool), key, value, "must be true or false")
 
@@ -112,11 +117,14 @@ class ModelSettings:
     max_seq_length: int | None = 128
     backend: str = "torch"
     onnx_cache_dir: str = MISSING
+    interpolate: float | None = None  # WiSE-FT: the run keeps (1-a)*untuned + a*tuned weights; null: the tuned
 
     def __post_init__(self) -> None:
         need(bool(self.name_or_path), "model.name_or_path", self.name_or_path, "must name a hub id or a directory")
         need_int(self.max_seq_length, "model.max_seq_length", 1, nullable=True)
         need_choice(self.backend, "model.backend", BACKENDS)
+        if self.interpolate is not None:
+            need_alpha(self.interpolate, "model.interpolate", "must be null or a number in [0, 1]")
 
 
 # ---------------------------------------------------------------- data
@@ -307,6 +315,7 @@ class EvalSettings:
     intermediate_max_pairs: int | None = 1000
     baseline: bool = True
     umap: UmapSettings = field(default_factory=UmapSettings)
+    interpolate: list[float] = field(default_factory=list)  # WiSE-FT alphas scored beside the model ([]: none)
 
     def __post_init__(self) -> None:
         for key in ("k", "map_k", "chunk_size", "query_chunk_size", "batch_size"):
@@ -323,6 +332,10 @@ class EvalSettings:
         known = self.metric_names
         for name in self.objective_names:
             need(name in known, "eval.objective", name, f"choose one of {', '.join(known)}")
+        alphas = list(self.interpolate)
+        for i, alpha in enumerate(alphas):
+            need_alpha(alpha, f"eval.interpolate[{i}]")
+        need(len(set(alphas)) == len(alphas), "eval.interpolate", alphas, "values repeat")
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -418,6 +431,12 @@ class EvaluateSettings:
     def __post_init__(self) -> None:
         need(bool(self.checkpoint), "checkpoint", self.checkpoint, "pass checkpoint=<checkpoint dir or hub id>")
         need_split_share(self.data, self.eval.split, "is the split scored")
+        need(
+            not self.eval.interpolate or self.model.backend == "torch",
+            "model.backend",
+            self.model.backend,
+            "eval.interpolate mixes torch weights; use model.backend=torch",
+        )
         if self.json:
             need_writable(str(Path(self.json).parent), "json", self.json)
 

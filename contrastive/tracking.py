@@ -103,6 +103,18 @@ def eval_metrics(finetuned: Mapping[str, Any], baseline: Mapping[str, Any], delt
     return out
 
 
+def interpolation_metrics(entries: Mapping[str, Mapping[str, Any]]) -> dict:
+    """The weight mixes' metrics (metrics.json `interpolate`: {alpha: {finetuned, delta}}) in `eval_metrics`'
+    style under `interp/<alpha>/` (the alpha's dot as `_`, metric names keep no dots): `interp/0_5/finetuned/<m>`,
+    `interp/0_5/delta/<m>`, `interp/0_5/ci/<m>/low|high`."""
+    out: dict[str, Any] = {}
+    for alpha, entry in entries.items():
+        label = str(alpha).replace(".", "_")
+        metrics = eval_metrics(entry.get("finetuned") or {}, {}, entry.get("delta") or {})
+        out.update({f"interp/{label}/{k}": v for k, v in metrics.items()})
+    return out
+
+
 def eval_sizes(finetuned: Mapping[str, Any]) -> dict[str, Any]:
     """The eval set's sizes (`n_queries`, `n_corpus`, `n_pairs`) as `data/eval_<name>` params."""
     return {f"data/eval_{k}": v for k, v in (finetuned or {}).items() if str(k).startswith("n_")}

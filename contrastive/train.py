@@ -1,6 +1,10 @@
 """The Hydra entry point: `python -m contrastive.train [overrides]` runs one training job.
 
 settings -> data -> model -> training (contrastive.training) -> evaluate beside the baseline -> viz -> MLflow -> save.
+With weight interpolation asked for (`eval.interpolate`, `model.interpolate`; contrastive/interpolate.py) a CPU copy
+of the untuned weights is kept from before training: the listed mixes are scored after training, and with
+`model.interpolate` the model becomes that mix (its intermediate objectives score the mix too) before the main
+evaluation, so the mix is what is evaluated, saved, logged and served.
 Returns the objective (`eval.objective`; a list of values when it is a list) for a sweeper.
 """
 
@@ -74,6 +78,13 @@ def eval_protocol(ev) -> str:
     return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}"
 
 
+def interpolation_extra(entries: dict, alpha: float | None) -> dict:
+    """metrics.json's interpolation keys, only when asked for: `interpolate` ({alpha: {finetuned, delta}}) and
+    `model_interpolate` (the alpha the run's model is)."""
+    extra = {"interpolate": entries} if entries else {}
+    return extra | ({"model_interpolate": alpha} if alpha is not None else {})
+
+
 def trial_reporter(cfg: DictConfig):
     """This job's handle on its Optuna trial (report, prune, record results) when it is one, else None."""
     try:
@@ -86,7 +97,7 @@ def trial_reporter(cfg: DictConfig):
 def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective."""
     settings = load_train(cfg)  # every config check, before any work
-    from contrastive import tracking, viz
+    from contrastive import interpolate, tracking, viz
     from contrastive.evaluation import Evaluator
     from contrastive.model import fingerprint, load_model
     from contrastive.model_card import fill_model_card
@@ -119,14 +130,22 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")
         evaluator.warm_baseline(model)  # the model is still untuned: no second load later
+        alpha, alphas = settings.model.interpolate, list(settings.eval.interpolate)
+        untuned = interpolate.untuned_state(model) if alphas or alpha is not None else None
         score = functools.partial(evaluator.objective, model)
+        if alpha is not None:  # the run's model is the mix: its intermediate objectives (pruning) score the mix
+            score = functools.partial(interpolate.objective_at, evaluator, model, untuned, alpha)
         trained = fit(model, settings, data, out, score, reporter)
+        mixes = interpolate.score_interpolations(evaluator, model, untuned, alphas) if alphas else {}
+        if alpha is not None:
+            interpolate.apply_interpolation(model, untuned, alpha)
         result = evaluator.run(model)
         wall_time_s = round(time.time() - started, 1)
         doc = result.to_json(
             training={k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")},
             wall_time_s=wall_time_s,
             mlflow_run_id=run_id,
+            **interpolation_extra(mixes, alpha),
         )
         write_json(doc, out / "metrics.json")
         if reporter is not None:  # what the sweep report reads: metrics, deltas, pair threshold
@@ -141,6 +160,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             tracking.log_loss_curve(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
             tracking.log_metrics(tracking.eval_metrics(result.finetuned, result.baseline, result.delta))
+            tracking.log_metrics(tracking.interpolation_metrics(doc.get("interpolate") or {}))
             tracking.log_params(tracking.eval_sizes(result.finetuned))
             value = result.objective["value"]
             tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
@@ -151,6 +171,8 @@ def run(cfg: DictConfig) -> float | list[float]:
             if checkpoint and settings.tracking.log_model:
                 tracking.log_model(model, EXAMPLES)
     print(result.table(), flush=True)
+    if mixes:
+        print(interpolate.format_table(mixes, interpolate.table_metrics(settings.eval), alpha), flush=True)
     print(f"output dir: {out}\nmlflow run: {run_id}  ({settings.tracking.tracking_uri})", flush=True)
     return result.objective["value"]
 

@@ -306,3 +306,51 @@ def test_help_lists_come_from_the_files():
     assert "+sweeps=fixture_tiny " in resolve("sweeps")
     text = "# @package _global_\n# Costs $5. More.\n#   python -m x\n"
     assert first_sentence(text) == "Costs $5"
+
+
+# ---------------------------------------------------------------- weight interpolation (WiSE-FT)
+BAD_INTERPOLATION = [
+    ("model.interpolate=1.5", "model.interpolate", "1.5"),
+    ("model.interpolate=-0.1", "model.interpolate", "-0.1"),
+    ("model.interpolate=nan", "model.interpolate", "nan"),
+    ("model.interpolate=inf", "model.interpolate", "inf"),
+    ("eval.interpolate=[0.5,1.5]", "eval.interpolate[1]", "1.5"),
+    ("eval.interpolate=[-1]", "eval.interpolate[0]", "-1.0"),
+    ("eval.interpolate=[nan]", "eval.interpolate[0]", "nan"),
+    ("eval.interpolate=[0.5,0.5]", "eval.interpolate", "[0.5, 0.5]"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "shown"), BAD_INTERPOLATION, ids=[b[0] for b in BAD_INTERPOLATION])
+def test_interpolation_alphas_outside_0_1_are_refused_in_one_line(override, key, shown):
+    with pytest.raises(ConfigError) as err:
+        train_settings(override)
+    message = str(err.value)
+    assert message.startswith(f"{key}={shown}: ")
+    assert ("[0, 1]" if key != "eval.interpolate" else "values repeat") in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("override", ["model.interpolate=abc", "eval.interpolate=[abc]", "eval.interpolate=0.5"])
+def test_interpolation_wrong_types_fail_composition(override):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", override)
+    line = config_error_line(err.value)
+    assert line.startswith("model.interpolate" if "model" in override else "eval.interpolate") and "\n" not in line
+
+
+def test_interpolation_edge_values_are_accepted():
+    assert train_settings().model.interpolate is None and train_settings().eval.interpolate == []
+    s = train_settings("model.interpolate=0", "eval.interpolate=[0,0.25,1]")
+    assert s.model.interpolate == 0.0 and isinstance(s.model.interpolate, float)
+    assert s.eval.interpolate == [0.0, 0.25, 1.0]
+    assert train_settings("model.interpolate=1", "model.interpolate=null").model.interpolate is None
+
+
+def test_evaluate_interpolation_needs_torch_weights():
+    from contrastive.settings import load_evaluate
+
+    cfg = compose_config("evaluate", "checkpoint=x", "eval.interpolate=[0.5]", "model.backend=onnx")
+    with pytest.raises(ConfigError, match=r"^model.backend='onnx': eval.interpolate mixes torch weights"):
+        load_evaluate(cfg)
+    assert load_evaluate(compose_config("evaluate", "checkpoint=x", "eval.interpolate=[0.5]")).eval.interpolate == [0.5]
