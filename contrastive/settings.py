@@ -200,7 +200,7 @@ def direction_names(value: Any) -> tuple[str, ...]:
 
 @dataclass
 class LossSettings:
-    """conf/loss/: MNRL (+hard negatives) + aux_weight * auxiliary pair loss."""
+    """conf/loss/: MNRL or GIST (+hard negatives) + aux_weight * auxiliary pair loss."""
 
     scale: float = 20.0
     hard_negatives: bool = True

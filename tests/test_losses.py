@@ -115,7 +115,7 @@ def _student(model):
 
 def _value(loss, model, anchors, positives) -> float:
     with torch.no_grad():
-        return loss([model.tokenize(anchors), model.tokenize(positives)], torch.tensor([])).item()
+        return loss([model.preprocess(anchors), model.preprocess(positives)], torch.tensor([])).item()
 
 
 def test_mnrl_knobs_reach_both_mnrl_classes(minilm):
