@@ -1,4 +1,4 @@
-r"""The training objective: MNRL (InfoNCE on cosine, optional hard negatives) plus a weighted auxiliary pair loss.
+r"""The training objective: MNRL or GIST (InfoNCE on cosine, optional hard negatives) plus a weighted auxiliary loss.
 
 .. math::
 
@@ -23,10 +23,45 @@ How the two terms share the optimiser steps (``loss.combine``):
   (``loss.interleave``: ``proportional`` to dataset sizes, or ``round_robin``). :math:`w` multiplies every
   auxiliary batch's loss, but clipping (the gradient norm is ~10, clipped to 1) and Adam's normalisation cancel
   a weight on a whole step, so the balance is set by the auxiliary loss's share of the steps (``loss.aux_share``).
+
+**MNRL's own knobs** (``loss.mnrl: mnrl``). With :math:`c = \cos`, the logits of anchor :math:`i` are, per
+direction in ``loss.directions`` (``query_to_doc`` always; both sides are questions here):
+
+.. math::
+
+    \text{query\_to\_doc: } s\,c(a_i, p_j),\ s\,c(a_i, n_j) \qquad
+    \text{query\_to\_query: } s\,c(a_i, a_{j\ne i}) \qquad
+    \text{doc\_to\_query: } s\,c(p_i, a_j) \qquad
+    \text{doc\_to\_doc: } s\,c(p_i, p_{j\ne i}),\ s\,c(p_i, n_{j\ne i})
+
+    \mathcal{L}_{\text{MNRL}} = -\frac{1}{B}\sum_i \Big(s\,c(a_i, p_i) - \log Z_i\Big)
+
+where :math:`\log Z_i` is the logsumexp over all directions' logits (``partition_mode: joint``) or the mean of
+one logsumexp per direction (``per_direction``). ``hardness_mode`` adds :math:`\alpha\,\mathrm{sg}(c(a_i, x))`
+(:math:`\alpha` = ``hardness_strength``, sg: no gradient) to the query_to_doc logit of each chosen negative
+:math:`x` (in-batch, labeled hard, or all), so harder negatives weigh more in :math:`Z_i`.
+
+**Guided in-batch negatives** (``loss.mnrl: gist | cached_gist``; GISTEmbedLoss / CachedGISTEmbedLoss).
+A frozen copy :math:`g` of the untuned model scores every candidate; a candidate :math:`x \ne p_i` of anchor
+:math:`i` is dropped (its logit set to :math:`-\infty`) when
+
+.. math::
+
+    g(a_i, x) > g(a_i, p_i) - m \quad (\text{absolute}) \qquad\text{or}\qquad
+    g(a_i, x) > g(a_i, p_i) - m\,|g(a_i, p_i)| \quad (\text{relative})
+
+(:math:`m` = ``loss.gist_margin``), i.e. a "negative" the untuned model already ranks above the labeled
+positive is taken for an unlabeled duplicate rather than pushed away. The rest is MNRL's query_to_doc with
+temperature :math:`\tau = 1/s` (``loss.scale``, so both kinds share one logit scale), plus, as in the GIST
+paper, anchors :math:`c(a_i, a_j)` and positives :math:`c(p_i, p_j)` as further negatives
+(``gist_contrast_anchors`` / ``gist_contrast_positives``), filtered the same way. The guide costs one more
+forward pass per batch, without gradients.
 """
 
 from __future__ import annotations
 
+import copy
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,13 +119,46 @@ class JointLoss(nn.Module):
         return {"mnrl": self.mnrl.get_config_dict(), self.aux.name: self.aux.get_config_dict()}
 
 
-def mnrl(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
-    """MultipleNegativesRankingLoss, or its cached (GradCache) variant when `loss.cached`."""
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    """`train()` of a frozen guide: always eval mode (no dropout), whatever the caller asks."""
+    return nn.Module.train(self, False)
+
+
+def frozen_copy(model: SentenceTransformer) -> SentenceTransformer:
+    """A frozen copy of `model` as it is now (GIST's guide: the untuned model): eval mode kept, no gradients."""
+    guide = copy.deepcopy(model)
+    guide.requires_grad_(False)
+    guide.train = types.MethodType(_stay_in_eval, guide)
+    return guide.eval()
+
+
+def mnrl(model: SentenceTransformer, cfg: LossSettings, guide: SentenceTransformer | None = None) -> nn.Module:
+    """The in-batch-negative loss of `loss.mnrl`: MultipleNegativesRankingLoss (cached when `loss.cached`) with
+    its directions / partition / hardness knobs, or GISTEmbedLoss / CachedGISTEmbedLoss guided by `guide`."""
+    if cfg.gist:
+        if guide is None:
+            raise ValueError(f"loss.mnrl={cfg.mnrl} needs a guide model (contrastive.losses.frozen_copy)")
+        gist = {
+            "temperature": 1.0 / float(cfg.scale),
+            "margin_strategy": cfg.gist_margin_strategy,
+            "margin": float(cfg.gist_margin),
+            "contrast_anchors": bool(cfg.gist_contrast_anchors),
+            "contrast_positives": bool(cfg.gist_contrast_positives),
+        }
+        if cfg.mnrl == "cached_gist":
+            return st_losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=int(cfg.mini_batch_size), **gist)
+        return st_losses.GISTEmbedLoss(model, guide, **gist)
+    knobs = {
+        "directions": cfg.direction_names,
+        "partition_mode": cfg.partition_mode,
+        "hardness_mode": cfg.hardness_mode,
+        "hardness_strength": float(cfg.hardness_strength),
+    }
     if cfg.cached:
         return st_losses.CachedMultipleNegativesRankingLoss(
-            model, scale=float(cfg.scale), mini_batch_size=int(cfg.mini_batch_size)
+            model, scale=float(cfg.scale), mini_batch_size=int(cfg.mini_batch_size), **knobs
         )
-    return st_losses.MultipleNegativesRankingLoss(model, scale=float(cfg.scale))
+    return st_losses.MultipleNegativesRankingLoss(model, scale=float(cfg.scale), **knobs)
 
 
 def auxiliary(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
@@ -106,15 +174,19 @@ def auxiliary(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
 
 
 def build_losses(
-    model: SentenceTransformer, cfg: LossSettings, datasets: Iterable[str], joint: bool = False
+    model: SentenceTransformer,
+    cfg: LossSettings,
+    datasets: Iterable[str],
+    guide: SentenceTransformer | None = None,
+    joint: bool = False,
 ) -> dict[str, nn.Module]:
-    """One loss per training dataset: MNRL for mnrl_* datasets (with `joint`, MNRL + the weighted auxiliary loss
-    on the auxiliary pair zipped onto each row), the weighted auxiliary loss for aux_pairs."""
+    """One loss per training dataset: MNRL (or GIST, guided by `guide`) for mnrl_* datasets (with `joint`, plus the
+    weighted auxiliary loss on the auxiliary pair zipped onto each row), the weighted auxiliary loss for aux_pairs."""
     weight = float(cfg.aux_weight)
     if joint:
-        shared = JointLoss(mnrl(model, cfg), auxiliary(model, cfg), weight, f"aux_{cfg.aux}")
+        shared = JointLoss(mnrl(model, cfg, guide), auxiliary(model, cfg), weight, f"aux_{cfg.aux}")
         return {name: shared for name in datasets}
-    shared_mnrl = WeightedLoss(mnrl(model, cfg), 1.0, "mnrl")
+    shared_mnrl = WeightedLoss(mnrl(model, cfg, guide), 1.0, cfg.mnrl)
     out: dict[str, nn.Module] = {}
     for name in datasets:
         if name.startswith("mnrl"):

@@ -41,18 +41,38 @@ class Evaluator:
 Evaluator.__module__ = "contrastive.evaluation"  # the card says "Evaluated with contrastive.evaluation.Evaluator"
 
 
+def mnrl_words(loss: LossSettings) -> tuple[str, list[str]]:
+    """(the in-batch-negative loss's class name, its settings in words): MNRL or GIST (`loss.mnrl`)."""
+    negatives = "negatives: the other positives in the batch" + (
+        ", plus one labelled non-duplicate per anchor (hard negatives)" if loss.hard_negatives else ""
+    )
+    if loss.gist:
+        name = "CachedGISTEmbedLoss" if loss.mnrl == "cached_gist" else "GISTEmbedLoss"
+        words = [
+            f"temperature: {1 / loss.scale:g} (1 / loss.scale {loss.scale})",
+            negatives,
+            "guide: a frozen copy of the untuned base model; a negative it scores above the positive"
+            + (f" minus the margin ({loss.gist_margin_strategy} {loss.gist_margin})" if loss.gist_margin else "")
+            + " is dropped (a likely unlabelled duplicate)",
+            f"contrast anchors: {loss.gist_contrast_anchors}, contrast positives: {loss.gist_contrast_positives}",
+        ]
+    else:
+        name = "CachedMultipleNegativesRankingLoss" if loss.cached else "MultipleNegativesRankingLoss"
+        words = [f"scale: {loss.scale} (inverse temperature on cosine similarities)", negatives]
+        if loss.direction_names != ("query_to_doc",) or loss.partition_mode != "joint":
+            words.append(f"directions: {', '.join(loss.direction_names)} (partition: {loss.partition_mode})")
+        if loss.hardness_mode is not None and loss.hardness_strength > 0:
+            words.append(f"hardness: {loss.hardness_mode}, strength {loss.hardness_strength}")
+    words.append("weight: 1.0")
+    if loss.cached or loss.mnrl == "cached_gist":
+        words.append(f"cached (GradCache): forward/backward in mini-batches of {loss.mini_batch_size}")
+    return name, words
+
+
 def loss_words(dataset: str, loss: LossSettings) -> tuple[str, list[str]]:
     """(the sentence-transformers loss's full name, its settings in words) for one training dataset."""
     if dataset.startswith("mnrl"):
-        name = "CachedMultipleNegativesRankingLoss" if loss.cached else "MultipleNegativesRankingLoss"
-        words = [
-            f"scale: {loss.scale} (inverse temperature on cosine similarities)",
-            "negatives: the other positives in the batch"
-            + (", plus one labelled non-duplicate per anchor (hard negatives)" if loss.hard_negatives else ""),
-            "weight: 1.0",
-        ]
-        if loss.cached:
-            words.append(f"cached (GradCache): forward/backward in mini-batches of {loss.mini_batch_size}")
+        name, words = mnrl_words(loss)
         if loss.combine == "joint" and loss.aux_weight > 0:
             words.append(
                 f"plus aux_weight {loss.aux_weight} x {loss.aux} on a labelled pair zipped onto each row: both "

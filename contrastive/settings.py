@@ -192,9 +192,24 @@ class DataSettings:
 
 
 # ---------------------------------------------------------------- loss
+MNRL_KINDS = ("mnrl", "gist", "cached_gist")
+GIST_KINDS = ("gist", "cached_gist")
+DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+PARTITION_MODES = ("joint", "per_direction")
+HARDNESS_MODES = ("in_batch_negatives", "hard_negatives", "all_negatives")
+GIST_MARGIN_STRATEGIES = ("absolute", "relative")
+
+
+def direction_names(value: Any) -> tuple[str, ...]:
+    """`loss.directions` as a tuple of names: a list, or one string joined by `+` (a plain sweep choice)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split("+"))
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 @dataclass
 class LossSettings:
-    """conf/loss/: MNRL (+hard negatives) + aux_weight * auxiliary pair loss."""
+    """conf/loss/: MNRL or GIST (+hard negatives) + aux_weight * auxiliary pair loss."""
 
     scale: float = 20.0
     hard_negatives: bool = True
@@ -206,6 +221,16 @@ class LossSettings:
     aux_margin: float = 0.5
     interleave: str = "proportional"
     combine: str = "alternate"
+    # the in-batch-negative loss (contrastive/losses.py mnrl): its kind, GIST's guide filter, MNRL's own knobs
+    mnrl: str = "mnrl"
+    gist_margin_strategy: str = "absolute"
+    gist_margin: float = 0.0
+    gist_contrast_anchors: bool = True
+    gist_contrast_positives: bool = True
+    directions: Any = field(default_factory=lambda: ["query_to_doc"])  # a list, or names joined by `+`
+    partition_mode: str = "joint"
+    hardness_mode: str | None = None
+    hardness_strength: float = 0.0
 
     def __post_init__(self) -> None:
         need_finite(self.aux_weight, "loss.aux_weight", "must be >= 0 and finite", lambda v: v >= 0)
@@ -218,6 +243,78 @@ class LossSettings:
         need_bool(self.hard_negatives, "loss.hard_negatives")
         need_bool(self.cached, "loss.cached")
         need_int(self.mini_batch_size, "loss.mini_batch_size", 1)
+        self.check_mnrl()
+
+    @property
+    def direction_names(self) -> tuple[str, ...]:
+        """MNRL's interaction directions as a tuple (`loss.directions` may be a `+`-joined string)."""
+        return direction_names(self.directions)
+
+    @property
+    def gist(self) -> bool:
+        """Whether the in-batch-negative loss is guided (GISTEmbedLoss or its cached variant)."""
+        return self.mnrl in GIST_KINDS
+
+    def check_mnrl(self) -> None:
+        """The `loss.mnrl` kind and its knobs: MNRL's knobs refused with GIST kinds and GIST's with MNRL."""
+        need_choice(self.mnrl, "loss.mnrl", MNRL_KINDS)
+        need_choice(self.gist_margin_strategy, "loss.gist_margin_strategy", GIST_MARGIN_STRATEGIES)
+        need_finite(self.gist_margin, "loss.gist_margin", "must be >= 0 and finite", lambda v: v >= 0)
+        need_bool(self.gist_contrast_anchors, "loss.gist_contrast_anchors")
+        need_bool(self.gist_contrast_positives, "loss.gist_contrast_positives")
+        names = self.direction_names
+        shown = list(names)
+        for name in names:
+            need_choice(name, "loss.directions", DIRECTIONS)
+        need(len(set(names)) == len(names), "loss.directions", shown, "names repeat")
+        need("query_to_doc" in names, "loss.directions", shown, "must include query_to_doc (it holds the positive)")
+        need_choice(self.partition_mode, "loss.partition_mode", PARTITION_MODES)
+        same_type = sorted(set(names) & {"query_to_query", "doc_to_doc"})
+        need(
+            self.partition_mode == "joint" or not same_type,
+            "loss.partition_mode",
+            self.partition_mode,
+            f"needs loss.directions without {' and '.join(same_type)} (their candidates never hold the positive); "
+            "use joint",
+        )
+        if self.hardness_mode is not None:
+            need_choice(self.hardness_mode, "loss.hardness_mode", HARDNESS_MODES)
+        need_finite(self.hardness_strength, "loss.hardness_strength", "must be >= 0 and finite", lambda v: v >= 0)
+        kind = f"loss.mnrl={self.mnrl}"
+        if self.gist:
+            need(
+                not self.cached or self.mnrl == "cached_gist",
+                "loss.cached",
+                self.cached,
+                f"means CachedMultipleNegativesRankingLoss, not cached GIST; with {kind} set loss.mnrl=cached_gist",
+            )
+            for key, value, default in (
+                ("directions", shown, ["query_to_doc"]),
+                ("partition_mode", self.partition_mode, "joint"),
+                ("hardness_mode", self.hardness_mode, None),
+                ("hardness_strength", self.hardness_strength, 0.0),
+            ):
+                need(
+                    value == default,
+                    f"loss.{key}",
+                    value,
+                    f"MNRL's knob, which {kind} does not take: leave it at {default!r} or set loss.mnrl=mnrl "
+                    "(GIST's own are loss.gist_*)",
+                )
+        else:
+            for key, value, default in (
+                ("gist_margin_strategy", self.gist_margin_strategy, "absolute"),
+                ("gist_margin", self.gist_margin, 0.0),
+                ("gist_contrast_anchors", self.gist_contrast_anchors, True),
+                ("gist_contrast_positives", self.gist_contrast_positives, True),
+            ):
+                need(
+                    value == default,
+                    f"loss.{key}",
+                    value,
+                    f"GIST's knob, which {kind} does not take: leave it at {default!r} or set loss.mnrl=gist "
+                    "or cached_gist",
+                )
 
 
 # ---------------------------------------------------------------- batch

@@ -176,13 +176,14 @@ def build_trainer(
     from sentence_transformers import SentenceTransformerTrainer
 
     from contrastive import tracking
-    from contrastive.losses import build_losses
+    from contrastive.losses import build_losses, frozen_copy
 
     datasets, sizes = training_datasets(data, settings)
     sampler = sampler_factory(settings, component_lookup([data.splits["train"]]))
     callback = objective_callback(score or (lambda: float("nan")), settings, reporter)
     apply_threads(settings.batch)
-    losses = build_losses(model, settings.loss, datasets, joint=is_joint(settings))
+    guide = frozen_copy(model) if settings.loss.gist else None  # GIST's guide: the model before training
+    losses = build_losses(model, settings.loss, datasets, guide, joint=is_joint(settings))
     single = len(datasets) == 1
     trainer = SentenceTransformerTrainer(
         model=model,

@@ -155,6 +155,72 @@ def test_bad_value_is_a_config_error_naming_key_and_value(override, key, shown):
     assert "\n" not in message
 
 
+# loss.mnrl and its knobs: each refused value, and each refused combination, in one line naming the key.
+BAD_MNRL = [
+    (("loss.mnrl=simcse",), "loss.mnrl", "'simcse'"),
+    (("loss.mnrl=gist", "loss.cached=true"), "loss.cached", "True"),
+    (
+        ("loss.mnrl=gist", "loss.directions=[query_to_doc,query_to_query]"),
+        "loss.directions",
+        "['query_to_doc', 'query_to_query']",
+    ),
+    (("loss.mnrl=cached_gist", "loss.partition_mode=per_direction"), "loss.partition_mode", "'per_direction'"),
+    (("loss.mnrl=gist", "loss.hardness_mode=in_batch_negatives"), "loss.hardness_mode", "'in_batch_negatives'"),
+    (("loss.mnrl=gist", "loss.hardness_strength=5"), "loss.hardness_strength", "5.0"),
+    (("loss.mnrl=gist", "loss.gist_margin=-0.1"), "loss.gist_margin", "-0.1"),
+    (("loss.mnrl=gist", "loss.gist_margin_strategy=percent"), "loss.gist_margin_strategy", "'percent'"),
+    (("loss.gist_margin=0.1",), "loss.gist_margin", "0.1"),
+    (("loss.gist_margin_strategy=relative",), "loss.gist_margin_strategy", "'relative'"),
+    (("loss.gist_contrast_anchors=false",), "loss.gist_contrast_anchors", "False"),
+    (("loss.directions=[doc_to_query]",), "loss.directions", "['doc_to_query']"),
+    (("loss.directions=[query_to_doc,query_to_doc]",), "loss.directions", "['query_to_doc', 'query_to_doc']"),
+    (("loss.directions=[query_to_doc,passage_to_doc]",), "loss.directions", "'passage_to_doc'"),
+    (("loss.directions=query_to_doc+q2q",), "loss.directions", "'q2q'"),
+    (("loss.directions=[]",), "loss.directions", "[]"),
+    (("loss.partition_mode=split",), "loss.partition_mode", "'split'"),
+    (
+        ("loss.directions=[query_to_doc,doc_to_doc]", "loss.partition_mode=per_direction"),
+        "loss.partition_mode",
+        "'per_direction'",
+    ),
+    (("loss.hardness_mode=hardest",), "loss.hardness_mode", "'hardest'"),
+    (("loss.hardness_strength=-1",), "loss.hardness_strength", "-1.0"),
+    (("loss.hardness_strength=nan",), "loss.hardness_strength", "nan"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "shown"), BAD_MNRL, ids=[" ".join(b[0]) for b in BAD_MNRL])
+def test_bad_mnrl_kind_or_knob_is_one_config_error_line(overrides, key, shown):
+    with pytest.raises(ConfigError) as err:
+        train_settings(*overrides)
+    message = str(err.value)
+    assert message.startswith(f"{key}={shown}: ") and "\n" not in message
+
+
+def test_cached_with_gist_points_to_cached_gist():
+    with pytest.raises(ConfigError, match="set loss.mnrl=cached_gist"):
+        train_settings("loss.mnrl=gist", "loss.cached=true")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("loss.mnrl=gist",),
+        ("loss.mnrl=cached_gist",),
+        ("loss.mnrl=cached_gist", "loss.cached=true"),
+        ("loss.mnrl=gist", "loss.gist_margin=0.2", "loss.gist_margin_strategy=relative"),
+        ("loss.mnrl=gist", "loss.gist_contrast_anchors=false", "loss.gist_contrast_positives=false"),
+        ("loss.directions=[query_to_doc,query_to_query,doc_to_query,doc_to_doc]",),
+        ("loss.directions=query_to_doc+doc_to_query", "loss.partition_mode=per_direction"),
+        ("loss.cached=true", "loss.hardness_mode=hard_negatives", "loss.hardness_strength=5"),
+        ("loss.hardness_mode=all_negatives", "loss.hardness_strength=0"),
+    ],
+)
+def test_mnrl_kinds_and_knobs_accepted(overrides):
+    loss = train_settings(*overrides).loss
+    assert loss.direction_names[0] == "query_to_doc"
+
+
 # Type mistakes: the schema refuses them while composing (before any work); the CLI makes them one line.
 BAD_TYPES = [
     ("loss.aux_weight=abc", "loss.aux_weight", "abc"),

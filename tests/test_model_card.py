@@ -56,3 +56,26 @@ def test_datasets_named_as_qqp_and_losses_in_words():
     words = datasets[1]["loss"]["config_code"]
     assert "auxiliary loss: online_contrastive on the duplicate label, margin 0.5" in words
     assert "aux_weight: 0.2" in words
+
+
+def _mnrl_words(**loss) -> tuple[str, str]:
+    datasets = [{"name": "mnrl_triplets"}]
+    describe_datasets(datasets, LossSettings(**loss), SimpleNamespace(fingerprint="f00d"))
+    return datasets[0]["loss"]["fullname"], datasets[0]["loss"]["config_code"]
+
+
+def test_the_mnrl_kind_and_its_knobs_in_words():
+    name, words = _mnrl_words()
+    assert name.endswith(".losses.MultipleNegativesRankingLoss")
+    assert "directions" not in words and "hardness" not in words and "guide" not in words  # defaults: as before
+    name, words = _mnrl_words(
+        directions="query_to_doc+doc_to_query", hardness_mode="all_negatives", hardness_strength=5
+    )
+    assert "directions: query_to_doc, doc_to_query (partition: joint)" in words
+    assert "hardness: all_negatives, strength 5" in words
+    name, words = _mnrl_words(mnrl="gist", gist_margin=0.05, scale=25.0)
+    assert name.endswith(".losses.GISTEmbedLoss")
+    assert "temperature: 0.04 (1 / loss.scale 25.0)" in words
+    assert "guide: a frozen copy of the untuned base model" in words and "(absolute 0.05)" in words
+    name, words = _mnrl_words(mnrl="cached_gist", mini_batch_size=16)
+    assert name.endswith(".losses.CachedGISTEmbedLoss") and "mini-batches of 16" in words

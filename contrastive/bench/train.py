@@ -138,14 +138,15 @@ def our_trainer(
     """Our training path on `dataset`: contrastive.training's sampler factory, threads, arguments and losses."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    from contrastive.losses import build_losses
+    from contrastive.losses import build_losses, frozen_copy
     from contrastive.training import apply_threads, sampler_factory, training_args
 
     factory = sampler_factory(settings, lookup)
     apply_threads(settings.batch)
     args = training_args(settings, Path(out), factory)
     args.disable_tqdm = True
-    loss = build_losses(model, settings.loss, ["mnrl_pairs"])["mnrl_pairs"]
+    guide = frozen_copy(model) if settings.loss.gist else None  # as build_trainer: the model before training
+    loss = build_losses(model, settings.loss, ["mnrl_pairs"], guide)["mnrl_pairs"]
     return SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss, callbacks=list(callbacks)
     )
