@@ -6,13 +6,15 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
 
-from contrastive.errors import ConfigError, UserError
+from contrastive import stop
+from contrastive.errors import ConfigError, Interrupted, UserError
 
 log = logging.getLogger("contrastive")
 
@@ -65,7 +67,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
     A config that does not compose (an unknown group option, a typo'd key, a value of the wrong type for the
     schema in contrastive/settings.py) prints `error: ...` and exits 2, as a ConfigError raised by the task
     does, instead of Hydra's several lines and exit 1. Hydra re-raises such errors only under
-    HYDRA_FULL_ERROR=1, which this sets while it runs.
+    HYDRA_FULL_ERROR=1, which this sets while it runs. SIGTERM and SIGINT unwind the job (runs end KILLED,
+    trials FAIL, with the signal as the reason), print `stopped: interrupted by SIG...` and exit 128 + the signal.
     """
     import hydra
 
@@ -82,7 +85,11 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
-                return main()
+                with stop.signals_unwind():
+                    return main()
+            except Interrupted as exc:
+                print(f"stopped: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(128 + signal.Signals[exc.signal_name].value) from None
             except (HydraException, OmegaConfBaseException) as exc:
                 print(f"error: {config_error_line(exc)}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None

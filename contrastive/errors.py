@@ -21,3 +21,12 @@ class ModelError(UserError):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or inf; a sweeper records the trial as failed."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT reached the process: unwinds like KeyboardInterrupt, so every clean-up (an MLflow run
+    ending KILLED, a trial told FAIL, a staging directory removed) runs with the signal's name as the reason."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name

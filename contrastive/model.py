@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from contrastive import stop
 from contrastive.errors import ConfigError, ModelError
 from contrastive.utils import sha256_hex, temp_path_beside
 
@@ -274,6 +275,7 @@ def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: b
     out: np.ndarray | None = None
     with tqdm(total=len(texts), desc="encode", unit="q", disable=not show_progress, leave=False) as bar:
         for rows in batches:
+            stop.check()  # a SIGTERM / SIGINT whose exception was swallowed elsewhere
             emb = model.encode(
                 [texts[i] for i in rows],
                 batch_size=len(rows),

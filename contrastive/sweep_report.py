@@ -62,6 +62,16 @@ def result_attrs(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the sweeper callback
+LOST_REASON = "worker lost (its process died mid-trial)"
+
+
+def lost_run_reasons(trials: Sequence[FrozenTrial]) -> dict[str, str]:
+    """MLflow run id -> reason, for every FAIL trial that recorded a run (MLflow says whether it is still open)."""
+    return {
+        t.user_attrs[RUN_ATTR]: str(t.user_attrs.get(FAIL_ATTR) or LOST_REASON)
+        for t in trials
+        if t.state == TrialState.FAIL and t.user_attrs.get(RUN_ATTR)
+    }
 
 
 class SweepReport(SweepCallback):
@@ -89,7 +99,17 @@ class SweepReport(SweepCallback):
         if run_id != previous:
             study.set_user_attr(PARENT_ATTR, run_id)
         self.parent_run_id = run_id
+        self.close_lost_runs(study)
         return [f"++tracking.parent_run_id={quote(run_id)}"]
+
+    def close_lost_runs(self, study: optuna.Study) -> None:
+        """End KILLED the child runs that failed trials left RUNNING (a worker killed mid-trial), with the reason."""
+        if self.tracking is None:
+            return
+        reasons = lost_run_reasons(study.get_trials(deepcopy=False))
+        closed = _tolerant(_tracking().close_lost_runs, self.tracking, reasons) if reasons else None
+        if closed:
+            log.info("closed %d child run(s) of failed trials left RUNNING: %s", len(closed), ", ".join(closed))
 
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial, reason: str | None) -> None:
         """Tag the trial's child run with its number and state; its value on the parent run."""
@@ -109,6 +129,7 @@ class SweepReport(SweepCallback):
 
         Each step only warns when it fails: the trials are safe in the storage and a rerun repeats this.
         """
+        self.close_lost_runs(study)
         self.finish(study, info)
         self.end_parent("FINISHED")
 

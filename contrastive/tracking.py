@@ -179,6 +179,8 @@ def _end_state(exc: BaseException | None) -> tuple[str, str]:
         return "FINISHED", "COMPLETE"
     if type(exc).__name__ == "TrialPruned":
         return "KILLED", "PRUNED"
+    if not isinstance(exc, Exception):  # SIGTERM / SIGINT (Interrupted, the sweeper's SweepStopped), SystemExit
+        return "KILLED", "KILLED"
     return "FAILED", "FAIL"
 
 
@@ -186,8 +188,8 @@ def _end_state(exc: BaseException | None) -> tuple[str, str]:
 def run(tcfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[str | None]:
     """One MLflow run for a job, from the tracking settings `tcfg` (nested under its `parent_run_id` if set).
 
-    Yields the run id (None when tracking is disabled). The run ends FINISHED, KILLED (pruned) or
-    FAILED with the error as a tag, and the exception propagates.
+    Yields the run id (None when tracking is disabled). The run ends FINISHED, KILLED (pruned, or SIGTERM /
+    SIGINT) or FAILED, with the error as a tag, and the exception propagates.
     """
     if not tcfg.enabled:
         yield None
@@ -514,3 +516,24 @@ def register_best(
 def end_sweep_run(parent_run_id: str, status: str = "FINISHED") -> None:
     """Close the parent run (FINISHED, or KILLED when the sweep was interrupted; a rerun reopens it)."""
     MlflowClient().set_terminated(parent_run_id, status)
+
+
+def close_lost_runs(tcfg: DictConfig, reasons: Mapping[str, str]) -> list[str]:
+    """End KILLED each run of `reasons` (run id -> why) that is still RUNNING (its process died without closing
+    it), tagged `trial_state=FAIL` and the reason; returns the ids it closed."""
+    from mlflow.entities import RunTag
+    from mlflow.exceptions import MlflowException
+
+    client, _ = _client(tcfg)
+    closed = []
+    for run_id, reason in reasons.items():
+        try:
+            if client.get_run(run_id).info.status != "RUNNING":
+                continue
+            client.log_batch(run_id, tags=[RunTag("trial_state", "FAIL"), RunTag("trial_reason", reason[:5000])])
+            client.set_terminated(run_id, "KILLED")
+        except MlflowException as exc:
+            log.warning("could not close run %s: %s", run_id, exc)
+            continue
+        closed.append(run_id)
+    return closed

@@ -23,7 +23,7 @@ from contrastive.data import format_summary, prepare
 from contrastive.errors import ConfigError
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
-from contrastive.utils import write_json
+from contrastive.utils import remove_stale_staging, write_json
 
 # torch, sentence-transformers and mlflow are imported inside the functions that need them, so that
 # `--help`, `--cfg job` and config errors answer in a second instead of after ~8 s of imports.
@@ -85,6 +85,14 @@ def interpolation_extra(entries: dict, alpha: float | None) -> dict:
     return extra | ({"model_interpolate": alpha} if alpha is not None else {})
 
 
+def clear_stale_staging(out: Path) -> None:
+    """Remove half-saved models / promotions that killed processes left beside this run (its sibling runs or
+    trials, and the sweep's `best/`), e.g. `.model.tmp-<pid>-<host>` of a trial killed while saving."""
+    parents = [out.parent, *(p for p in out.parent.iterdir() if p.is_dir())]
+    for path in remove_stale_staging(parents):
+        log.warning("removed %s: left by a process that died while writing it", path)
+
+
 def trial_reporter(cfg: DictConfig):
     """This job's handle on its Optuna trial (report, prune, record results) when it is one, else None."""
     try:
@@ -106,6 +114,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     started = time.time()
     out = output_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
+    clear_stale_staging(out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = prepare(settings.data)
     print(format_summary(data.summary), flush=True)

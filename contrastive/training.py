@@ -155,6 +155,23 @@ def objective_callback(
     return callback
 
 
+def stop_callback():
+    """A TrainerCallback that raises a pending SIGTERM / SIGINT at every step (contrastive.stop), in case the signal
+    handler's own exception was swallowed (e.g. raised inside a garbage-collection callback)."""
+    from transformers import TrainerCallback
+
+    from contrastive import stop
+
+    class StopCallback(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            stop.check()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop.check()
+
+    return StopCallback()
+
+
 def save_checkpoint(model, out: Path) -> Path:
     """Save to a temporary directory, then rename: a crash never leaves a half model under `model/`."""
     return write_dir_atomic(out / "model", lambda tmp: model.save(str(tmp)))
@@ -190,7 +207,9 @@ def build_trainer(
         args=training_args(settings, out, sampler),
         train_dataset=next(iter(datasets.values())) if single else datasets,
         loss=next(iter(losses.values())) if single else losses,
-        callbacks=[tracking.MlflowLossCallback(), callback] if settings.tracking.enabled else [callback],
+        callbacks=[tracking.MlflowLossCallback(), callback, stop_callback()]
+        if settings.tracking.enabled
+        else [callback, stop_callback()],
     )
     return trainer, sizes, sampler, callback
 

@@ -7,8 +7,9 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,11 +52,57 @@ def write_json(obj: Any, path: str | os.PathLike, default: Callable[[Any], Any] 
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default))
 
 
+STAGING_MARKERS = (".tmp-", ".old-")  # `.model.tmp-<pid>-<host>`, `.best.old-<pid>-<host>`: staging, replaced dirs
+
+
+def process_tag() -> str:
+    """`<pid>-<host key>`: names a staging directory after its process, so another process can tell a dead one's
+    leftovers from a live one's work (on a shared file system, only this machine's processes are judged)."""
+    return f"{os.getpid()}-{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_staging(parent: str | os.PathLike) -> list[Path]:
+    """Staging / replaced directories in `parent` (`.<name>.tmp-<pid>`, `.<name>.old-<pid>`) whose process is gone."""
+    here = process_tag().partition("-")[2]
+    found = []
+    for path in Path(parent).glob(".*"):
+        for marker in STAGING_MARKERS:
+            head, sep, tag = path.name.rpartition(marker)
+            pid, _, host = tag.partition("-")
+            mine = host in ("", here)  # no host key: written by an older version on this machine
+            if sep and head and pid.isdigit() and mine and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                found.append(path)
+    return sorted(found)
+
+
+def remove_stale_staging(parents: Iterable[str | os.PathLike]) -> list[Path]:
+    """Delete what `stale_staging` finds in each of `parents` (a killed save's half model); returns what went."""
+    removed = []
+    for parent in parents:
+        for path in stale_staging(parent):
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+    return removed
+
+
 def staging_dir(target: str | os.PathLike) -> Path:
     """A free temporary path beside `target` (not created: `copytree` and `model.save` create it), on the same
-    file system, so the final rename is atomic."""
+    file system, so the final rename is atomic. Stale ones of dead processes beside it are removed first."""
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    remove_stale_staging([target.parent])
+    tmp = target.with_name(f".{target.name}.tmp-{process_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     return tmp
@@ -64,7 +111,7 @@ def staging_dir(target: str | os.PathLike) -> Path:
 def replace_dir(staged: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Move a finished staging directory to `target`, replacing what was there (old one removed last)."""
     staged, target = Path(staged), Path(target)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{process_tag()}")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)

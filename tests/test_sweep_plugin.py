@@ -398,3 +398,28 @@ def test_a_sampler_error_fails_the_asked_trial_instead_of_leaving_it_running(tmp
         sweep._ask_batch(study, job.rdb_storage(url), space)
     (trial,) = optuna.load_study(study_name="s", storage=url).trials
     assert trial.state == TrialState.FAIL and "sampler broke" in trial.user_attrs[job.FAIL_ATTR]
+
+
+def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_retries_it(tmp_path):
+    """SIGTERM (or SIGINT) stops the sweep cleanly: the running trial is told FAIL with the signal as its reason (not
+    left RUNNING), its params are queued again, and the rerun finishes the budget with that retry."""
+    marker = tmp_path / "hanging"
+    args = ("hydra.sweeper.n_trials=3", f"hang_marker={marker}", "hang_at_trial=1", "hydra/sweeper/pruner=none")
+    first = subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + TOY_TIMEOUT_S
+    while not marker.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "trial 1 never started"
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode != 0, output[-2000:]
+    before = load_toy_study(tmp_path).trials
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert before[1].user_attrs["fail_reason"] == "SweepStopped: interrupted by SIGTERM"
+    assert before[2].params == before[1].params and before[2].system_attrs["failed_trial"] == 1
+
+    run_toy(tmp_path, *args)
+    trials = load_toy_study(tmp_path).trials
+    counted = budget.budget_trials(trials)
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params

@@ -157,3 +157,30 @@ def test_best_moves_only_for_a_better_model_on_the_same_data(store, tmp_path, ca
     assert tracking.register_best(tcfg, better, tmp_path / "better", "mrr_at_10", 0.6)["why"] == "already the champion"
     assert len(client.search_model_versions("name='m'")) == 4  # a rerun adds no version
     assert client.get_model_version_by_alias("m", "best").run_id == better
+
+
+def test_a_stopped_run_ends_killed_with_the_signal(store):
+    from contrastive.errors import Interrupted
+
+    cfg = _cfg(store).tracking
+    with pytest.raises(Interrupted), tracking.run(cfg, "stopped") as run_id:
+        raise Interrupted("SIGTERM")
+    info = tracking.run_info(run_id)
+    assert info["status"] == "KILLED"
+    assert info["tags"]["state"] == "KILLED" and info["tags"]["error"] == "Interrupted: interrupted by SIGTERM"
+
+
+def test_lost_runs_of_failed_trials_are_closed_killed_with_the_reason(store):
+    from mlflow.tracking import MlflowClient
+
+    cfg = _cfg(store).tracking
+    _, experiment_id = tracking._client(cfg)
+    client = MlflowClient()
+    lost = client.create_run(experiment_id).info.run_id  # its process died: still RUNNING
+    done = client.create_run(experiment_id).info.run_id
+    client.set_terminated(done, "FINISHED")
+    closed = tracking.close_lost_runs(cfg, {lost: "worker lost", done: "worker lost", "0" * 32: "x"})
+    assert closed == [lost]
+    info = tracking.run_info(lost)
+    assert info["status"] == "KILLED" and info["tags"]["trial_reason"] == "worker lost"
+    assert tracking.run_info(done)["status"] == "FINISHED"

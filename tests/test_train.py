@@ -274,3 +274,41 @@ def test_fixture_run_model_card(fixture_run, fixture_data):
         f"{delta['delta']:+.4f} [{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]",
     ]
     assert "| **mrr_at_10**" in card  # the objective, in bold
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_removes_a_dead_runs_half_model(tmp_path):
+    """SIGTERM mid-training: exit 143, one `stopped:` line, the MLflow run KILLED with the signal as its error (not
+    left RUNNING). A half-saved model a killed process left beside the run is removed when the next run starts."""
+    import signal
+
+    import mlflow
+
+    run_dir = tmp_path / "runs" / "now"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / "runs" / "before" / f".model.tmp-{int(dead.stdout)}"
+    leftover.mkdir(parents=True)
+    args = [
+        sys.executable,
+        "-m",
+        "contrastive.train",
+        *FAST,
+        "trainer.max_steps=400",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("training examples:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1] == "stopped: interrupted by SIGTERM"
+    assert not leftover.exists()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["state"] == "KILLED" and "SIGTERM" in run.data.tags["error"]

@@ -106,3 +106,26 @@ def test_fmt_cell():
     assert utils.fmt_cell(0.5) == "0.500"
     assert utils.fmt_cell(0.0004) == "4.00e-04"
     assert utils.fmt_cell(None) == "-" and utils.fmt_cell(False) == "no" and utils.fmt_cell(7) == "7"
+
+
+def test_stale_staging_dirs_of_dead_processes_are_found_and_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = utils.process_tag().partition("-")[2]
+    (tmp_path / f".model.tmp-{dead_pid}-{host}").mkdir()  # a save killed midway
+    (tmp_path / f".best.old-{dead_pid}").mkdir()  # an older version's name (no host key)
+    (tmp_path / f".model.tmp-{os.getppid()}-{host}").mkdir()  # a live process's: kept
+    (tmp_path / f".model.tmp-{dead_pid}-0000beef").mkdir()  # another machine's (shared file system): kept
+    (tmp_path / "model").mkdir()
+    removed = utils.remove_stale_staging([tmp_path])
+    assert sorted(p.name for p in removed) == sorted([f".model.tmp-{dead_pid}-{host}", f".best.old-{dead_pid}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model", f".model.tmp-{os.getppid()}-{host}", f".model.tmp-{dead_pid}-0000beef"]
+    )
+    # a new atomic write of the same target clears its own leftovers first
+    (tmp_path / f".model.tmp-{dead_pid}").mkdir()
+    utils.write_dir_atomic(tmp_path / "model", lambda d: d.mkdir())
+    assert not (tmp_path / f".model.tmp-{dead_pid}").exists()

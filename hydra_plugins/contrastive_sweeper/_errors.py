@@ -4,3 +4,12 @@ package, which would make a second class under the same name (and an `except` mi
 
 class SweeperConfigError(ValueError):
     """A bad sweeper setting (`hydra.sweeper.*`): the message is one line naming the key and the value."""
+
+
+class SweepStopped(BaseException):
+    """SIGTERM or SIGINT reached the sweep: unwinds (like KeyboardInterrupt) so the running trials are told FAIL
+    with the signal as the reason and queued again, and the callbacks' `on_sweep_error` runs."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name

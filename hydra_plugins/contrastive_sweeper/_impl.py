@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import threading
 import time
 import traceback
@@ -37,7 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.contrastive_sweeper import trial as job
-from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
+from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError, SweepStopped
 from hydra_plugins.contrastive_sweeper.budget import asks_left, budget_trials, over_budget
 from hydra_plugins.contrastive_sweeper.callbacks import SweepInfo
 from hydra_plugins.contrastive_sweeper.config import OptunaSweeperConf
@@ -249,6 +250,10 @@ class OptunaSweeperImpl(Sweeper):
     # ---- the loop
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        with stop_signals_unwind():
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_search_space(self.params, arguments, parser)
@@ -384,8 +389,16 @@ class OptunaSweeperImpl(Sweeper):
         if not jobs:
             return []
         ids = [t._trial_id for t, _ in jobs]
-        with Heartbeat(storage, ids, self.heartbeat_interval) if self.heartbeat_interval else _nothing():
-            results = self.launcher.launch([o for _, o in jobs], initial_job_idx=self.job_idx)
+        try:
+            with Heartbeat(storage, ids, self.heartbeat_interval) if self.heartbeat_interval else _nothing():
+                results = self.launcher.launch([o for _, o in jobs], initial_job_idx=self.job_idx)
+        except BaseException as exc:  # SIGTERM / SIGINT (or a launcher error): the batch's trials FAIL, with why
+            for trial, _ in jobs:
+                with suppress(Exception):
+                    self._fail(study, trial, exc)
+                    if not isinstance(exc, Exception):  # stopped, not broken: a rerun runs the same params again
+                        requeue(study, trial)
+            raise
         self.job_idx += len(jobs)
         for (trial, _), ret in zip(jobs, results):
             try:
@@ -496,3 +509,33 @@ def quiet_optuna() -> Iterator[None]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Queue a failed trial's params again (as a stale trial is: Optuna's retry bookkeeping, so the retry takes
+    its place in the budget); used when the sweep was stopped by a signal, not by the trial's own error."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    optuna.storages.RetryFailedTrialCallback(max_retry=None)(study, frozen)
+
+
+@contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """SIGTERM / SIGINT raise SweepStopped in the main thread while the sweep runs (a plain SIGTERM would end the
+    process with its trials RUNNING and their runs open); the previous handlers are put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int, frame: Any) -> None:
+        if callable(previous.get(signum)):  # the app's own handler first (it may remember the signal), then ours
+            previous[signum](signum, frame)
+        raise SweepStopped(signal.Signals(signum).name)
+
+    previous.update({sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)})
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
