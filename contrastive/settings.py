@@ -413,8 +413,10 @@ class EvalSettings:
     baseline: bool = True
     umap: UmapSettings = field(default_factory=UmapSettings)
     interpolate: list[float] = field(default_factory=list)  # WiSE-FT alphas scored beside the model ([]: none)
+    collapse_drop: float = 0.1  # a run whose objective falls this far below the baseline's is flagged `collapsed`
 
     def __post_init__(self) -> None:
+        need_finite(self.collapse_drop, "eval.collapse_drop", "must be >= 0 and finite", lambda v: v >= 0)
         for key in ("k", "map_k", "chunk_size", "query_chunk_size", "batch_size"):
             need_int(getattr(self, key), f"eval.{key}", 1)
         need_choice(self.split, "eval.split", SPLITS)

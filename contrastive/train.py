@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.cli import hydra_app, user_errors
 from contrastive.data import format_summary, prepare
 from contrastive.errors import ConfigError
+from contrastive.health import run_flags
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
 from contrastive.utils import remove_stale_staging, write_json
@@ -150,11 +151,13 @@ def run(cfg: DictConfig) -> float | list[float]:
             interpolate.apply_interpolation(model, untuned, alpha)
         result = evaluator.run(model)
         wall_time_s = round(time.time() - started, 1)
+        flags = run_flags(trained["history"], result, settings.eval.objective_names, settings.eval.collapse_drop)
         doc = result.to_json(
             training={k: trained[k] for k in ("sizes", "sampler", "steps", "intermediate")},
             wall_time_s=wall_time_s,
             mlflow_run_id=run_id,
             **interpolation_extra(mixes, alpha),
+            **({"flags": flags} if flags else {}),
         )
         write_json(doc, out / "metrics.json")
         if reporter is not None:  # what the sweep report reads: metrics, deltas, pair threshold
@@ -174,12 +177,16 @@ def run(cfg: DictConfig) -> float | list[float]:
             value = result.objective["value"]
             tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
             tracking.log_metrics({"wall_time_s": wall_time_s}, prefix="train/")
+            tracking.set_tags({"health": ",".join(f.partition(":")[0] for f in flags) or "ok"})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")
             if checkpoint and settings.tracking.log_model:
                 tracking.log_model(model, EXAMPLES)
     print(result.table(), flush=True)
+    for flag in flags:
+        print(f"WARNING: {flag}", flush=True)
+        log.warning("run flagged %s", flag)
     if mixes:
         print(interpolate.format_table(mixes, interpolate.table_metrics(settings.eval), alpha), flush=True)
     print(f"output dir: {out}\nmlflow run: {run_id}  ({settings.tracking.tracking_uri})", flush=True)

@@ -312,3 +312,19 @@ def test_sigterm_ends_the_run_killed_and_removes_a_dead_runs_half_model(tmp_path
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "KILLED"
     assert run.data.tags["state"] == "KILLED" and "SIGTERM" in run.data.tags["error"]
+
+
+@pytest.mark.slow
+def test_a_wrecked_model_is_flagged_not_reported_as_a_plain_success(tmp_path):
+    """trainer.lr=1e3 wrecks the model: the run still completes, but metrics.json, the printed table and the MLflow
+    tag `health` say `collapsed`."""
+    import mlflow
+
+    proc = _run_cli(tmp_path, "trainer.lr=1e3", "trainer.warmup_ratio=0", "eval.umap.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [f.partition(":")[0] for f in doc["flags"]] == ["collapsed"]
+    assert "WARNING: collapsed: mrr_at_10" in proc.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FINISHED" and run.data.tags["health"] == "collapsed"
