@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from contrastive.errors import ConfigError
-from contrastive.utils import write_dir_atomic, write_json
+from contrastive.utils import file_lock, write_dir_atomic, write_json
 from hydra_plugins.contrastive_sweeper import SweepCallback, SweepInfo
 from hydra_plugins.contrastive_sweeper.budget import budget_trials, retried_numbers
 from hydra_plugins.contrastive_sweeper.search_space import quote
@@ -94,10 +94,11 @@ class SweepReport(SweepCallback):
         """Open (or reopen) the parent run; its id for every job."""
         if self.tracking is None:
             return []
-        previous = study.user_attrs.get(PARENT_ATTR)
-        run_id = _tracking().start_sweep_run(self.tracking, study.study_name, info.settings(), previous)
-        if run_id != previous:
-            study.set_user_attr(PARENT_ATTR, run_id)
+        with file_lock(Path(info.sweep_dir) / ".parent_run.lock"):  # sweeps started together share one parent
+            previous = study.user_attrs.get(PARENT_ATTR)
+            run_id = _tracking().start_sweep_run(self.tracking, study.study_name, info.settings(), previous)
+            if run_id != previous:
+                study.set_user_attr(PARENT_ATTR, run_id)
         self.parent_run_id = run_id
         self.close_lost_runs(study)
         return [f"++tracking.parent_run_id={quote(run_id)}"]

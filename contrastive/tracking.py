@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from contrastive import PROJECT_ROOT
+from contrastive.utils import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,22 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlruns.db'}"
 
 
+def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
+    """A lock beside a SQLite store (`<db>.lock`) for creating its tables and experiments: two processes that open
+    a fresh store at once would both create MLflow's tables (`duplicate column name`); a no-op for servers."""
+    if tracking_uri.startswith("sqlite:///"):
+        return file_lock(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    return contextlib.nullcontext()
+
+
 def configure(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at the store and experiment (created with its artifacts beside a SQLite store); its id."""
-    mlflow.set_tracking_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found:
-        return found.experiment_id
-    return mlflow.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+    with store_lock(tracking_uri):
+        mlflow.set_tracking_uri(tracking_uri)
+        found = mlflow.get_experiment_by_name(experiment)
+        if found:
+            return found.experiment_id
+        return mlflow.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:

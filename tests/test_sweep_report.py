@@ -209,3 +209,27 @@ def test_report_at_the_end_reads_the_study_not_the_trials_files(tmp_path):
     assert json.loads((sweep_dir / "best" / "sweep_best.json").read_text())["trial"] == 2
     assert set(summary) >= {"study_name", "directions", "n_trials", "states", "retried", "best_values", "trials"}
     assert sweep_report.objective_names(study) == ["mrr_at_10", "pair_ap"]
+
+
+def test_two_sweeps_started_together_on_a_fresh_store_share_one_parent_run(tmp_path):
+    """Two sweep processes on one fresh SQLite MLflow store and Optuna storage: neither crashes creating the
+    tables (a lock beside the store), and the study has one parent run holding every trial's child."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+    from sweep_toy.runner import TOY_TIMEOUT_S, toy_command
+
+    args = ("tracking.enabled=true", "hydra.sweeper.n_trials=4", "step_sleep=0.1", "hydra/sweeper/pruner=none")
+    procs = [
+        subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=TOY_TIMEOUT_S)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert len({r.data.tags["trial_number"] for r in children}) == 4
