@@ -4,10 +4,12 @@ text, CSV or TXT uploads) within limits. No model and no UI in here."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,9 +126,31 @@ class Limits:
     max_upload_bytes: int
 
 
+def encodable(text: str, name: str) -> str:
+    """`text` if it is valid Unicode (a lone surrogate from a broken client cannot be tokenized), else a DataError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{name}: invalid character at position {exc.start + 1} (not valid Unicode text)") from None
+    return text
+
+
+def results_wanted(value: Any, default: int, largest: int) -> int:
+    """The number of results asked for: `default` when empty, else a whole number in 1..largest (DataError)."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or not 1 <= number <= largest:
+        raise DataError(f"k: {value!r} results asked for, choose a whole number from 1 to {largest}")
+    return int(number)
+
+
 def check_question(text: str | None, limits: Limits, name: str = "question") -> str:
     """A stripped, non-empty question within the character limit, else a DataError naming it."""
-    text = (text or "").strip()
+    text = encodable((text or "").strip(), name)
     if not text:
         raise DataError(f"{name}: empty; type a question")
     if len(text) > limits.max_chars:
@@ -138,7 +162,7 @@ def check_questions(texts: Iterable[str], limits: Limits, origin: str) -> list[s
     """Stripped non-empty lines within the per-question and list-size limits, else a DataError."""
     out = []
     for number, raw in enumerate(texts, start=1):
-        text = "" if raw is None else str(raw).strip()
+        text = encodable("" if raw is None else str(raw).strip(), f"{origin}: item {number}")
         if not text:
             continue
         if len(text) > limits.max_chars:

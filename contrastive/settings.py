@@ -548,6 +548,12 @@ class AppLimits:
 
 
 @dataclass
+class AppQueue:
+    max_size: int = 16
+    concurrency: int = 1
+
+
+@dataclass
 class AppCorpus:
     path: str | None = None
     splits: list[str] | None = field(default_factory=lambda: ["val", "test"])
@@ -569,6 +575,7 @@ class AppBlock:
     chunk_size: int = 1024
     cache_dir: str = MISSING
     corpus: AppCorpus = field(default_factory=AppCorpus)
+    queue: AppQueue = field(default_factory=AppQueue)
     limits: AppLimits = field(default_factory=AppLimits)
 
     def __post_init__(self) -> None:
@@ -586,6 +593,8 @@ class AppBlock:
             ("limits.max_chars", self.limits.max_chars),
             ("limits.max_questions", self.limits.max_questions),
             ("corpus.max_questions", self.corpus.max_questions),
+            ("queue.max_size", self.queue.max_size),
+            ("queue.concurrency", self.queue.concurrency),
         ):
             need_int(value, f"app.{key}", 1)
         need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")

@@ -48,7 +48,7 @@ def test_search_default_and_uploaded_corpus(tmp_path):
     assert len(mine) == 2 and mine.description == "upload mine.txt"  # repeats removed
     table, timing = eng.search("pizza in Rome", 5, mine)
     assert table["question"][0] == "Best pizza in Rome?" and len(table) == 2 and timing["corpus"] == 2
-    with pytest.raises(DataError, match="choose 1 to 50"):
+    with pytest.raises(DataError, match="choose a whole number from 1 to 50"):
         eng.search("x", 51)
 
 
@@ -90,3 +90,19 @@ def test_search_and_dedup_score_the_baseline_beside():
     assert list(table["baseline_cosine_to_first"]) == list(table["cosine_to_first"])  # the same encoder here
     table, _ = engine(with_baseline=False).dedup(texts)
     assert "baseline_group" not in table
+
+
+@pytest.mark.parametrize("k", [float("nan"), float("inf"), 2.5, "x", 0, 51])
+def test_search_refuses_a_bad_k_in_one_line(k):
+    with pytest.raises(DataError, match=r"^k: .* results asked for, choose a whole number from 1 to 50$"):
+        engine().search("How do I learn Python?", k)
+
+
+def test_text_that_is_not_valid_unicode_is_an_input_error():
+    """A lone surrogate (a broken client) cannot be tokenized: a one-line input error, not internal error text."""
+    with pytest.raises(DataError, match=r"^query: invalid character at position 4 \(not valid Unicode text\)$"):
+        engine().search("How\ud800 do I learn Python?", 3)
+    with pytest.raises(DataError, match=r"^pasted list: item 2: invalid character at position 1"):
+        e = engine()
+        e.dedup(e.questions_from("How do I learn Python?\n\udfff", None)[0])
+    assert len(engine().search("How do I learn Python?", 3.0)[0]) == 2  # a whole float is fine (the UI's Number)

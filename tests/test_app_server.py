@@ -41,6 +41,8 @@ def test_app_config_defaults_are_valid():
         ("limits.max_chars", 0, "app.limits.max_chars=0"),
         ("limits.max_upload_mb", 0, "app.limits.max_upload_mb=0.0"),
         ("corpus.splits", [], "app.corpus.splits=[]"),
+        ("queue.max_size", 0, "app.queue.max_size=0"),
+        ("queue.concurrency", 0, "app.queue.concurrency=0"),
     ],
 )
 def test_app_config_rejects(key, value, message):

@@ -126,3 +126,30 @@ def test_earlier_csv_downloads_are_cleaned_up(tmp_path):
     fresh = Path(write_csv(pd.DataFrame({"q": ["b"]}))).parent  # writing removes directories older than an hour
     assert not old.exists() and fresh.exists()
     assert remove_stale_csv_dirs(max_age_s=0) >= 1 and not fresh.exists()
+
+
+def test_error_toasts_carry_no_server_paths_or_internal_text():
+    import gradio as gr
+
+    from contrastive.app.ui import _ui_errors, public_message
+    from contrastive.errors import DataError
+
+    assert public_message("upload f.csv: cannot read /tmp/gradio/ab12/f.csv as csv") == (
+        "upload f.csv: cannot read f.csv as csv"
+    )
+    assert public_message("see https://example.org/a/b, 1/2") == "see https://example.org/a/b, 1/2"
+
+    @_ui_errors
+    def user_mistake():
+        raise DataError("upload q.csv: cannot read /tmp/gradio/x1/q.csv as csv: no columns")
+
+    @_ui_errors
+    def bug():
+        raise ValueError("cannot convert float NaN to integer at /work/secret/engine.py")
+
+    with pytest.raises(gr.Error) as told:
+        user_mistake()
+    assert told.value.message == "upload q.csv: cannot read q.csv as csv: no columns"
+    with pytest.raises(gr.Error) as told:
+        bug()
+    assert told.value.message == "the request failed on the server (details in its log)"

@@ -24,6 +24,7 @@ from contrastive.search import (
     duplicate_groups,
     groups_table,
     read_questions_file,
+    results_wanted,
     unique_questions,
 )
 
@@ -93,9 +94,7 @@ class Engine:
         """Top-k corpus questions for a query with cosine scores and at-threshold flags (`duplicate`), under the
         baseline too where there is one (`baseline_cosine`, `baseline_duplicate`), and timings in ms."""
         text = check_question(query, self.limits, "query")
-        k = int(k or self.top_k)
-        if not 1 <= k <= self.max_top_k:
-            raise DataError(f"k: {k} results asked for, choose 1 to {self.max_top_k}")
+        k = results_wanted(k, self.top_k, self.max_top_k)
         index = corpus if corpus is not None else self.index.get(self.index_wait_s)
         if not len(index):
             raise DataError("the search corpus is empty")

@@ -117,6 +117,7 @@ def serve(settings: AppSettings) -> None:
     app = settings.app
     port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
     demo, _ = create_app(settings)
+    demo.queue(max_size=int(app.queue.max_size), default_concurrency_limit=int(app.queue.concurrency))
     try:
         demo.launch(
             server_name=str(app.host),

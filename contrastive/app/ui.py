@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -20,6 +22,8 @@ from contrastive.app.engine import Engine
 from contrastive.app.index import Examples
 from contrastive.errors import UserError
 from contrastive.search import CorpusIndex
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- rendering
@@ -204,8 +208,14 @@ CSS = """
 
 
 # ---------------------------------------------------------------- the UI
+def public_message(text: str) -> str:
+    """`text` without server paths: an absolute path (an upload's temp copy, a cache file) becomes its file name."""
+    return re.sub(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+([^\s/:'\"]+)", r"\1", text)
+
+
 def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into a Gradio error toast with its one-line message."""
+    """Turn a UserError into a Gradio error toast with its one-line message (server paths left out); anything
+    else is logged here and the page gets a generic line, never internal error text."""
     import functools
 
     import gradio as gr
@@ -215,7 +225,12 @@ def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise gr.Error(str(exc), title="Input problem", print_exception=False) from None
+            raise gr.Error(public_message(str(exc)), title="Input problem", print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:  # noqa: BLE001 - a bug or an unforeseen input: the details stay in the server log
+            log.exception("app request failed")
+            raise gr.Error("the request failed on the server (details in its log)", print_exception=False) from None
 
     return wrapper
 
