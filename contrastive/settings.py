@@ -32,6 +32,7 @@ DATA_FORMATS = ("parquet", "csv", "tsv", "jsonl")
 ON_EMPTY = ("drop", "error")
 GROUP_BY = ("duplicates", "all_pairs")
 PAIR_METRICS = ("pair_ap", "pair_best_f1", "pair_threshold", "pair_accuracy")
+NEGATIVES = ("labeled", "mined", "both")
 
 
 # ---------------------------------------------------------------- checks
@@ -208,6 +209,42 @@ def direction_names(value: Any) -> tuple[str, ...]:
 
 
 @dataclass
+class MiningSettings:
+    """conf/loss/'s `mining` node: hard negatives mined by the untuned model (contrastive/mining.py)."""
+
+    num_negatives: int = 1
+    range_min: int = 0
+    range_max: int = 40
+    relative_margin: float | None = 0.05
+    max_score: float | None = None
+    batch_size: int = 128
+    cache_dir: str = MISSING
+    sample_rows: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        need_int(self.num_negatives, "loss.mining.num_negatives", 1)
+        need_int(self.range_min, "loss.mining.range_min", 0)
+        need_int(self.range_max, "loss.mining.range_max", 1)
+        need(
+            self.range_max - self.range_min >= self.num_negatives,
+            "loss.mining.range_max",
+            self.range_max,
+            f"must be >= loss.mining.range_min + num_negatives ({self.range_min} + {self.num_negatives}): "
+            "the rank window must hold the negatives",
+        )
+        if self.relative_margin is not None:
+            need_finite(
+                self.relative_margin, "loss.mining.relative_margin", "must be null or in [0, 1)", lambda v: 0 <= v < 1
+            )
+        if self.max_score is not None:
+            need_finite(self.max_score, "loss.mining.max_score", "must be null or in [-1, 1]", lambda v: -1 <= v <= 1)
+        need_int(self.batch_size, "loss.mining.batch_size", 1)
+        need_int(self.sample_rows, "loss.mining.sample_rows", 0)
+        need_int(self.seed, "loss.mining.seed")
+
+
+@dataclass
 class LossSettings:
     """conf/loss/: MNRL or GIST (+hard negatives) + aux_weight * auxiliary pair loss."""
 
@@ -231,6 +268,8 @@ class LossSettings:
     partition_mode: str = "joint"
     hardness_mode: str | None = None
     hardness_strength: float = 0.0
+    negatives: str = "labeled"
+    mining: MiningSettings = field(default_factory=MiningSettings)
 
     def __post_init__(self) -> None:
         need_finite(self.aux_weight, "loss.aux_weight", "must be >= 0 and finite", lambda v: v >= 0)
@@ -243,6 +282,9 @@ class LossSettings:
         need_bool(self.hard_negatives, "loss.hard_negatives")
         need_bool(self.cached, "loss.cached")
         need_int(self.mini_batch_size, "loss.mini_batch_size", 1)
+        need_choice(self.negatives, "loss.negatives", NEGATIVES)
+        if self.negatives != "labeled" and self.hard_negatives:
+            need_writable(self.mining.cache_dir, "loss.mining.cache_dir")
         self.check_mnrl()
 
     @property

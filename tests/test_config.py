@@ -117,6 +117,18 @@ BAD = [
     ("loss.interleave=zigzag", "loss.interleave", "'zigzag'"),
     ("loss.combine=sum", "loss.combine", "'sum'"),
     ("loss.mini_batch_size=0", "loss.mini_batch_size", "0"),
+    ("loss.negatives=random", "loss.negatives", "'random'"),
+    ("loss.mining.num_negatives=0", "loss.mining.num_negatives", "0"),
+    ("loss.mining.range_min=-1", "loss.mining.range_min", "-1"),
+    ("loss.mining.range_max=0", "loss.mining.range_max", "0"),
+    ("loss.mining.range_min=40", "loss.mining.range_max", "40"),  # the window must hold num_negatives
+    ("loss.mining.num_negatives=41", "loss.mining.range_max", "40"),
+    ("loss.mining.relative_margin=1", "loss.mining.relative_margin", "1.0"),
+    ("loss.mining.relative_margin=-0.1", "loss.mining.relative_margin", "-0.1"),
+    ("loss.mining.max_score=1.5", "loss.mining.max_score", "1.5"),
+    ("loss.mining.max_score=nan", "loss.mining.max_score", "nan"),
+    ("loss.mining.batch_size=0", "loss.mining.batch_size", "0"),
+    ("loss.mining.sample_rows=-1", "loss.mining.sample_rows", "-1"),
     ("batch.size=1", "batch.size", "1"),
     ("batch.sampler=shuffle", "batch.sampler", "'shuffle'"),
     ("batch.length_grouping=-1", "batch.length_grouping", "-1"),
@@ -226,6 +238,8 @@ BAD_TYPES = [
     ("loss.aux_weight=abc", "loss.aux_weight", "abc"),
     ("loss.hard_negatives=maybe", "loss.hard_negatives", "maybe"),
     ("loss.mini_batch_size=true", "loss.mini_batch_size", "True"),
+    ("loss.mining.num_negatives=1.5", "loss.mining.num_negatives", "1.5"),
+    ("loss.mining.relative_margin=wide", "loss.mining.relative_margin", "wide"),
     ("batch.size=8.5", "batch.size", "8.5"),
     ("trainer.max_steps=1.5", "trainer.max_steps", "1.5"),
     ("trainer.max_steps=false", "trainer.max_steps", "False"),
@@ -274,6 +288,13 @@ def test_unknown_keys_and_options_fail_composition():
         "batch.num_threads=2",
         "eval.objective=[mrr_at_10,pair_ap]",
         "eval.distractors=train",
+        "loss.negatives=mined",
+        "loss.negatives=both",
+        "loss.mining.relative_margin=null",
+        "loss.mining.relative_margin=0",
+        "loss.mining.max_score=0.9",
+        "loss.mining.sample_rows=0",
+        "loss.mining.range_min=39",
     ],
 )
 def test_edge_values_are_accepted(override):
@@ -289,6 +310,13 @@ def test_output_paths_are_checked_writable_at_startup(tmp_path):
     assert load_evaluate(compose_config("evaluate", "checkpoint=x", f"json={deep}")).json == str(deep)
     train_settings(f"tracking.tracking_uri=sqlite:///{tmp_path}/new/mlruns.db", f"paths.output_root={tmp_path}/o")
     assert not (tmp_path / "new").exists()  # checking leaves nothing behind
+
+
+def test_mining_cache_dir_is_checked_only_when_mining(tmp_path):
+    with pytest.raises(ConfigError, match=r"^loss.mining.cache_dir='/proc/m': cannot write there"):
+        train_settings("loss.negatives=mined", "loss.mining.cache_dir=/proc/m")
+    train_settings("loss.mining.cache_dir=/proc/m")  # labeled negatives: nothing is mined, nothing written
+    assert train_settings(f"paths.cache_dir={tmp_path}").loss.mining.cache_dir == f"{tmp_path}/mining"
 
 
 def test_settings_keep_types():
