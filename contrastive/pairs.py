@@ -1,13 +1,14 @@
-"""Training examples from split pairs: positives, hard-negative triplets, labeled pairs, the auxiliary sample."""
+"""Training examples from split pairs: positives, hard-negative triplets (labeled and/or mined), labeled pairs, the
+auxiliary sample."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from contrastive.data import components
+from contrastive.data import components, question_key
 from contrastive.errors import DataError
 from contrastive.utils import seeded_hash
 
@@ -147,6 +148,59 @@ def joint_examples(datasets: dict[str, pd.DataFrame], seed: int = 0) -> tuple[di
     return out, stats
 
 
+MinedNegatives = Mapping[tuple[str, str], Sequence[str]]  # (anchor, positive) -> mined negatives, best first
+
+
+def negative_columns(n: int, first: int = 1) -> list[str]:
+    """negative_<first> .. negative_<first + n - 1>: MNRL takes every column after the positive as a negative."""
+    return [f"negative_{i}" for i in range(first, first + n)]
+
+
+def with_mined(
+    pos: pd.DataFrame, mined: MinedNegatives, n: int, first: int = 1, skip: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split positives into those with `n` mined negatives (added as columns negative_<first>..) and the rest.
+
+    `skip`, one text per row (its labeled negative), is never taken as a mined negative of that row."""
+    picked, full = [], []
+    for i, (a, p) in enumerate(zip(pos["anchor"], pos["positive"])):
+        found = list(mined.get((a, p), ()))
+        if skip is not None:
+            found = [t for t in found if question_key(t) != question_key(skip[i])]
+        picked.append(found[:n])
+        full.append(len(found) >= n)
+    full = np.array(full, dtype=bool)
+    got = pos[full].reset_index(drop=True)
+    columns = negative_columns(n, first)
+    values = [row for row, ok in zip(picked, full) if ok]
+    for j, name in enumerate(columns):
+        got[name] = [row[j] for row in values]
+    return got, pos[~full].reset_index(drop=True)
+
+
+def mined_examples(
+    frame: pd.DataFrame, negatives: str, mined: MinedNegatives, n: int, both_orders: bool, seed: int
+) -> dict[str, pd.DataFrame]:
+    """The MNRL datasets with mined negatives (contrastive.mining), text columns only.
+
+    mined: mnrl_mined (anchor, positive, negative_1..n), mnrl_pairs (positives with fewer than n).
+    both: mnrl_both (the labeled negative as negative_1, then n mined ones that differ from it), mnrl_mined (no
+    labeled negative), mnrl_triplets (a labeled negative but fewer than n mined), mnrl_pairs (neither)."""
+    out: dict[str, pd.DataFrame] = {}
+    if negatives == "mined":
+        out["mnrl_mined"], out["mnrl_pairs"] = with_mined(positives(frame, both_orders), mined, n)
+    elif negatives == "both":
+        trip, rest = triplets(frame, both_orders, seed)
+        trip = trip.rename(columns={"negative": "negative_1"})
+        out["mnrl_both"], labeled_only = with_mined(trip, mined, n, first=2, skip=trip["negative_1"].tolist())
+        out["mnrl_mined"], out["mnrl_pairs"] = with_mined(rest, mined, n)
+        out["mnrl_triplets"] = labeled_only.rename(columns={"negative_1": "negative"})
+        out = {name: out[name] for name in ("mnrl_both", "mnrl_mined", "mnrl_triplets", "mnrl_pairs")}
+    else:
+        raise ValueError(f"no mined datasets for negatives={negatives!r}")
+    return {name: df.drop(columns="comp") for name, df in out.items()}
+
+
 def build_examples(
     frame: pd.DataFrame,
     hard_negatives: bool,
@@ -154,15 +208,23 @@ def build_examples(
     both_orders: bool = False,
     seed: int = 0,
     aux_share: float = 1.0,
+    negatives: str = "labeled",
+    mined: MinedNegatives | None = None,
+    num_negatives: int = 1,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs) and their sizes.
+    """The training datasets by name (mnrl_triplets, mnrl_pairs, aux_pairs; with mined negatives mnrl_mined and
+    mnrl_both, see mined_examples) and their sizes.
 
     `aux_share` < 1 gives the auxiliary loss a seeded sample of that share of the labeled pairs. The Trainer draws
     each batch from one dataset in proportion to its size, so this sets the share of optimiser steps that go to
-    the auxiliary loss (with gradient clipping and Adam, a loss weight alone barely changes that balance)."""
+    the auxiliary loss (with gradient clipping and Adam, a loss weight alone barely changes that balance).
+    `negatives` mined / both take `mined` ((anchor, positive) -> negatives, contrastive.mining) and
+    `num_negatives`; without `hard_negatives` there are no explicit negatives whatever `negatives` says."""
     require_positives(frame)
     datasets: dict[str, pd.DataFrame] = {}
-    if hard_negatives:
+    if hard_negatives and negatives != "labeled":
+        datasets.update(mined_examples(frame, negatives, mined or {}, int(num_negatives), both_orders, seed))
+    elif hard_negatives:
         trip, rest = triplets(frame, both_orders, seed)
         datasets["mnrl_triplets"] = trip.drop(columns="comp")
         datasets["mnrl_pairs"] = rest.drop(columns="comp")

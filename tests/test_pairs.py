@@ -163,6 +163,58 @@ def test_build_examples_sizes(hard_negatives, with_aux):
     assert sum(map(len, doubled.values())) == 2 * 3
 
 
+# ---------------------------------------------------------------- mined negatives (contrastive.mining)
+MINED_FRAME = [("A?", "B?", 1), ("B?", "C?", 1), ("D?", "E?", 1), ("A?", "X?", 0), ("F?", "G?", 1)]
+
+
+def test_build_examples_with_mined_negatives():
+    frame = _pairs(MINED_FRAME)
+    mined = {("A?", "B?"): ["X?", "M?", "N?"], ("B?", "C?"): ["M?"], ("D?", "E?"): ["P?", "Q?", "R?"]}
+    examples, sizes = build_examples(frame, True, False, negatives="mined", mined=mined, num_negatives=2)
+    assert list(examples) == ["mnrl_mined", "mnrl_pairs"]
+    got = examples["mnrl_mined"]
+    assert list(got.columns) == ["anchor", "positive", "negative_1", "negative_2"]
+    assert got.values.tolist() == [["A?", "B?", "X?", "M?"], ["D?", "E?", "P?", "Q?"]]  # best two, spare unused
+    assert sorted(examples["mnrl_pairs"]["anchor"]) == ["B?", "F?"]  # one mined negative, none: no mined ones
+    assert sizes == {"examples_mnrl_mined": 2, "examples_mnrl_pairs": 2}
+    off, _ = build_examples(frame, False, False, negatives="mined", mined=mined, num_negatives=2)
+    assert list(off) == ["mnrl_pairs"] and len(off["mnrl_pairs"]) == 4  # hard_negatives=false: no negatives
+
+
+def test_build_examples_with_labeled_and_mined_negatives():
+    frame = _pairs(MINED_FRAME)  # A~B~C has the labeled negative X; D~E and F~G have none
+    mined = {("A?", "B?"): ["x?", "M?", "N?"], ("B?", "C?"): ["M?"], ("D?", "E?"): ["P?", "Q?"]}
+    examples, sizes = build_examples(frame, True, False, negatives="both", mined=mined, num_negatives=2)
+    assert list(examples) == ["mnrl_both", "mnrl_mined", "mnrl_triplets", "mnrl_pairs"]
+    both = examples["mnrl_both"]
+    assert list(both.columns) == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
+    assert both.values.tolist() == [["A?", "B?", "X?", "M?", "N?"]]  # the mined copy of X skipped: the spare used
+    assert examples["mnrl_mined"].values.tolist() == [["D?", "E?", "P?", "Q?"]]
+    assert examples["mnrl_triplets"].values.tolist() == [["B?", "C?", "X?"]]  # labeled, too few mined
+    assert examples["mnrl_pairs"].values.tolist() == [["F?", "G?"]]
+    assert sum(sizes.values()) == 4
+
+
+def test_component_sampler_keys_every_mined_negative_column():
+    """An example whose second mined negative is a duplicate of another example's anchor never shares its batch."""
+    rows = [("A?", "B?", 1), ("B?", "C?", 1), ("D?", "E?", 1), ("F?", "G?", 1), ("H?", "I?", 1)]
+    frame = _pairs(rows + [("X?", "Y?", 0), ("Z?", "W?", 0)])
+    lookup = component_lookup([frame])
+    dataset = Dataset.from_dict(
+        {
+            "anchor": ["A?", "D?", "F?", "H?"],
+            "positive": ["B?", "E?", "G?", "I?"],
+            "negative_1": ["F?", "H?", "D?", "X?"],
+            "negative_2": ["Y?", "C?", "Z?", "W?"],  # C is in A's component
+        }
+    )
+    for seed in range(10):
+        sampler = ComponentBatchSampler(dataset, batch_size=2, drop_last=False, lookup=lookup, seed=seed)
+        for batch in sampler:
+            assert set(batch) != {0, 1}
+        assert _clashes(dataset, list(sampler), lookup) == 0
+
+
 def test_aux_share_samples_each_label_by_seed():
     rows = [(f"q{i}?", f"p{i}?", int(i % 4 == 0)) for i in range(200)]
     frame = _pairs(rows)
