@@ -13,6 +13,7 @@ from typing import Any
 
 from contrastive.data import PreparedData
 from contrastive.errors import ConfigError
+from contrastive.mining import SAMPLE_FILE, uses_mining
 from contrastive.pairs import build_examples, cap_pairs, component_lookup, joint_examples
 from contrastive.samplers import SamplerFactory
 from contrastive.settings import BatchSettings, TrainSettings
@@ -21,11 +22,25 @@ from contrastive.utils import write_dir_atomic
 log = logging.getLogger(__name__)
 
 
-def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict[str, Any], dict[str, int]]:
-    """The train split, capped by `data.max_pairs`, as named datasets for the Trainer."""
+def training_datasets(
+    data: PreparedData, settings: TrainSettings, model: Any = None, out: Path | None = None
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The train split, capped by `data.max_pairs`, as named datasets for the Trainer.
+
+    With mined negatives (`loss.negatives` mined / both) they are mined over the whole train split by `model`,
+    which must still be untuned (None: the model group's, loaded on a cache miss); the filters' counts join the
+    sizes (`mining_*`) and `out`, when given, gets the seeded sample (mining.SAMPLE_FILE)."""
     from datasets import Dataset
 
     train = cap_pairs(data.splits["train"], settings.data.max_pairs, settings.data.split.seed)
+    mined = None
+    if uses_mining(settings.loss):
+        from contrastive.mining import mine_for_training, write_sample
+
+        mined = mine_for_training(data.splits["train"], train, settings, model)
+        if out is not None:
+            cfg = settings.loss.mining
+            write_sample(mined, Path(out) / SAMPLE_FILE, int(cfg.sample_rows), int(cfg.seed))
     frames, sizes = build_examples(
         train,
         hard_negatives=settings.loss.hard_negatives,
@@ -33,11 +48,14 @@ def training_datasets(data: PreparedData, settings: TrainSettings) -> tuple[dict
         both_orders=settings.data.both_orders,
         seed=settings.trainer.seed,
         aux_share=float(settings.loss.aux_share),
+        negatives=settings.loss.negatives,
+        mined=mined.negatives() if mined is not None else None,
+        num_negatives=int(settings.loss.mining.num_negatives),
     )
     if is_joint(settings):
         frames, zipped = joint_examples(frames, settings.trainer.seed)
         sizes.update(zipped)
-    sizes = {"train_pairs_used": len(train), **sizes}
+    sizes = {"train_pairs_used": len(train), **sizes, **(mined.stats if mined is not None else {})}
     largest = max((len(df) for name, df in frames.items() if name.startswith("mnrl")), default=0)
     size = settings.batch.size
     if size > largest:
@@ -195,7 +213,7 @@ def build_trainer(
     from contrastive import tracking
     from contrastive.losses import build_losses, frozen_copy
 
-    datasets, sizes = training_datasets(data, settings)
+    datasets, sizes = training_datasets(data, settings, model, out)  # mines (if asked) before any step
     sampler = sampler_factory(settings, component_lookup([data.splits["train"]]))
     callback = objective_callback(score or (lambda: float("nan")), settings, reporter)
     apply_threads(settings.batch)
@@ -228,6 +246,8 @@ def fit(
     trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
     if settings.tracking.enabled:
         tracking.log_params({f"data/{k}": v for k, v in sizes.items()})  # constants: params, not charts
+        if uses_mining(settings.loss) and (sample := out / SAMPLE_FILE).is_file():
+            tracking.log_artifact(sample, "mining")  # what the mined negatives teach, readable
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]

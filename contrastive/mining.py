@@ -1,0 +1,334 @@
+"""Hard negatives mined by the untuned model, component-aware and cached on disk (`loss.negatives: mined | both`).
+
+For every positive (anchor, positive) of the training pairs, the candidates are the anchor's `range_max` nearest
+questions of the whole train split by the untuned model's cosine. Each candidate is removed by the first of these
+filters that applies, and each filter counts what it removed:
+
+    self_positive      the anchor or its positive itself
+    same_component     a member of the anchor's duplicate component (data.components: label=1 pairs, chained)
+    labeled_duplicate  labeled a duplicate (label=1) of a member of that component; the component ids already hold
+                       every such pair, so on prepared data this counts 0: it guards against comp ids that disagree
+                       with the labels, it never relies on them
+    range              ranked before `range_min` among the anchor's neighbours
+    max_score          cosine to the anchor above `max_score`
+    margin             cosine above (1 - `relative_margin`) x the positive's cosine (likely an unlabeled duplicate)
+
+The best survivors are kept in rank order: `num_negatives` of them, plus one spare so that `negatives=both` can
+skip a mined negative equal to the positive's labeled one (contrastive.pairs.build_examples).
+
+Why not `sentence_transformers.util.mine_hard_negatives`: its filters (range, margin, max_score) know the
+positive column only, not the duplicate components, so it hands back members of the anchor's own component (other
+labeled duplicates) as negatives; on the shared QQP pairs ~6 of every anchor's top 40 are such members. Filtering
+its output afterwards would leave positives short of negatives it had discarded. And here the neighbours come from
+the project's one exact kernel (evaluation.metrics.blocked_top_k: blocked, never an N x N matrix, ties to the lower
+row), the embeddings from model.encode (length-bucketed batches) through the embedding cache's reader and atomic
+writer (evaluation.cache.cached_embeddings).
+
+Caching, under `loss.mining.cache_dir`: the question embeddings as `train-<digest>.npy`, keyed by the model
+(weights fingerprint, max_seq_length) and the corpus only, so a sweep over mining settings encodes once; the mined
+negatives as `mined-<digest>.npz` (one atomic write), keyed by model + data (the train split's pairs and questions,
+the positives mined for) + the settings that change the result, so trials with the same settings mine once. The
+evaluator's baseline cache is not reused: it holds one .npy per eval-set corpus (val or test questions, plus train
+questions only under eval.distractors=train), which a training run's eval set (val, no distractors in the sweep)
+does not contain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from contrastive.data import fingerprint_frame
+from contrastive.errors import DataError
+from contrastive.evaluation.cache import cache_path, cached_embeddings
+from contrastive.evaluation.eval_sets import split_questions
+from contrastive.evaluation.metrics import blocked_top_k
+from contrastive.utils import json_digest, sha256_hex, write_atomic, write_json, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+FILTERS = ("self_positive", "same_component", "labeled_duplicate", "range", "max_score", "margin")
+SAMPLE_FILE = "mining_sample.csv"  # in the run's output dir; MLflow artifact mining/mining_sample.csv
+FORMAT = 1  # part of the cache key: bump when the filters or the cached arrays change
+CHUNK_SIZE, QUERY_CHUNK = 4096, 1024  # blocked_top_k's blocks (its result does not depend on them)
+
+
+def uses_mining(loss: Any) -> bool:
+    """Whether the loss group asks for mined negatives (`hard_negatives=false` means no explicit negatives at all)."""
+    return bool(loss.hard_negatives) and loss.negatives != "labeled"
+
+
+@dataclass
+class Corpus:
+    """The train split's unique questions sorted by key: texts and duplicate component per row."""
+
+    keys: list[str]
+    texts: list[str]
+    comp: np.ndarray
+    row_of: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pool: pd.DataFrame) -> Corpus:
+        questions = split_questions(pool)
+        keys = questions["key"].tolist()
+        comp = questions["comp"].to_numpy(np.int64)
+        return cls(keys, questions["text"].tolist(), comp, {k: i for i, k in enumerate(keys)})
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        """The corpus row of each text (by its question key); a text outside the corpus is a DataError."""
+        from contrastive.data import question_key
+
+        keys = [question_key(t) for t in texts]
+        missing = [k for k in keys if k not in self.row_of]
+        if missing:
+            raise DataError(f"mining: {len(missing)} positive question(s) not in the train split, e.g. {missing[0]!r}")
+        return np.array([self.row_of[k] for k in keys], dtype=np.int64)
+
+    def digest(self) -> str:
+        """A hash of the keys, texts and component ids in row order."""
+        text = sha256_hex("\x1f".join(self.keys) + "\x1e" + "\x1f".join(self.texts))
+        return text + sha256_hex(self.comp.astype(np.int64).tobytes())
+
+
+def labeled_duplicate_codes(pool: pd.DataFrame, corpus: Corpus) -> np.ndarray:
+    """`comp * n + row` for every (component of a member, row labeled a duplicate of that member), sorted."""
+    dup = pool[pool["label"] == 1]
+    r1 = dup["key1"].map(corpus.row_of).to_numpy(np.int64)
+    r2 = dup["key2"].map(corpus.row_of).to_numpy(np.int64)
+    n = len(corpus.keys)
+    codes = np.concatenate([corpus.comp[r1] * n + r2, corpus.comp[r2] * n + r1])
+    return np.unique(codes)
+
+
+# ---------------------------------------------------------------- the selection (pure numpy)
+@dataclass
+class Selection:
+    """Per positive, the kept negatives best first (corpus rows, -1 past the last), their cosines and ranks."""
+
+    rows: np.ndarray  # (n_positives, num_negatives + 1) int64
+    scores: np.ndarray  # same shape, float32, NaN past the last
+    ranks: np.ndarray  # same shape, int64 rank among the anchor's neighbours (0 = nearest), -1 past the last
+    positive_scores: np.ndarray  # (n_positives,) float32
+    stats: dict[str, int]
+
+
+def select_negatives(
+    emb: np.ndarray,
+    comp: np.ndarray,
+    anchors: np.ndarray,
+    positives: np.ndarray,
+    labeled_codes: np.ndarray,
+    cfg: Any,
+) -> Selection:
+    """The mined negatives of each (anchor row, positive row) from unit-length embeddings `emb` (rows = corpus),
+    with each filter's count (module docstring); `cfg` is the loss group's `mining` node."""
+    n_corpus = len(emb)
+    keep = int(cfg.num_negatives) + 1
+    queries, inverse = np.unique(anchors, return_inverse=True)
+    idx, sims = blocked_top_k(emb[queries], emb, queries, int(cfg.range_max), CHUNK_SIZE, QUERY_CHUNK)
+    cand, score = idx[inverse], sims[inverse]
+    width = cand.shape[1]
+    pos_score = np.einsum("ij,ij->i", emb[anchors], emb[positives]).astype(np.float32)
+    rank = np.broadcast_to(np.arange(width), cand.shape)
+    anchor_comp = comp[anchors][:, None]
+    masks = {
+        "self_positive": (cand == anchors[:, None]) | (cand == positives[:, None]),
+        "same_component": comp[cand] == anchor_comp,
+        "labeled_duplicate": np.isin(anchor_comp * n_corpus + cand, labeled_codes),
+        "range": rank < int(cfg.range_min),
+        "max_score": score > cfg.max_score if cfg.max_score is not None else np.zeros(cand.shape, bool),
+        "margin": (
+            score > (1.0 - cfg.relative_margin) * pos_score[:, None]
+            if cfg.relative_margin is not None
+            else np.zeros(cand.shape, bool)
+        ),
+    }
+    left = np.ones(cand.shape, dtype=bool)
+    stats = {
+        "mining_corpus_questions": n_corpus,
+        "mining_positives": len(anchors),
+        "mining_anchors": len(queries),
+        "mining_candidates": int(cand.size),
+    }
+    for name in FILTERS:
+        hit = left & masks[name]
+        stats[f"mining_removed_{name}"] = int(hit.sum())
+        left &= ~hit
+    per_row = left.sum(axis=1)
+    n = int(cfg.num_negatives)
+    stats.update(
+        mining_eligible=int(per_row.sum()),
+        mining_negatives=int(np.minimum(per_row, n).sum()),
+        mining_full=int((per_row >= n).sum()),
+        mining_fewer=int((per_row < n).sum()),
+        mining_none=int((per_row == 0).sum()),
+    )
+    order = np.argsort(~left, axis=1, kind="stable")[:, :keep]  # the eligible columns first, in rank order
+    valid = np.take_along_axis(left, order, axis=1)
+    out = Selection(
+        rows=np.full((len(anchors), keep), -1, dtype=np.int64),
+        scores=np.full((len(anchors), keep), np.nan, dtype=np.float32),
+        ranks=np.full((len(anchors), keep), -1, dtype=np.int64),
+        positive_scores=pos_score,
+        stats=stats,
+    )
+    cols = order.shape[1]
+    out.rows[:, :cols] = np.where(valid, np.take_along_axis(cand, order, axis=1), -1)
+    out.scores[:, :cols] = np.where(valid, np.take_along_axis(score, order, axis=1), np.nan)
+    out.ranks[:, :cols] = np.where(valid, order, -1)
+    return out
+
+
+# ---------------------------------------------------------------- mining with the caches
+@dataclass
+class Mined:
+    """The mined negatives of a list of positives: the selection, the texts behind its rows, the cache used."""
+
+    anchors: list[str]
+    positives: list[str]
+    texts: list[str]  # corpus texts (the selection's rows index them)
+    selection: Selection
+    num_negatives: int
+    cache_hit: bool
+    path: Path
+    seconds: float = 0.0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Each filter's count and the positives with a full / short set, plus whether the cache held them."""
+        return {**self.selection.stats, "mining_cache_hit": int(self.cache_hit)}
+
+    def negatives(self) -> dict[tuple[str, str], list[str]]:
+        """(anchor, positive) -> its mined negatives, best first (num_negatives and the spare at most)."""
+        texts = self.texts
+        return {
+            (a, p): [texts[r] for r in row if r >= 0]
+            for a, p, row in zip(self.anchors, self.positives, self.selection.rows.tolist())
+        }
+
+    def sample(self, n_rows: int, seed: int) -> pd.DataFrame:
+        """A seeded sample of `n_rows` (anchor, positive, negative) rows among the first num_negatives of each
+        positive, with the cosines to the anchor and the negative's rank among the anchor's neighbours."""
+        sel = self.selection
+        rows = sel.rows[:, : self.num_negatives]
+        which, slot = np.nonzero(rows >= 0)
+        if len(which) > n_rows:
+            pick = np.sort(np.random.default_rng(seed).choice(len(which), size=n_rows, replace=False))
+            which, slot = which[pick], slot[pick]
+        return pd.DataFrame(
+            {
+                "anchor": [self.anchors[i] for i in which],
+                "positive": [self.positives[i] for i in which],
+                "negative": [self.texts[r] for r in rows[which, slot]],
+                "positive_score": np.round(sel.positive_scores[which].astype(float), 4),
+                "negative_score": np.round(sel.scores[which, slot].astype(float), 4),
+                "negative_rank": sel.ranks[which, slot],
+            }
+        )
+
+
+def settings_key(cfg: Any) -> dict[str, Any]:
+    """The mining settings that change which negatives come back (not batch size, cache dir or the sample)."""
+    names = ("num_negatives", "range_min", "range_max", "relative_margin", "max_score")
+    return {"format": FORMAT, **{name: getattr(cfg, name) for name in names}}
+
+
+def data_key(pool: pd.DataFrame, corpus: Corpus, anchors: Sequence[str], positives: Sequence[str]) -> dict[str, str]:
+    """What the mined negatives depend on in the data: the split's labeled pairs, its questions, the positives."""
+    listed = "\x1e".join(f"{a}\x1f{p}" for a, p in zip(anchors, positives))
+    return {"pairs": fingerprint_frame(pool), "corpus": corpus.digest(), "positives": sha256_hex(listed)}
+
+
+def _read_selection(path: Path, n_positives: int, keep: int) -> Selection | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in ("rows", "scores", "ranks", "positive_scores", "stats")}
+        stats = json.loads(str(arrays.pop("stats")))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("mining cache %s unreadable (%s); mining again", path, exc)
+        return None
+    if arrays["rows"].shape != (n_positives, keep) or len(arrays["positive_scores"]) != n_positives:
+        shape = arrays["rows"].shape
+        log.warning("mining cache %s has shape %s, expected (%d, %d); mining again", path, shape, n_positives, keep)
+        return None
+    return Selection(stats=stats, **arrays)
+
+
+def _write_selection(path: Path, key: Mapping[str, Any], sel: Selection) -> None:
+    """The selection as one .npz (atomic), its key beside it as JSON."""
+    arrays = {
+        "rows": sel.rows,
+        "scores": sel.scores,
+        "ranks": sel.ranks,
+        "positive_scores": sel.positive_scores,
+        "stats": np.array(json.dumps(sel.stats)),
+    }
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
+    write_json(dict(key), path.with_suffix(".json"))
+
+
+def mine(
+    pool: pd.DataFrame,
+    pos: pd.DataFrame,
+    cfg: Any,
+    encode_texts: Callable[[list[str]], np.ndarray],
+    model_key: Mapping[str, Any],
+) -> Mined:
+    """Mined negatives for the positives `pos` (anchor, positive) over the questions of `pool` (the train split's
+    pairs: key1/key2, comp1/comp2, label), from the cache when it holds them.
+
+    `encode_texts` turns texts into unit-length float32 rows (the untuned model); it is called only when the
+    embedding cache misses. `model_key` names the model in the cache keys (weights fingerprint, max_seq_length).
+    """
+    started = time.perf_counter()
+    corpus = Corpus.of(pool)
+    anchors, positives = pos["anchor"].astype(str).tolist(), pos["positive"].astype(str).tolist()
+    a_rows, p_rows = corpus.rows(anchors), corpus.rows(positives)
+    key = {"model": dict(model_key), "data": data_key(pool, corpus, anchors, positives), "settings": settings_key(cfg)}
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    path = cache_dir / f"mined-{json_digest(key)}.npz"
+    keep = int(cfg.num_negatives) + 1
+    selection = _read_selection(path, len(anchors), keep)
+    hit = selection is not None
+    if selection is None:
+        emb_key = {"split": "train", "purpose": "mining", "model": dict(model_key), "corpus": corpus.digest()}
+        emb, emb_hit = cached_embeddings(
+            cache_path(cache_dir, emb_key), emb_key, len(corpus.texts), lambda: encode_texts(corpus.texts)
+        )
+        log.info("mining: %d question embeddings (%s)", len(emb), "cached" if emb_hit else "encoded")
+        selection = select_negatives(emb, corpus.comp, a_rows, p_rows, labeled_duplicate_codes(pool, corpus), cfg)
+        _write_selection(path, key, selection)
+    seconds = time.perf_counter() - started
+    log.info("mining: %d positives, %s in %.1fs (%s)", len(anchors), "cache hit" if hit else "mined", seconds, path)
+    return Mined(anchors, positives, corpus.texts, selection, int(cfg.num_negatives), hit, path, seconds)
+
+
+def mine_for_training(pool: pd.DataFrame, frame: pd.DataFrame, settings: Any, model: Any = None) -> Mined:
+    """Mined negatives for the positives of the training pairs `frame` over the train split `pool`, by `model`
+    (still untuned: before any step) or, when None, the model group's model loaded on a cache miss only."""
+    from contrastive.model import encode, fingerprint, load_model
+    from contrastive.pairs import positives
+
+    cfg, m = settings.loss.mining, settings.model
+
+    def encode_texts(texts: list[str]) -> np.ndarray:
+        encoder = model if model is not None else load_model(m.name_or_path, m.max_seq_length, settings.trainer.device)
+        return encode(encoder, texts, int(cfg.batch_size))
+
+    model_key = {"weights": fingerprint(m.name_or_path), "max_seq_length": m.max_seq_length}
+    return mine(pool, positives(frame, settings.data.both_orders), cfg, encode_texts, model_key)
+
+
+def write_sample(mined: Mined, path: str | Path, n_rows: int, seed: int) -> Path:
+    """The seeded sample (Mined.sample) as CSV, written atomically."""
+    return write_text_atomic(path, mined.sample(n_rows, seed).to_csv(index=False))
