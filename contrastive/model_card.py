@@ -22,6 +22,8 @@ TASK = "duplicate-question search and deduplication (semantic search, paraphrase
 DATASET_WORDS = {  # the Trainer's dataset names (contrastive.pairs) in words
     "mnrl_triplets": "QQP triplets: question, its duplicate, a labelled non-duplicate",
     "mnrl_pairs": "QQP duplicate pairs: question and its duplicate",
+    "mnrl_mined": "QQP mined triplets: question, its duplicate, non-duplicates mined by the untuned model",
+    "mnrl_both": "QQP triplets: question, its duplicate, a labelled non-duplicate and mined non-duplicates",
     "aux_pairs": "QQP labelled pairs: two questions and the duplicate label",
 }
 AUX_LOSSES = {"cosine": "CosineSimilarityLoss", "cosent": "CoSENTLoss", "online_contrastive": "OnlineContrastiveLoss"}
@@ -41,11 +43,24 @@ class Evaluator:
 Evaluator.__module__ = "contrastive.evaluation"  # the card says "Evaluated with contrastive.evaluation.Evaluator"
 
 
-def mnrl_words(loss: LossSettings) -> tuple[str, list[str]]:
-    """(the in-batch-negative loss's class name, its settings in words): MNRL or GIST (`loss.mnrl`)."""
-    negatives = "negatives: the other positives in the batch" + (
-        ", plus one labelled non-duplicate per anchor (hard negatives)" if loss.hard_negatives else ""
+def hard_negative_words(dataset: str, loss: LossSettings) -> str:
+    """What a dataset's explicit negatives are, in words ('' when it has none)."""
+    mined = f"{loss.mining.num_negatives} mined by the untuned model (component-aware, contrastive.mining)"
+    return (
+        {
+            "mnrl_triplets": ", plus one labelled non-duplicate per anchor (hard negatives)",
+            "mnrl_mined": f", plus {mined} per anchor (hard negatives)",
+            "mnrl_both": f", plus one labelled non-duplicate and {mined} per anchor (hard negatives)",
+        }.get(dataset, "")
+        if loss.hard_negatives
+        else ""
     )
+
+
+def mnrl_words(loss: LossSettings, dataset: str) -> tuple[str, list[str]]:
+    """(the in-batch-negative loss's class name, its settings in words) for one MNRL dataset: MNRL or GIST
+    (`loss.mnrl`)."""
+    negatives = "negatives: the other positives in the batch" + hard_negative_words(dataset, loss)
     if loss.gist:
         name = "CachedGISTEmbedLoss" if loss.mnrl == "cached_gist" else "GISTEmbedLoss"
         words = [
@@ -72,7 +87,7 @@ def mnrl_words(loss: LossSettings) -> tuple[str, list[str]]:
 def loss_words(dataset: str, loss: LossSettings) -> tuple[str, list[str]]:
     """(the sentence-transformers loss's full name, its settings in words) for one training dataset."""
     if dataset.startswith("mnrl"):
-        name, words = mnrl_words(loss)
+        name, words = mnrl_words(loss, dataset)
         if loss.combine == "joint" and loss.aux_weight > 0:
             words.append(
                 f"plus aux_weight {loss.aux_weight} x {loss.aux} on a labelled pair zipped onto each row: both "

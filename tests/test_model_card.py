@@ -79,3 +79,14 @@ def test_the_mnrl_kind_and_its_knobs_in_words():
     assert "guide: a frozen copy of the untuned base model" in words and "(absolute 0.05)" in words
     name, words = _mnrl_words(mnrl="cached_gist", mini_batch_size=16)
     assert name.endswith(".losses.CachedGISTEmbedLoss") and "mini-batches of 16" in words
+
+
+def test_mined_negatives_in_words():
+    loss = LossSettings(negatives="both")
+    datasets = [{"name": n} for n in ("mnrl_both", "mnrl_mined", "mnrl_triplets", "mnrl_pairs")]
+    describe_datasets(datasets, loss, SimpleNamespace(fingerprint="f00d"))
+    words = [d["loss"]["config_code"] for d in datasets]
+    assert "one labelled non-duplicate and 1 mined by the untuned model" in words[0]
+    assert "plus 1 mined by the untuned model" in words[1] and "labelled" not in words[1]
+    assert "one labelled non-duplicate per anchor" in words[2] and "hard negatives" not in words[3]
+    assert datasets[1]["name"].startswith("QQP mined triplets")
