@@ -73,20 +73,21 @@ class Corpus:
     keys: list[str]
     texts: list[str]
     comp: np.ndarray
-    row_of: dict[str, int] = field(default_factory=dict)
+    row_of: dict[str, int] = field(default_factory=dict)  # question key -> row
+    key_of: dict[str, str] = field(default_factory=dict)  # question text -> its key in the pairs (qids merged)
 
     @classmethod
     def of(cls, pool: pd.DataFrame) -> Corpus:
         questions = split_questions(pool)
         keys = questions["key"].tolist()
         comp = questions["comp"].to_numpy(np.int64)
-        return cls(keys, questions["text"].tolist(), comp, {k: i for i, k in enumerate(keys)})
+        key_of = dict(zip(pool["question2"].astype(str), pool["key2"]))
+        key_of.update(zip(pool["question1"].astype(str), pool["key1"]))
+        return cls(keys, questions["text"].tolist(), comp, {k: i for i, k in enumerate(keys)}, key_of)
 
     def rows(self, texts: Sequence[str]) -> np.ndarray:
-        """The corpus row of each text (by its question key); a text outside the corpus is a DataError."""
-        from contrastive.data import question_key
-
-        keys = [question_key(t) for t in texts]
+        """The corpus row of each text (by its key in the pairs); a text outside the corpus is a DataError."""
+        keys = [self.key_of.get(t, t) for t in texts]
         missing = [k for k in keys if k not in self.row_of]
         if missing:
             raise DataError(f"mining: {len(missing)} positive question(s) not in the train split, e.g. {missing[0]!r}")

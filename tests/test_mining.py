@@ -243,3 +243,24 @@ def test_training_datasets_mine_with_the_real_model(fixture_data, minilm, tmp_pa
     assert again["mining_cache_hit"] == 1 and {k: v for k, v in again.items() if k != "mining_cache_hit"} == {
         k: v for k, v in sizes.items() if k != "mining_cache_hit"
     }
+
+
+def test_positives_are_found_by_their_key_in_the_pairs_when_qids_merge_texts(tmp_path):
+    from contrastive.data import merge_by_qid
+
+    raw = pd.DataFrame(
+        [
+            ("How to learn Python?", "How do I learn Python?", 1, "1", "2"),
+            ("How to learn python ?", "What is the best Python book?", 0, "1", "3"),  # qid 1 again: one question
+            ("topic 3 question 0?", "topic 3 question 1?", 1, "4", "5"),
+            ("topic 3 question 0?", "topic 4 other 0?", 0, "4", "6"),
+        ],
+        columns=[*COLUMNS, "qid1", "qid2"],
+    )
+    frame = merge_by_qid(validate(raw, fixture_data_settings())[0])
+    pool = split_pairs(frame, {"train": 1.0}, seed=0)[0]["train"]
+    assert question_key("How to learn Python?") not in set(pool["key1"])  # merged into the other spelling's key
+    encoder = lambda texts: StubEncoder()([t if t.startswith("topic") else "topic 1 " + t for t in texts])  # noqa: E731
+    mined = mine(pool, positives(pool, both_orders=True), _cfg(tmp_path, relative_margin=None), encoder, MODEL_KEY)
+    assert mined.stats["mining_positives"] == 4 and mined.stats["mining_full"] == 4
+    assert mined.stats["mining_corpus_questions"] == 6
