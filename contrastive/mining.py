@@ -1,15 +1,17 @@
 """Hard negatives mined by the untuned model, component-aware and cached on disk (`loss.negatives: mined | both`).
 
-For every positive (anchor, positive) of the training pairs, the candidates are the anchor's `range_max` nearest
-questions of the whole train split by the untuned model's cosine. Each candidate is removed by the first of these
-filters that applies, and each filter counts what it removed:
+For every positive (anchor, positive) of the training pairs, the candidates are the anchor's nearest questions of
+the whole train split by the untuned model's cosine, down to its `range_max`-th nearest question that is not a known
+duplicate (so a large duplicate component never fills the window: on the shared QQP split, components reach 95
+questions). Each candidate is removed by the first of these filters that applies, and each filter counts what it
+removed:
 
-    self_positive      the anchor or its positive itself
+    self_positive      the positive itself (the anchor is never its own neighbour)
     same_component     a member of the anchor's duplicate component (data.components: label=1 pairs, chained)
     labeled_duplicate  labeled a duplicate (label=1) of a member of that component; the component ids already hold
                        every such pair, so on prepared data this counts 0: it guards against comp ids that disagree
                        with the labels, it never relies on them
-    range              ranked before `range_min` among the anchor's neighbours
+    range              ranked before `range_min` among the anchor's neighbours that are not known duplicates
     max_score          cosine to the anchor above `max_score`
     margin             cosine above (1 - `relative_margin`) x the positive's cosine (likely an unlabeled duplicate)
 
@@ -18,11 +20,12 @@ skip a mined negative equal to the positive's labeled one (contrastive.pairs.bui
 
 Why not `sentence_transformers.util.mine_hard_negatives`: its filters (range, margin, max_score) know the
 positive column only, not the duplicate components, so it hands back members of the anchor's own component (other
-labeled duplicates) as negatives; on the shared QQP pairs ~6 of every anchor's top 40 are such members. Filtering
-its output afterwards would leave positives short of negatives it had discarded. And here the neighbours come from
-the project's one exact kernel (evaluation.metrics.blocked_top_k: blocked, never an N x N matrix, ties to the lower
-row), the embeddings from model.encode (length-bucketed batches) through the embedding cache's reader and atomic
-writer (evaluation.cache.cached_embeddings).
+labeled duplicates) as negatives: on the shared QQP train split 152,882 of the 1,049,310 candidates looked at here
+(7 per positive) are such members. Filtering its output afterwards would leave positives short of negatives it
+had already discarded, and its rank window counts those members. Here the neighbours come from the project's one
+exact kernel (evaluation.metrics.blocked_top_k: blocked, never an N x N matrix, ties to the lower row), the
+embeddings from model.encode (length-bucketed batches) through the embedding cache's reader and atomic writer
+(evaluation.cache.cached_embeddings).
 
 Caching, under `loss.mining.cache_dir`: the question embeddings as `train-<digest>.npy`, keyed by the model
 (weights fingerprint, max_seq_length) and the corpus only, so a sweep over mining settings encodes once; the mined
@@ -30,7 +33,8 @@ negatives as `mined-<digest>.npz` (one atomic write), keyed by model + data (the
 the positives mined for) + the settings that change the result, so trials with the same settings mine once. The
 evaluator's baseline cache is not reused: it holds one .npy per eval-set corpus (val or test questions, plus train
 questions only under eval.distractors=train), which a training run's eval set (val, no distractors in the sweep)
-does not contain.
+does not contain. On 2 shared cores the first mining of the QQP train split (100,089 questions) takes ~8 min, nearly
+all of it encoding; a change of mining settings then takes ~40 s, a cache hit under a second.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 FILTERS = ("self_positive", "same_component", "labeled_duplicate", "range", "max_score", "margin")
 SAMPLE_FILE = "mining_sample.csv"  # in the run's output dir; MLflow artifact mining/mining_sample.csv
-FORMAT = 1  # part of the cache key: bump when the filters or the cached arrays change
+FORMAT = 2  # part of the cache key: bump when the filters or the cached arrays change
 CHUNK_SIZE, QUERY_CHUNK = 4096, 1024  # blocked_top_k's blocks (its result does not depend on them)
 
 
@@ -121,6 +125,38 @@ class Selection:
     stats: dict[str, int]
 
 
+def known_duplicates(comp: np.ndarray, labeled_codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """How many corpus rows are known duplicates of each query row: the other members of its component, plus rows
+    labeled a duplicate of a member whose comp id says otherwise (none on prepared data)."""
+    n = len(comp)
+    _, comp_row, counts = np.unique(comp, return_inverse=True, return_counts=True)
+    members = counts[comp_row[queries]] - 1
+    code_comp, code_row = np.divmod(labeled_codes, max(n, 1))
+    stray, stray_counts = np.unique(code_comp[comp[code_row] != code_comp], return_counts=True)
+    if len(stray) == 0:
+        return members
+    at = np.minimum(np.searchsorted(stray, comp[queries]), len(stray) - 1)
+    return members + np.where(stray[at] == comp[queries], stray_counts[at], 0)
+
+
+def neighbours(emb: np.ndarray, queries: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's `depth` nearest corpus rows (itself excluded, all others at most) and their cosines, one
+    blocked_top_k per distinct depth; row -1 (cosine -inf) past a query's depth."""
+    depth = np.minimum(depth, max(len(emb) - 1, 0))
+    idx = np.full((len(queries), int(depth.max(initial=0))), -1, dtype=np.int64)
+    sims = np.full(idx.shape, -np.inf, dtype=np.float32)
+    for k in np.unique(depth):
+        rows = np.flatnonzero(depth == k)
+        i, s = blocked_top_k(emb[queries[rows]], emb, queries[rows], int(k), CHUNK_SIZE, QUERY_CHUNK)
+        idx[rows, : i.shape[1]], sims[rows, : s.shape[1]] = i, s
+    return idx, sims
+
+
+def window_depth(range_max: int, known: np.ndarray) -> np.ndarray:
+    """range_max + the known duplicates rounded up to a power of two (few distinct depths, each one top-k pass)."""
+    return range_max + np.where(known > 0, 2 ** np.ceil(np.log2(np.maximum(known, 1))).astype(np.int64), 0)
+
+
 def select_negatives(
     emb: np.ndarray,
     comp: np.ndarray,
@@ -130,35 +166,43 @@ def select_negatives(
     cfg: Any,
 ) -> Selection:
     """The mined negatives of each (anchor row, positive row) from unit-length embeddings `emb` (rows = corpus),
-    with each filter's count (module docstring); `cfg` is the loss group's `mining` node."""
+    with each filter's count (module docstring); `cfg` is the loss group's `mining` node.
+
+    Ranks count the anchor's neighbours that are not known duplicates (self / positive, component members, labeled
+    duplicates), so a large component never fills the rank window: a candidate is looked at when fewer than
+    `range_max` such neighbours come before it."""
     n_corpus = len(emb)
     keep = int(cfg.num_negatives) + 1
     queries, inverse = np.unique(anchors, return_inverse=True)
-    idx, sims = blocked_top_k(emb[queries], emb, queries, int(cfg.range_max), CHUNK_SIZE, QUERY_CHUNK)
+    depth = window_depth(int(cfg.range_max), known_duplicates(comp, labeled_codes, queries))
+    idx, sims = neighbours(emb, queries, depth)
     cand, score = idx[inverse], sims[inverse]
-    width = cand.shape[1]
+    found = cand >= 0
     pos_score = np.einsum("ij,ij->i", emb[anchors], emb[positives]).astype(np.float32)
-    rank = np.broadcast_to(np.arange(width), cand.shape)
     anchor_comp = comp[anchors][:, None]
     masks = {
         "self_positive": (cand == anchors[:, None]) | (cand == positives[:, None]),
         "same_component": comp[cand] == anchor_comp,
         "labeled_duplicate": np.isin(anchor_comp * n_corpus + cand, labeled_codes),
-        "range": rank < int(cfg.range_min),
-        "max_score": score > cfg.max_score if cfg.max_score is not None else np.zeros(cand.shape, bool),
-        "margin": (
-            score > (1.0 - cfg.relative_margin) * pos_score[:, None]
-            if cfg.relative_margin is not None
-            else np.zeros(cand.shape, bool)
-        ),
     }
-    left = np.ones(cand.shape, dtype=bool)
+    other = found & ~(masks["self_positive"] | masks["same_component"] | masks["labeled_duplicate"])
+    before = np.cumsum(other, axis=1) - other  # non-duplicate neighbours ranked before each cell
+    rank = np.where(other, before, -1)
+    masks["range"] = other & (before < int(cfg.range_min))
+    masks["max_score"] = score > cfg.max_score if cfg.max_score is not None else np.zeros(cand.shape, bool)
+    masks["margin"] = (
+        score > (1.0 - cfg.relative_margin) * pos_score[:, None]
+        if cfg.relative_margin is not None
+        else np.zeros(cand.shape, bool)
+    )
+    looked = found & (before < int(cfg.range_max))
     stats = {
         "mining_corpus_questions": n_corpus,
         "mining_positives": len(anchors),
         "mining_anchors": len(queries),
-        "mining_candidates": int(cand.size),
+        "mining_candidates": int(looked.sum()),
     }
+    left = looked.copy()
     for name in FILTERS:
         hit = left & masks[name]
         stats[f"mining_removed_{name}"] = int(hit.sum())
@@ -184,7 +228,7 @@ def select_negatives(
     cols = order.shape[1]
     out.rows[:, :cols] = np.where(valid, np.take_along_axis(cand, order, axis=1), -1)
     out.scores[:, :cols] = np.where(valid, np.take_along_axis(score, order, axis=1), np.nan)
-    out.ranks[:, :cols] = np.where(valid, order, -1)
+    out.ranks[:, :cols] = np.where(valid, np.take_along_axis(rank, order, axis=1), -1)
     return out
 
 

@@ -46,10 +46,10 @@ def _select(tmp_path, **changes):
 
 def test_each_filter_removes_what_it_names_and_the_counts_add_up(tmp_path):
     sel = _select(tmp_path)
-    # ranks: 2 (member, 0.95), 3 (labeled dup, 0.93), 1 (positive, 0.90), 4 (0.88 > max_score 0.87),
-    # 5 (0.86 > 0.95 x 0.90 = 0.855: margin), then 6, 7, 8, 9 eligible
+    # by cosine: 2 (member, 0.95), 3 (labeled dup, 0.93), 1 (positive, 0.90), then the non-duplicates ranked 0..5:
+    # 4 (0.88 > max_score 0.87), 5 (0.86 > 0.95 x 0.90 = 0.855: margin), 6, 7, 8, 9 eligible
     assert sel.rows.tolist() == [[6, 7, 8]]  # num_negatives=2 and one spare, best first
-    assert sel.ranks.tolist() == [[5, 6, 7]]
+    assert sel.ranks.tolist() == [[2, 3, 4]]
     np.testing.assert_allclose(sel.scores[0], [0.70, 0.60, 0.50], atol=1e-6)
     np.testing.assert_allclose(sel.positive_scores, [0.90], atol=1e-6)
     s = sel.stats
@@ -67,18 +67,29 @@ def test_each_filter_removes_what_it_names_and_the_counts_add_up(tmp_path):
 
 
 def test_range_window_and_switched_off_filters(tmp_path):
-    sel = _select(tmp_path, range_min=6)  # ranks 3-5 fall before the window: range counts them before the scores
+    sel = _select(tmp_path, range_min=3)  # non-duplicates ranked 0-2 fall before the window: range counts them first
     assert sel.rows.tolist() == [[7, 8, 9]] and sel.stats["mining_removed_range"] == 3
     assert sel.stats["mining_removed_max_score"] == sel.stats["mining_removed_margin"] == 0
-    short = _select(tmp_path, range_max=6)  # ranks 0-5: one eligible candidate for two negatives
+    short = _select(tmp_path, range_max=3)  # non-duplicates ranked 0-2: one eligible candidate for two negatives
     assert short.rows.tolist() == [[6, -1, -1]] and np.isnan(short.scores[0, 1:]).all()
     assert (short.stats["mining_full"], short.stats["mining_fewer"], short.stats["mining_none"]) == (0, 1, 0)
-    assert short.stats["mining_negatives"] == 1
-    none = _select(tmp_path, range_max=5)
+    assert short.stats["mining_negatives"] == 1 and short.stats["mining_candidates"] == 3 + 3  # known ones first
+    none = _select(tmp_path, range_max=2)
     assert none.rows.tolist() == [[-1, -1, -1]] and none.stats["mining_none"] == 1
     loose = _select(tmp_path, max_score=None, relative_margin=None)  # rows 4 and 5 come back, hardest first
     assert loose.rows.tolist() == [[4, 5, 6]]
     assert loose.stats["mining_removed_max_score"] == loose.stats["mining_removed_margin"] == 0
+
+
+def test_a_large_component_never_fills_the_rank_window(tmp_path):
+    emb = _unit_rows([1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.80, 0.70, 0.60, 0.50])
+    comp = np.array([0] * 7 + [1, 2, 3, 4])  # the anchor's six duplicates are its nearest questions
+    cfg = _cfg(tmp_path, range_max=3, num_negatives=2, relative_margin=None)
+    sel = select_negatives(emb, comp, np.array([0]), np.array([1]), np.array([], dtype=np.int64), cfg)
+    assert sel.rows.tolist() == [[7, 8, 9]] and sel.ranks.tolist() == [[0, 1, 2]]
+    s = sel.stats
+    assert (s["mining_removed_self_positive"], s["mining_removed_same_component"], s["mining_eligible"]) == (1, 5, 3)
+    assert s["mining_candidates"] == 9  # the 6 duplicates and the 3 non-duplicates of the window, not row 10
 
 
 def test_margin_is_relative_to_each_positives_score(tmp_path):
