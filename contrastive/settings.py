@@ -282,10 +282,23 @@ class LossSettings:
         need_bool(self.hard_negatives, "loss.hard_negatives")
         need_bool(self.cached, "loss.cached")
         need_int(self.mini_batch_size, "loss.mini_batch_size", 1)
-        need_choice(self.negatives, "loss.negatives", NEGATIVES)
-        if self.negatives != "labeled" and self.hard_negatives:
-            need_writable(self.mining.cache_dir, "loss.mining.cache_dir")
         self.check_mnrl()
+        self.check_negatives()
+
+    def check_negatives(self) -> None:
+        """`loss.negatives` and, when mining, its cache dir; GISTEmbedLoss takes one negative column only."""
+        need_choice(self.negatives, "loss.negatives", NEGATIVES)
+        if self.negatives == "labeled" or not self.hard_negatives:
+            return
+        need_writable(self.mining.cache_dir, "loss.mining.cache_dir")
+        columns = self.mining.num_negatives + (self.negatives == "both")
+        need(
+            self.mnrl != "gist" or columns == 1,
+            "loss.mnrl",
+            self.mnrl,
+            f"GISTEmbedLoss takes one negative column, loss.negatives={self.negatives} with "
+            f"loss.mining.num_negatives={self.mining.num_negatives} gives {columns}; use loss.mnrl=cached_gist",
+        )
 
     @property
     def direction_names(self) -> tuple[str, ...]:

@@ -319,6 +319,15 @@ def test_mining_cache_dir_is_checked_only_when_mining(tmp_path):
     assert train_settings(f"paths.cache_dir={tmp_path}").loss.mining.cache_dir == f"{tmp_path}/mining"
 
 
+def test_gist_takes_one_negative_column():
+    for overrides in (["loss.negatives=both"], ["loss.negatives=mined", "loss.mining.num_negatives=2"]):
+        with pytest.raises(ConfigError, match=r"^loss.mnrl='gist': GISTEmbedLoss takes one negative column"):
+            train_settings("loss.mnrl=gist", *overrides)
+        train_settings("loss.mnrl=cached_gist", *overrides)
+        train_settings("loss.mnrl=gist", "loss.hard_negatives=false", *overrides)  # no explicit negatives at all
+    train_settings("loss.mnrl=gist", "loss.negatives=mined")
+
+
 def test_settings_keep_types():
     s = train_settings("trainer.epochs=2", "loss.aux_weight=1")
     assert s.trainer.epochs == 2.0 and isinstance(s.loss.aux_weight, float)
