@@ -195,6 +195,26 @@ def test_build_examples_with_labeled_and_mined_negatives():
     assert sum(sizes.values()) == 4
 
 
+def test_joint_rows_keep_every_mined_negative_column_before_the_auxiliary_pair():
+    from contrastive.pairs import AUX_COLUMNS, joint_examples
+
+    frame = _pairs(MINED_FRAME)
+    mined = {("A?", "B?"): ["M?", "N?", "O?"], ("D?", "E?"): ["P?", "Q?"]}
+    examples, _ = build_examples(frame, True, True, negatives="both", mined=mined, num_negatives=2)
+    joint, stats = joint_examples(examples, seed=0)
+    assert list(joint["mnrl_both"].columns) == [
+        "anchor",
+        "positive",
+        "negative_1",
+        "negative_2",
+        "negative_3",
+        *AUX_COLUMNS,
+        "label",
+    ]  # JointLoss: MNRL on every column but the last two texts
+    assert list(joint["mnrl_mined"].columns)[:4] == ["anchor", "positive", "negative_1", "negative_2"]
+    assert stats["joint_rows"] == sum(len(df) for name, df in examples.items() if name.startswith("mnrl"))
+
+
 def test_component_sampler_keys_every_mined_negative_column():
     """An example whose second mined negative is a duplicate of another example's anchor never shares its batch."""
     rows = [("A?", "B?", 1), ("B?", "C?", 1), ("D?", "E?", 1), ("F?", "G?", 1), ("H?", "I?", 1)]
