@@ -30,10 +30,10 @@ def test_config_composes_with_the_documented_defaults():
     rp = cfg.reproduce
     assert [r.name for r in rp.ablation] == [
         "mnrl_only",
-        "hard_negatives",
-        "component_sampler",
-        "aux_loss",
-        "larger_batch",
+        "labeled_negatives",
+        "mined_negatives",
+        "aux_joint",
+        "wise_ft",
     ]
     assert rp.sweep.config == "reproduce" and rp.test.split == "test"
     assert rp.budget_pairs is None or rp.budget_pairs > 4000
@@ -41,6 +41,9 @@ def test_config_composes_with_the_documented_defaults():
     sweep = OmegaConf.load(Path(cfg.paths.root_dir) / "sweeps" / "reproduce.yaml")
     assert list(sweep.eval.objective) == ["mrr_at_10", "pair_ap"]
     assert list(sweep.hydra.sweeper.direction) == ["maximize", "maximize"]
+    searched = set(sweep.hydra.sweeper.params)
+    for row in rp.ablation:  # every lever the ablation takes from the winner is one the sweep searches
+        assert set(row.from_best) <= searched, row.name
     promote = sweep.hydra.sweeper.callbacks.report.promote
     assert promote.pick == "pair_ap" and promote.floor_metric == "mrr_at_10"
 
@@ -69,7 +72,7 @@ def test_a_missing_data_file_is_refused_before_any_work(tmp_path):
 def test_check_config_returns_the_typed_settings():
     settings = reproduce.check_config(_cfg("reproduce.budget_pairs=500"))
     rp = settings.reproduce
-    assert rp.budget_pairs == 500 and rp.data == ["data=fixture"] and rp.ablation[-1].name == "larger_batch"
+    assert rp.budget_pairs == 500 and rp.data == ["data=fixture"] and rp.ablation[-1].name == "wise_ft"
     assert rp.targets.mrr_metric == "mrr_at_10" and settings.paths.root_dir == str(PROJECT_ROOT)
 
 
@@ -110,7 +113,7 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2_before_any_stage
 def test_cfg_job_prints_the_composed_config():
     proc = reproduce_cli("reproduce.budget_pairs=500", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "budget_pairs: 500" in proc.stdout and "- name: larger_batch" in proc.stdout
+    assert "budget_pairs: 500" in proc.stdout and "- name: wise_ft" in proc.stdout
     assert "hydra:" not in proc.stdout and "trainer:" not in proc.stdout
 
 
