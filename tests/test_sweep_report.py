@@ -233,3 +233,47 @@ def test_two_sweeps_started_together_on_a_fresh_store_share_one_parent_run(tmp_p
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert len({r.data.tags["trial_number"] for r in children}) == 4
+
+
+def test_a_resumed_sweep_closes_the_run_a_killed_worker_left_running(tmp_path):
+    """SIGKILL mid-trial leaves the trial's MLflow run RUNNING (nothing can close it then); the rerun recovers the
+    trial (FAIL, retried) and ends that run KILLED with the reason "worker lost": no run stays RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from sweep_toy.runner import TOY_TIMEOUT_S, toy_command
+
+    marker = tmp_path / "hanging"
+    args = (
+        "tracking.enabled=true",
+        "hydra.sweeper.n_trials=3",
+        f"hang_marker={marker}",
+        "hang_at_trial=1",
+        "hydra/sweeper/pruner=none",
+    )
+    first = subprocess.Popen(
+        toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.time() + TOY_TIMEOUT_S
+        while not marker.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "trial 1 never started"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("toy").experiment_id
+    assert "RUNNING" in {r.info.status for r in client.search_runs([experiment])}
+
+    run_toy(tmp_path, *args)
+    runs = client.search_runs([experiment])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    killed = load_toy_study(tmp_path).trials[1]
+    assert killed.state == TrialState.FAIL
+    lost = client.get_run(killed.user_attrs["mlflow_run_id"])
+    assert lost.info.status == "KILLED" and lost.data.tags["trial_reason"].startswith("worker lost")
+    assert sum(t.state == TrialState.COMPLETE for t in load_toy_study(tmp_path).trials) == 3

@@ -129,3 +129,30 @@ def test_stale_staging_dirs_of_dead_processes_are_found_and_removed(tmp_path):
     (tmp_path / f".model.tmp-{dead_pid}").mkdir()
     utils.write_dir_atomic(tmp_path / "model", lambda d: d.mkdir())
     assert not (tmp_path / f".model.tmp-{dead_pid}").exists()
+
+
+def test_a_save_killed_midway_leaves_no_half_target_and_the_next_save_clears_its_leftover(tmp_path):
+    """SIGKILL while `write_dir_atomic` fills its staging dir (what save_checkpoint and promotion use): the target
+    never holds a half copy, and the next write (or run start) removes the dead process's staging dir."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "model"
+    code = (
+        "import time, pathlib, sys\n"
+        "from contrastive.utils import write_dir_atomic\n"
+        "def fill(d):\n"
+        "    d.mkdir(); (d / 'half.bin').write_bytes(b'x' * 1000); print('filling', flush=True); time.sleep(60)\n"
+        f"write_dir_atomic(pathlib.Path({str(target)!r}), fill)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "filling"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.1)
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert not target.exists() and len(leftovers) == 1 and leftovers[0].startswith(".model.tmp-")
+    utils.write_dir_atomic(target, lambda d: (d.mkdir(), (d / "ok").write_text("1")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (target / "ok").read_text() == "1"
