@@ -604,7 +604,7 @@ class AppLimits:
 
 @dataclass
 class AppQueue:
-    max_size: int = 16
+    max_size: int = 64
     concurrency: int = 1
 
 

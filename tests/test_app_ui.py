@@ -153,3 +153,39 @@ def test_error_toasts_carry_no_server_paths_or_internal_text():
     with pytest.raises(gr.Error) as told:
         bug()
     assert told.value.message == "the request failed on the server (details in its log)"
+
+
+def test_the_queued_app_serves_50_concurrent_requests_and_a_dedup_without_errors(tmp_path):
+    """The load the app must hold: 50 concurrent compare/search requests and a dedup (the test limits: 50 lines) in parallel, through
+    the queue `serve` sets up from conf/app.yaml (app.queue); every request answered, none failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    from contrastive.app.server import configure_queue
+    from contrastive.settings import AppQueue
+
+    corpus = [f"How do I learn topic {i}?" for i in range(200)]
+    demo = build_ui(engine(corpus), "# load", examples=Examples([["A?", "B?"]], ["A?"], ["A?\nB?"]))
+    configure_queue(demo, AppQueue())
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+
+        def call(i: int):
+            client = Client(url, verbose=False)
+            if i == 0:
+                lines = "\n".join(f"How do I learn topic {j % 30}?" for j in range(50))  # LIMITS: 50
+                return client.predict(lines, None, 0.9, api_name="/dedup")[0]["questions"]
+            if i % 2:
+                return client.predict(f"learn topic {i}", f"How do I learn topic {i}?", api_name="/compare")["models"]
+            return client.predict(query=f"learn topic {i}", k=5, api_name="/search")["results"]
+
+        with ThreadPoolExecutor(max_workers=51) as pool:
+            results = list(pool.map(call, range(51)))
+        assert results[0] == 50  # the dedup
+        assert all(len(r) == 2 for r in results[1::2])  # compare: both models' verdicts
+        assert all(len(r) == 5 for r in results[2::2])  # search: 5 hits each
+    finally:
+        demo.close()

@@ -8,6 +8,7 @@ import os
 import socket
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -110,6 +111,12 @@ def create_app(settings: AppSettings):
     return build_ui(engine, header, examples=examples), engine
 
 
+def configure_queue(demo: Any, queue: Any) -> Any:
+    """Gradio's request queue from `app.queue`: at most max_size waiting (more are refused at once), `concurrency`
+    running per kind of request (search, dedup, ...), so one long dedup does not hold up searches."""
+    return demo.queue(max_size=int(queue.max_size), default_concurrency_limit=int(queue.concurrency))
+
+
 def serve(settings: AppSettings) -> None:
     """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
     import gradio as gr
@@ -117,7 +124,7 @@ def serve(settings: AppSettings) -> None:
     app = settings.app
     port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
     demo, _ = create_app(settings)
-    demo.queue(max_size=int(app.queue.max_size), default_concurrency_limit=int(app.queue.concurrency))
+    configure_queue(demo, app.queue)
     try:
         demo.launch(
             server_name=str(app.host),
