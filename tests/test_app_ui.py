@@ -156,8 +156,8 @@ def test_error_toasts_carry_no_server_paths_or_internal_text():
 
 
 def test_the_queued_app_serves_50_concurrent_requests_and_a_dedup_without_errors(tmp_path):
-    """The load the app must hold: 50 concurrent compare/search requests and a dedup (the test limits: 50 lines) in parallel, through
-    the queue `serve` sets up from conf/app.yaml (app.queue); every request answered, none failed."""
+    """The load the app must hold: 50 concurrent compare/search requests and a dedup (of the test limits' 50 lines)
+    in parallel, through the queue `serve` sets up from conf/app.yaml (app.queue); every request answered."""
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client
