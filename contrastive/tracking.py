@@ -297,11 +297,9 @@ def registry_champion(name: str | None, tracking_uri: str | None = None) -> str 
     return f"models:/{name}@{CHAMPION}"
 
 
-def log_loss_curve(history: list[dict[str, Any]]) -> None:
-    """Log the Trainer's loss history (one metric point per logged step) and a JSON copy."""
-    for entry in history:
-        step = int(entry.get("step", 0))
-        log_metrics({k: v for k, v in entry.items() if k not in ("step", "epoch")}, step=step, prefix="train/")
+def log_loss_history(history: list[dict[str, Any]]) -> None:
+    """The Trainer's loss history as a JSON artifact (the points themselves were streamed by MlflowLossCallback:
+    logging them again would give every step two points)."""
     log_dict(history, "train_log_history.json")
 
 

@@ -169,7 +169,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         fill_model_card(model, settings.model, settings.loss, data, result)  # the checkpoint's README.md
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
-            tracking.log_loss_curve(trained["history"])
+            tracking.log_loss_history(trained["history"])
             tracking.log_metrics(trained["sampler"], prefix="train/")
             tracking.log_metrics(tracking.eval_metrics(result.finetuned, result.baseline, result.delta))
             tracking.log_metrics(tracking.interpolation_metrics(doc.get("interpolate") or {}))
