@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from contrastive import PROJECT_ROOT
 from contrastive.utils import file_lock
+from hydra_plugins.contrastive_sweeper.trial import hide_passwords
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def config_params(cfg: DictConfig) -> dict[str, Any]:
     """Every resolved config value (Hydra's own block excluded) as flat params."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
-    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(container).items()}
+    return {k: hide_passwords(str(v))[:MAX_PARAM_LENGTH] for k, v in flatten(container).items()}
 
 
 def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:

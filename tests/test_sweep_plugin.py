@@ -423,3 +423,17 @@ def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_retries_it(
     counted = budget.budget_trials(trials)
     assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
     assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params
+
+
+def test_url_passwords_never_reach_configs_or_logs(tmp_path):
+    """A storage URL's password stays in the storage: hidden in multirun.yaml and in the launcher's log of each
+    job's overrides (and, job side, in config.yaml and the MLflow params: test_tracking)."""
+    assert job.hide_passwords("postgresql+psycopg://sweeper:s3cr%40t@db:5432/optuna?x=1") == (
+        "postgresql+psycopg://sweeper:***@db:5432/optuna?x=1"
+    )
+    assert job.hide_passwords("sqlite:////tmp/a.db http://host:5000/x") == "sqlite:////tmp/a.db http://host:5000/x"
+    done = run_toy(tmp_path, "hydra.sweeper.n_trials=1", "+note=http://user:s3cret@mlflow-host:5000/")
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "http://user:***@mlflow-host:5000/" in done.stdout + done.stderr  # the launcher's line, hidden
+    multirun = (tmp_path / "sweeps" / "toy" / "multirun.yaml").read_text()
+    assert "s3cret" not in multirun and "user:***@mlflow-host" in multirun

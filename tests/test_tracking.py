@@ -184,3 +184,9 @@ def test_lost_runs_of_failed_trials_are_closed_killed_with_the_reason(store):
     info = tracking.run_info(lost)
     assert info["status"] == "KILLED" and info["tags"]["trial_reason"] == "worker lost"
     assert tracking.run_info(done)["status"] == "FINISHED"
+
+
+def test_config_params_hide_url_passwords(store):
+    cfg = _cfg(store)
+    cfg.optuna = {"storage": "postgresql://sweeper:hunter2@db/optuna"}
+    assert tracking.config_params(cfg)["optuna.storage"] == "postgresql://sweeper:***@db/optuna"

@@ -250,8 +250,14 @@ class OptunaSweeperImpl(Sweeper):
     # ---- the loop
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        with stop_signals_unwind():
-            return self._sweep(arguments)
+        launcher_log = logging.getLogger(type(self.launcher).__module__)  # it logs each job's overrides
+        hide = job.HidePasswords()
+        launcher_log.addFilter(hide)
+        try:
+            with stop_signals_unwind():
+                return self._sweep(arguments)
+        finally:
+            launcher_log.removeFilter(hide)
 
     def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -259,7 +265,7 @@ class OptunaSweeperImpl(Sweeper):
         space = parse_search_space(self.params, arguments, parser)
         self.callbacks = self._instantiate_callbacks()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        (self.sweep_dir / "multirun.yaml").write_text(job.hide_passwords(OmegaConf.to_yaml(self.config)))
         study, storage = self.open_study()
         self._record_space(study, space)
         done = sum(t.state.is_finished() for t in budget_trials(study.get_trials(deepcopy=False)))

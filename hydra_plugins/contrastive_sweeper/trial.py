@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,26 @@ OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory
 OVERRIDES_ATTR = "overrides"  # the job's overrides
 FAIL_ATTR = "fail_reason"  # why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
+
+
+URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]+:)(?P<password>[^\s@'\"]+)(?P<at>@)")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL (`scheme://user:password@host`) shown as `***`: configs, params and
+    logs carry the storage URL, and only the storage itself should hold its password."""
+    return URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+
+
+class HidePasswords(logging.Filter):
+    """A logging filter that hides URL passwords in a record's message (e.g. Hydra's launcher lists overrides)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = hide_passwords(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
 
 
 def address_overrides(storage: str, study_name: str, number: int) -> list[str]:
