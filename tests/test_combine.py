@@ -89,6 +89,8 @@ def _first_update(minilm, fixture_data, tmp_path, combine: str, weight: float) -
         "data=fixture",
         f"loss.combine={combine}",
         f"loss.aux_weight={weight}",
+        "loss.aux=cosine",  # CosineSimilarityLoss: its gradient is of MNRL's size (CoSENT's is ~10x larger)
+        "loss.negatives=labeled",
         "trainer.max_steps=1",
         "trainer.warmup_ratio=0",
         "trainer.lr=1e-4",
