@@ -257,7 +257,7 @@ class LossSettings:
     aux_share: float = 1.0
     aux_margin: float = 0.5
     interleave: str = "proportional"
-    combine: str = "alternate"
+    combine: str = "joint"
     # the in-batch-negative loss (contrastive/losses.py mnrl): its kind, GIST's guide filter, MNRL's own knobs
     mnrl: str = "mnrl"
     gist_margin_strategy: str = "absolute"
@@ -268,7 +268,7 @@ class LossSettings:
     partition_mode: str = "joint"
     hardness_mode: str | None = None
     hardness_strength: float = 0.0
-    negatives: str = "labeled"
+    negatives: str = "mined"
     mining: MiningSettings = field(default_factory=MiningSettings)
 
     def __post_init__(self) -> None:

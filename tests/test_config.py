@@ -161,7 +161,7 @@ BAD = [
 @pytest.mark.parametrize(("override", "key", "shown"), BAD, ids=[b[0] for b in BAD])
 def test_bad_value_is_a_config_error_naming_key_and_value(override, key, shown):
     with pytest.raises(ConfigError) as err:
-        train_settings(override)
+        train_settings("loss.negatives=labeled", override)  # mining would name its own cache dir first
     message = str(err.value)
     assert message.startswith(f"{key}={shown}: ")
     assert "\n" not in message
@@ -315,7 +315,7 @@ def test_output_paths_are_checked_writable_at_startup(tmp_path):
 def test_mining_cache_dir_is_checked_only_when_mining(tmp_path):
     with pytest.raises(ConfigError, match=r"^loss.mining.cache_dir='/proc/m': cannot write there"):
         train_settings("loss.negatives=mined", "loss.mining.cache_dir=/proc/m")
-    train_settings("loss.mining.cache_dir=/proc/m")  # labeled negatives: nothing is mined, nothing written
+    train_settings("loss.negatives=labeled", "loss.mining.cache_dir=/proc/m")  # nothing is mined, nothing written
     assert train_settings(f"paths.cache_dir={tmp_path}").loss.mining.cache_dir == f"{tmp_path}/mining"
 
 

@@ -229,7 +229,8 @@ def test_hard_negatives_off_means_no_mining():
     from contrastive.mining import uses_mining
 
     assert not uses_mining(SimpleNamespace(hard_negatives=False, negatives="mined"))
-    assert uses_mining(train_settings("loss.negatives=both").loss) and not uses_mining(train_settings().loss)
+    assert uses_mining(train_settings("loss.negatives=both").loss) and uses_mining(train_settings().loss)
+    assert not uses_mining(train_settings("loss.negatives=labeled").loss)
 
 
 # ---------------------------------------------------------------- the real model on the fixture

@@ -82,7 +82,7 @@ def test_the_mnrl_kind_and_its_knobs_in_words():
 
 
 def test_mined_negatives_in_words():
-    loss = LossSettings(negatives="both")
+    loss = LossSettings(negatives="both", combine="alternate")
     datasets = [{"name": n} for n in ("mnrl_both", "mnrl_mined", "mnrl_triplets", "mnrl_pairs")]
     describe_datasets(datasets, loss, SimpleNamespace(fingerprint="f00d"))
     words = [d["loss"]["config_code"] for d in datasets]

@@ -170,8 +170,9 @@ def test_aux_share_sets_the_aux_datasets_size(tmp_path, fixture_data):
     from contrastive.settings import load_train
     from contrastive.training import training_datasets
 
-    full = training_datasets(fixture_data, load_train(_cfg(tmp_path)))[1]
-    part = training_datasets(fixture_data, load_train(_cfg(tmp_path, "loss.aux_share=0.5")))[1]
+    recipe = ("loss.combine=alternate", "loss.negatives=labeled")  # aux_share sets the alternate steps' share
+    full = training_datasets(fixture_data, load_train(_cfg(tmp_path, *recipe)))[1]
+    part = training_datasets(fixture_data, load_train(_cfg(tmp_path, *recipe, "loss.aux_share=0.5")))[1]
     assert abs(part["examples_aux_pairs"] - full["examples_aux_pairs"] / 2) <= 1  # rounded per label
     assert {k: v for k, v in part.items() if k != "examples_aux_pairs"} == {
         k: v for k, v in full.items() if k != "examples_aux_pairs"
