@@ -8,6 +8,7 @@ hyperparameters; this module renames and describes what it could not know.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,25 @@ def index_fine_tuned_only(card: Any, split: str) -> None:
     card.format_eval_metrics = format_eval_metrics
 
 
-def fill_model_card(model: Any, model_cfg: ModelSettings, loss: LossSettings, data: PreparedData, result: Any) -> None:
-    """Fill `model.model_card_data` from the run (call after training, before saving)."""
+def name_datasets(datasets: list[dict[str, Any]], names: Sequence[str]) -> None:
+    """Give a lone unnamed training dataset its name: the Trainer gets one dataset without its name (e.g. mnrl_mined
+    under the joint recipe), and the card would say `QQP None`."""
+    if len(datasets) == 1 and len(names) == 1 and str(datasets[0].get("name") or "None") == "None":
+        datasets[0]["name"] = names[0]
+
+
+def fill_model_card(
+    model: Any,
+    model_cfg: ModelSettings,
+    loss: LossSettings,
+    data: PreparedData,
+    result: Any,
+    dataset_names: Sequence[str] = (),
+) -> None:
+    """Fill `model.model_card_data` from the run (call after training, before saving); `dataset_names`: the
+    training datasets the Trainer got (contrastive.training.fit's `datasets`)."""
     card = model.model_card_data
+    name_datasets(card.train_datasets, dataset_names)
     base = str(model_cfg.name_or_path)
     card.local_files_only = True  # no Hub look-ups while saving
     if not Path(base).exists():  # a Hub id: the card links it
@@ -161,7 +178,10 @@ def fill_model_card(model: Any, model_cfg: ModelSettings, loss: LossSettings, da
     card.task_name = TASK
     card.set_language("en")
     losses = {loss_words(str(info.get("name", "")), loss)[0] for info in card.train_datasets}
-    card.tags = [t for t in card.tags if t != "loss:WeightedLoss"]  # contrastive.losses' wrapper: name what it wraps
+    if loss.combine == "joint" and loss.aux_weight > 0:  # the auxiliary loss rides on the MNRL rows
+        losses.add(loss_words("aux_pairs", loss)[0])
+    wrappers = ("loss:WeightedLoss", "loss:JointLoss")  # contrastive.losses' wrappers: name what they wrap
+    card.tags = [t for t in card.tags if t not in wrappers]
     card.add_tags(sorted(f"loss:{name.rsplit('.', 1)[-1]}" for name in losses))
     card.add_tags(["qqp", "duplicate-questions", f"data-fingerprint:{data.fingerprint}"])
     describe_datasets(card.train_datasets, loss, data)

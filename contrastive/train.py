@@ -167,7 +167,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             reporter.record(**result_attrs(doc))
         umap = settings.eval.umap
         figures = viz.write_figures(out / "figures", result, data, umap) if umap.enabled else []
-        fill_model_card(model, settings.model, settings.loss, data, result)  # the checkpoint's README.md
+        fill_model_card(model, settings.model, settings.loss, data, result, trained["datasets"])  # its README.md
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
             tracking.log_loss_history(trained["history"])

@@ -229,6 +229,7 @@ def build_trainer(
         if settings.tracking.enabled
         else [callback, stop_callback()],
     )
+    trainer.dataset_names = list(datasets)  # the model card names a lone dataset by it (the Trainer does not)
     return trainer, sizes, sampler, callback
 
 
@@ -257,4 +258,5 @@ def fit(
         "sampler": sampler.report(),
         "steps": trainer.state.global_step,
         "intermediate": callback.history,
+        "datasets": list(trainer.dataset_names),
     }

@@ -257,13 +257,14 @@ def test_fixture_run_model_card(fixture_run, fixture_data):
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "- **Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in card
     assert "Unknown](https://huggingface.co/unknown)" not in card
-    assert f"QQP triplets: question, its duplicate, a labelled non-duplicate (data fingerprint {fingerprint})" in card
-    assert "QQP labelled pairs" in card
-    assert "#### mnrl_triplets" not in card and "#### aux_pairs" not in card
-    assert "WeightedLoss" not in card
-    assert "<code>MultipleNegativesRankingLoss</code>" in card and "<code>CosineSimilarityLoss</code>" in card
-    assert "scale: 20.0" in card and "hard negatives" in card
-    assert "auxiliary loss: cosine" in card and "aux_weight: 0.3" in card
+    mined = "QQP mined triplets: question, its duplicate, non-duplicates mined by the untuned model"
+    assert f"{mined} (data fingerprint {fingerprint})" in card  # the Trainer's lone dataset, named
+    assert "QQP None" not in card and "#### mnrl_mined" not in card
+    assert "WeightedLoss" not in card and "JointLoss" not in card
+    assert "- loss:MultipleNegativesRankingLoss" in card and "- loss:CosineSimilarityLoss" in card
+    assert "<code>MultipleNegativesRankingLoss</code>" in card
+    assert "scale: 20.0" in card and "plus 1 mined by the untuned model" in card and "hard negatives" in card
+    assert "plus aux_weight 0.3 x cosine on a labelled pair zipped onto each row" in card
     assert "## Evaluation" in card
     header = next(line for line in card.splitlines() if line.startswith("| Metric"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["Metric", "fine-tuned", "baseline", "delta [95% CI]"]
