@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -20,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from sweep_toy.runner import TOY_TIMEOUT_S, load_toy_study, run_toy, toy_command, toy_objective
+from sweep_toy.runner import TOY_TIMEOUT_S, load_toy_study, run_toy, start_toy_until_hang, toy_command, toy_objective
 
 from contrastive import PROJECT_ROOT
 from hydra_plugins.contrastive_sweeper import SweeperConfigError, _impl, budget, search_space
@@ -306,17 +305,11 @@ def test_pruned_and_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
 def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
     marker = tmp_path / "hanging"
     args = ("hydra.sweeper.n_trials=4", f"hang_marker={marker}", "hang_at_trial=1", "hydra/sweeper/pruner=none")
-    first = subprocess.Popen(
-        toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    first = start_toy_until_hang(
+        tmp_path, marker, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    try:
-        deadline = time.time() + TOY_TIMEOUT_S
-        while not marker.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "trial 1 never started"
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
     before = load_toy_study(tmp_path).trials
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
 
@@ -405,11 +398,7 @@ def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_retries_it(
     left RUNNING), its params are queued again, and the rerun finishes the budget with that retry."""
     marker = tmp_path / "hanging"
     args = ("hydra.sweeper.n_trials=3", f"hang_marker={marker}", "hang_at_trial=1", "hydra/sweeper/pruner=none")
-    first = subprocess.Popen(toy_command(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + TOY_TIMEOUT_S
-    while not marker.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), "trial 1 never started"
+    first = start_toy_until_hang(tmp_path, marker, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=60)[0]
     assert first.returncode != 0, output[-2000:]

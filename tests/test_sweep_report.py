@@ -241,10 +241,9 @@ def test_a_resumed_sweep_closes_the_run_a_killed_worker_left_running(tmp_path):
     import os
     import signal
     import subprocess
-    import time
 
     from mlflow.tracking import MlflowClient
-    from sweep_toy.runner import TOY_TIMEOUT_S, toy_command
+    from sweep_toy.runner import start_toy_until_hang
 
     marker = tmp_path / "hanging"
     args = (
@@ -254,17 +253,11 @@ def test_a_resumed_sweep_closes_the_run_a_killed_worker_left_running(tmp_path):
         "hang_at_trial=1",
         "hydra/sweeper/pruner=none",
     )
-    first = subprocess.Popen(
-        toy_command(tmp_path, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    first = start_toy_until_hang(
+        tmp_path, marker, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    try:
-        deadline = time.time() + TOY_TIMEOUT_S
-        while not marker.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "trial 1 never started"
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("toy").experiment_id
     assert "RUNNING" in {r.info.status for r in client.search_runs([experiment])}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -28,3 +30,17 @@ def run_toy(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 def load_toy_study(out: Path, name: str = "toy") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'sweeps' / name / 'optuna.db'}")
+
+
+def start_toy_until_hang(out: Path, marker: Path, *overrides: str, **popen: Any) -> subprocess.Popen:
+    """Start the toy sweep in a subprocess and return once its hanging trial has written `marker` (the test then
+    signals it); the overrides must make a trial hang (`hang_marker`, `hang_at_trial`)."""
+    proc = subprocess.Popen(toy_command(out, *overrides), **popen)
+    deadline = time.time() + TOY_TIMEOUT_S
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if not marker.exists():
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the hanging trial never started")
+    return proc
