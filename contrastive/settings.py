@@ -680,6 +680,7 @@ class AblationRow:
     label: str = MISSING
     set: list[str] = field(default_factory=list)
     from_best: list[str] = field(default_factory=list)
+    eval_only: bool = False  # no training of its own: the previous row's run, saved as this row's model.interpolate
 
 
 @dataclass
@@ -703,11 +704,13 @@ class ReproduceTest:
 
 @dataclass
 class ReproduceTargets:
-    pair_ap_min_delta: float = 0.05
+    pair_ap_min_delta: float = 0.04
     mrr_metric: str = "mrr_at_10"
+    mrr_min_delta: float = 0.01
 
     def __post_init__(self) -> None:
         need_finite(self.pair_ap_min_delta, "reproduce.targets.pair_ap_min_delta", "must be a number")
+        need_finite(self.mrr_min_delta, "reproduce.targets.mrr_min_delta", "must be a number")
 
 
 @dataclass
@@ -749,6 +752,14 @@ class ReproduceBlock:
                 )
         names = [r.name for r in rows]
         need(len(set(names)) == len(names), "reproduce.ablation", names, "row names repeat")
+        for i, row in enumerate(rows):
+            if row.eval_only:
+                need(
+                    i > 0 and not rows[i - 1].eval_only,
+                    f"reproduce.ablation[{i}].eval_only",
+                    row.eval_only,
+                    "needs a trained row just above it (not the first row, not after another eval_only row)",
+                )
 
 
 @dataclass

@@ -148,12 +148,19 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
             "set": [],
             "from_best": ["loss.aux", "loss.aux_weight", "batch.size", "trainer.lr"],
         },
+        {"name": "wise_ft", "label": "+ WiSE-FT", "set": ["model.interpolate=0.8"], "eval_only": True},
     ]
     results = reproduce.reproduce(cfg, "test")
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     assert saved["targets"] == results["targets"] and set(saved["targets"]) == {"pair_ap", "mrr_at_10", "both"}
     assert sum(saved["sweep"]["states"].values()) == 2 and saved["sweep"]["promotion"]["why"]
-    assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "final"]
+    assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "final", "wise_ft"]
+    # one run trained `final` and `wise_ft`: the unmixed weights (alpha 1.0) are `final`'s row
+    unmixed = json.loads((tmp_path / "work" / "rows" / "wise_ft" / "metrics.json").read_text())["interpolate"]["1.0"]
+    assert saved["ablation"][1]["metrics"]["finetuned"] == unmixed["finetuned"]
+    assert saved["ablation"][1]["shared_run"] == "wise_ft" and saved["ablation"][1]["metrics"]["wall_time_s"] is None
+    assert not (tmp_path / "work" / "rows" / "final").exists()
+    assert saved["ablation"][2]["overrides"][-1] == "model.interpolate=0.8"
     assert saved["ablation"][1]["overrides"][0] == "loss.aux_weight=" + str(
         saved["sweep"]["best_params"]["loss.aux_weight"]
     )
@@ -168,7 +175,7 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     assert "results/figures/pareto_front.png" in text
     assert (tmp_path / "results" / "results.md").read_text().startswith("# Results")
     # a rerun reuses the finished rows (same overrides) instead of training them again
-    stamp = tmp_path / "work" / "rows" / "final" / "metrics.json"
+    stamp = tmp_path / "work" / "rows" / "wise_ft" / "metrics.json"
     before = stamp.stat().st_mtime
     reproduce.reproduce(cfg, "test")
     assert stamp.stat().st_mtime == before

@@ -24,6 +24,14 @@ def test_targets_need_both_the_size_and_a_positive_ci():
     mrr_ci = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.01, -0.001, 0.02)}}
     out = report.targets(mrr_ci, spec)
     assert out["pair_ap"]["met"] and not out["mrr_at_10"]["met"] and not out["both"]
+    small_mrr = {"delta": {"pair_ap": _delta(0.06, 0.04, 0.08), "mrr_at_10": _delta(0.006, 0.002, 0.01)}}
+    out = report.targets(small_mrr, spec)
+    assert not out["mrr_at_10"]["met"] and out["mrr_at_10"]["need"].startswith("delta >= 0.01 and CI low > 0")
+
+
+def test_a_row_that_shares_its_run_says_so_instead_of_a_time():
+    assert report.run_minutes({"metrics": {"wall_time_s": 90.0}}) == "1.5"
+    assert report.run_minutes({"metrics": {"wall_time_s": None}, "shared_run": "wise_ft"}) == "in wise_ft's run"
 
 
 def test_readme_section_is_replaced_between_the_markers_and_the_rest_kept(tmp_path):

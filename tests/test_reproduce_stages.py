@@ -36,6 +36,33 @@ def test_ablation_rows_accumulate_and_take_the_sweeps_parameters():
         stages.row_overrides([AblationRow(name="x", label="X", set=["oops"])], best)
 
 
+def test_an_eval_only_row_may_add_only_model_interpolate():
+    rows = [*ROWS, AblationRow(name="d", label="D", from_best=["model.interpolate"], eval_only=True)]
+    best = {"loss.aux_weight": 0.25, "batch.size": 128, "loss.aux": "cosent", "model.interpolate": 0.8}
+    stages.check_eval_only(rows, stages.row_overrides(rows, best))
+    bad = [*ROWS, AblationRow(name="d", label="D", set=["trainer.lr=1e-5"], eval_only=True)]
+    only = r"ablation\[3\].eval_only: .* only model.interpolate .* changes \['trainer.lr=1e-5'\]"
+    with pytest.raises(ConfigError, match=only):
+        stages.check_eval_only(bad, stages.row_overrides(bad, best))
+    with pytest.raises(ConfigError, match=r"ablation\[0\].eval_only=True: needs a trained row just above it"):
+        load_reproduce(compose_config("reproduce", "reproduce.ablation=[{name: x, label: X, eval_only: true}]"))
+
+
+def test_the_row_above_an_eval_only_row_is_its_runs_unmixed_weights():
+    mixed = {
+        "finetuned": {"pair_ap": 0.8},
+        "delta": {"pair_ap": {"delta": 0.02}},
+        "baseline": {"pair_ap": 0.78},
+        "wall_time_s": 600.0,
+        "interpolate": {"1.0": {"finetuned": {"pair_ap": 0.83}, "delta": {"pair_ap": {"delta": 0.05}}}},
+    }
+    above = stages.unmixed_metrics(mixed, "wise_ft")
+    assert above["finetuned"] == {"pair_ap": 0.83} and above["delta"]["pair_ap"]["delta"] == 0.05
+    assert above["baseline"] == mixed["baseline"] and above["wall_time_s"] is None
+    with pytest.raises(stages.StageFailed, match=r"row wise_ft: metrics.json has no interpolate\[1.0\]"):
+        stages.unmixed_metrics({"interpolate": {}}, "wise_ft")
+
+
 def test_a_rows_training_overrides_are_the_stamp_a_rerun_compares():
     rp = load_reproduce(
         compose_config("reproduce", 'reproduce.data=["data=fixture"]', 'reproduce.extra=["trainer.max_steps=3"]')

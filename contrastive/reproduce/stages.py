@@ -105,6 +105,31 @@ def sweep_stage(rp: ReproduceBlock, work: Path) -> dict[str, Any]:
     return summary
 
 
+def check_eval_only(rows: Sequence[AblationRow], overrides: Sequence[list[str]]) -> None:
+    """An `eval_only` row may differ from the row above only by `model.interpolate` (a WiSE-FT mix of the same
+    training run): anything else would need a training of its own."""
+    for i, row in enumerate(rows):
+        if not row.eval_only:
+            continue
+        changed = sorted(set(overrides[i]) ^ set(overrides[i - 1]))
+        if not changed or any(not item.startswith("model.interpolate=") for item in changed):
+            raise ConfigError(
+                f"reproduce.ablation[{i}].eval_only: the row must add only model.interpolate to the row above "
+                f"(it changes {changed or 'nothing'})"
+            )
+
+
+def unmixed_metrics(mixed: dict[str, Any], shared_with: str) -> dict[str, Any]:
+    """The row above an `eval_only` row: the same run's alpha = 1 mix (the tuned weights before WiSE-FT), read from
+    metrics.json `interpolate`; its run time is counted once, on the row that ran."""
+    from contrastive.interpolate import alpha_key
+
+    entry = (mixed.get("interpolate") or {}).get(alpha_key(1.0))
+    if entry is None:
+        raise StageFailed(f"row {shared_with}: metrics.json has no interpolate[{alpha_key(1.0)}] (the unmixed model)")
+    return mixed | {"finetuned": entry["finetuned"], "delta": entry["delta"], "wall_time_s": None}
+
+
 def row_args(rp: ReproduceBlock, run_dir: Path, name: str, overrides: Sequence[str]) -> list[str]:
     """The training overrides of one ablation row: the stages' data and extra, the budget, the row's overrides,
     the test protocol, its run dir and run name."""
@@ -242,9 +267,20 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
     summary = sweep_stage(rp, work)
     study = sweep_study(work / "sweep", summary["study_name"])
     summary["wall_time_s"] = study_span_s(study)
+    all_overrides = row_overrides(rp.ablation, summary["best_params"])
+    check_eval_only(rp.ablation, all_overrides)
+    scored: dict[int, dict[str, Any]] = {}
+    for i, (row, overrides) in enumerate(zip(rp.ablation, all_overrides, strict=True)):
+        if i + 1 < len(rp.ablation) and rp.ablation[i + 1].eval_only:
+            continue  # trained once with the row below, which also scores the unmixed weights
+        if row.eval_only:
+            scored[i] = row_stage(rp, work, row.name, [*overrides, "eval.interpolate=[1.0]"])
+            scored[i - 1] = unmixed_metrics(scored[i], row.name)
+        else:
+            scored[i] = row_stage(rp, work, row.name, overrides)
     rows = []
-    for row, overrides in zip(rp.ablation, row_overrides(rp.ablation, summary["best_params"]), strict=True):
-        metrics = row_stage(rp, work, row.name, overrides)
+    for i, (row, overrides) in enumerate(zip(rp.ablation, all_overrides, strict=True)):
+        metrics = scored[i]
         rows.append(
             {
                 "name": row.name,
@@ -252,6 +288,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
                 "overrides": overrides,
                 "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")},
                 "train_pairs_used": metrics["training"]["sizes"]["train_pairs_used"],
+                **({"shared_run": rp.ablation[i + 1].name} if metrics.get("wall_time_s") is None else {}),
             }
         )
     final_dir = work / "rows" / rows[-1]["name"]
