@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[dev,onnx]'
+	$(PIP) install -q -e '.[dev,onnx,cluster]'
 	$(PIP) check
 	touch $(STAMP)
 

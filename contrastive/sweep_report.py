@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import socket
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +34,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from contrastive.errors import ConfigError
-from contrastive.utils import file_lock, write_dir_atomic, write_json
+from contrastive.utils import write_dir_atomic, write_json
 from hydra_plugins.contrastive_sweeper import SweepCallback, SweepInfo
 from hydra_plugins.contrastive_sweeper.budget import budget_trials, retried_numbers
+from hydra_plugins.contrastive_sweeper.lock import study_lock
 from hydra_plugins.contrastive_sweeper.search_space import quote
 from hydra_plugins.contrastive_sweeper.trial import FAIL_ATTR, OUTPUT_DIR_ATTR
 
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the sweep's MLflow parent run, reused on resume
+PROMOTED_ATTR = "promoted"  # study user attr: the study's one promotion {trial, run_id, finished, by}
 # trial user attrs recorded by the training job (`result_attrs`)
 RUN_ATTR = "mlflow_run_id"  # the job's MLflow run (the parent's child)
 OBJECTIVE_ATTR = "objective"  # {"name": metric or list of metrics, "value": ...}
@@ -94,7 +99,7 @@ class SweepReport(SweepCallback):
         """Open (or reopen) the parent run; its id for every job."""
         if self.tracking is None:
             return []
-        with file_lock(Path(info.sweep_dir) / ".parent_run.lock"):  # sweeps started together share one parent
+        with study_lock(study, "parent_run"):  # workers started together, on any machine, share one parent run
             previous = study.user_attrs.get(PARENT_ATTR)
             run_id = _tracking().start_sweep_run(self.tracking, study.study_name, info.settings(), previous)
             if run_id != previous:
@@ -128,17 +133,31 @@ class SweepReport(SweepCallback):
     def on_sweep_end(self, study: optuna.Study, info: SweepInfo) -> None:
         """Study summary (summary.json, figures), promotion of the chosen trial, MLflow parent run summary.
 
+        Several workers (processes or machines) may share the study: under the study's storage lock, the worker
+        that ends while another still runs trials only writes its local summary; the last one to end promotes,
+        logs the summary on the parent run and closes it. A promotion is recorded on the study (`promoted`), so
+        a worker ending at the same moment, or a rerun, does not promote the same trial again.
         Each step only warns when it fails: the trials are safe in the storage and a rerun repeats this.
         """
         self.close_lost_runs(study)
-        self.finish(study, info)
+        with study_lock(study, "promotion"):
+            waiting = unfinished_trials(study)
+            if waiting:
+                log.info(
+                    "trial(s) %s still run in another worker: the last worker to end promotes and closes the parent",
+                    waiting,
+                )
+                self.finish(study, info, deferred=waiting)
+                return
+            self.finish(study, info)
         self.end_parent("FINISHED")
 
     def on_sweep_error(self, study: optuna.Study, info: SweepInfo, exc: BaseException) -> None:
         self.end_parent("KILLED")
 
-    def finish(self, study: optuna.Study, info: SweepInfo) -> dict[str, Any]:
-        """The end of the sweep, but closing the parent run; the summary."""
+    def finish(self, study: optuna.Study, info: SweepInfo, deferred: Sequence[int] = ()) -> dict[str, Any]:
+        """The end of the sweep, but closing the parent run; the summary. With `deferred` (trials another worker
+        still runs) only the local summary and figures: no promotion, nothing logged on the parent run."""
         sweep_dir = Path(info.sweep_dir)
         best, why = choose_trial(study, self.rule)
         summary = study_summary(study, info.n_trials, best)
@@ -154,12 +173,23 @@ class SweepReport(SweepCallback):
             if p
         ]
         summary["figures"] = [str(p) for p in figures]
-        promoted = None
-        if best is not None and self.promote_best:
-            target = Path(self.best_dir) if self.best_dir else sweep_dir / "best"
-            promoted = _tolerant(promote, best, target, summary)
-        summary["promoted_dir"] = str(promoted) if promoted else None
         path = sweep_dir / "summary.json"
+        if deferred:
+            summary["promotion"]["deferred"] = f"trials {list(deferred)} still ran in another worker, which promotes"
+            summary["promoted_dir"] = None
+            path.write_text(json.dumps(summary, indent=2, default=str))
+            return summary
+        previous = study.user_attrs.get(PROMOTED_ATTR) or {}
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        again = best is not None and previous.get("trial") == best.number and previous.get("finished") == finished
+        promoted = None
+        if again:
+            summary["promotion"]["already"] = previous
+            log.info("trial %d was promoted already (%s): not again", best.number, previous.get("by"))
+        elif best is not None and self.promote_best:
+            target = Path(self.best_dir) if self.best_dir else sweep_dir / "best"
+            promoted = _tolerant(promote, best, target, summary, self.fetch_model)
+        summary["promoted_dir"] = str(promoted) if promoted else None
         path.write_text(json.dumps(summary, indent=2, default=str))
         log.info(
             "study %r: %s; best %s",
@@ -169,7 +199,7 @@ class SweepReport(SweepCallback):
         )
         if promoted:
             log.info("best trial promoted to %s", promoted)
-        if self.parent_run_id:
+        if self.parent_run_id and not again:
             tracking = _tracking()
             _tolerant(tracking.log_sweep_summary, self.parent_run_id, summary, [path, *figures])
             if promoted is not None and best is not None:
@@ -179,7 +209,23 @@ class SweepReport(SweepCallback):
                     tracking.register_best, self.tracking, best.user_attrs.get(RUN_ATTR), promoted, metric, value
                 )
                 path.write_text(json.dumps(summary, indent=2, default=str))  # with the registry's verdict
+        if promoted is not None and best is not None:
+            record = {
+                "trial": best.number,
+                "run_id": best.user_attrs.get(RUN_ATTR),
+                "finished": finished,
+                "by": f"{socket.gethostname()}:{os.getpid()}",
+            }
+            study.set_user_attr(PROMOTED_ATTR, record)
         return summary
+
+    def fetch_model(self, trial: FrozenTrial, into: Path) -> Path | None:
+        """The trial's model from MLflow (its logged model, else its `model` artifacts) when this machine does not
+        hold the trial's output dir: promotion needs no shared filesystem."""
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if self.tracking is None or not run_id:
+            return None
+        return _tracking().fetch_run_model(self.tracking, run_id, into)
 
     def end_parent(self, status: str) -> None:
         """Close the parent run (FINISHED, or KILLED when the sweep was interrupted; a rerun reopens it)."""
@@ -265,31 +311,48 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(front, key=lambda t: sign * t.values[0])
 
 
-def promote(best: FrozenTrial, target: Path, summary: Mapping[str, Any]) -> Path | None:
-    """Copy the best trial's `model/` (+ its metrics.json) to a stable dir, replacing the previous one."""
+def unfinished_trials(study: optuna.Study) -> list[int]:
+    """Numbers of the study's trials still RUNNING (in some worker) or WAITING (queued for a retry)."""
+    live = (TrialState.RUNNING, TrialState.WAITING)
+    return [t.number for t in study.get_trials(deepcopy=False, states=live)]
+
+
+def promote(
+    best: FrozenTrial,
+    target: Path,
+    summary: Mapping[str, Any],
+    fetch: Callable[[FrozenTrial, Path], Path | None] | None = None,
+) -> Path | None:
+    """Copy the best trial's `model/` (+ its metrics.json) to a stable dir, replacing the previous one. When this
+    machine does not hold the trial's output dir (another machine ran it), `fetch` brings the model (MLflow)."""
     out = best.user_attrs.get(OUTPUT_DIR_ATTR)
     model = Path(out) / "model" if out else None
-    if model is None or not model.is_dir():
-        log.info("best trial %d has no model dir to promote (%s)", best.number, model)
-        return None
+    metrics = Path(out) / "metrics.json" if out else None
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent if target.parent.is_dir() else None) as tmp:
+        if (model is None or not model.is_dir()) and fetch is not None:
+            model = _tolerant(fetch, best, Path(tmp))
+            metrics = model / "metrics.json" if model is not None else None
+        if model is None or not model.is_dir():
+            log.info("best trial %d has no model dir to promote (%s)", best.number, model)
+            return None
 
-    def fill(tmp: Path) -> None:
-        shutil.copytree(model, tmp)
-        metrics = Path(out) / "metrics.json"
-        if metrics.is_file():
-            shutil.copy2(metrics, tmp / "metrics.json")
-        write_json(
-            {
-                "study_name": summary.get("study_name"),
-                "trial": best.number,
-                "values": best.values,
-                "params": best.params,
-                "source_dir": out,
-            },
-            tmp / "sweep_best.json",
-        )
+        def fill(staging: Path) -> None:
+            shutil.copytree(model, staging, ignore=shutil.ignore_patterns("metrics.json"))
+            if metrics is not None and metrics.is_file():
+                shutil.copy2(metrics, staging / "metrics.json")
+            write_json(
+                {
+                    "study_name": summary.get("study_name"),
+                    "trial": best.number,
+                    "values": best.values,
+                    "params": best.params,
+                    "source_dir": out,
+                    "mlflow_run_id": best.user_attrs.get(RUN_ATTR),
+                },
+                staging / "sweep_best.json",
+            )
 
-    return write_dir_atomic(target, fill)
+        return write_dir_atomic(target, fill)
 
 
 # ---------------------------------------------------------------- summary and figures

@@ -284,6 +284,21 @@ def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = N
     return found[0]
 
 
+def fetch_run_model(tcfg: DictConfig, run_id: str, into: str | Path) -> Path:
+    """A run's model downloaded into `into`: its logged sentence_transformers flavor (the `model_uri` tag), else
+    its `model` artifacts, with the run's metrics.json inside (how promotion reaches a trial another machine ran)."""
+    client, _ = _client(tcfg)
+    uri = client.get_run(run_id).data.tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/model"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(into), tracking_uri=tcfg.tracking_uri))
+    found = sorted(local.rglob("model.sentence_transformer"))
+    model = found[0] if found else local
+    with contextlib.suppress(Exception):  # a run without metrics.json still promotes its weights
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run_id}/metrics.json", dst_path=str(model), tracking_uri=tcfg.tracking_uri
+        )
+    return model
+
+
 def registry_champion(name: str | None, tracking_uri: str | None = None) -> str | None:
     """`models:/NAME@best` when the store holds that alias (a SQLite store that does not exist is not created)."""
     from mlflow.exceptions import MlflowException
@@ -514,7 +529,9 @@ def register_best(
         version = mine[0]
     else:
         source = _version_source(client, run_id, best_dir)
-        version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+        # a logged model (`models:/m-<id>`) is named by its id too: a tracking server refuses the source without it
+        model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+        version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id)
     wins, why = champion_verdict(current, tags, metric)
     alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(name, alias, version.version)

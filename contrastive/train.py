@@ -25,7 +25,7 @@ from contrastive.health import run_flags
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
 from contrastive.utils import remove_stale_staging, write_json
-from hydra_plugins.contrastive_sweeper.trial import hide_passwords
+from hydra_plugins.contrastive_sweeper.trial import hide_passwords, hide_passwords_in_files
 
 # torch, sentence-transformers and mlflow are imported inside the functions that need them, so that
 # `--help`, `--cfg job` and config errors answer in a second instead of after ~8 s of imports.
@@ -117,6 +117,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     out = output_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(out)
+    hide_passwords_in_files(out / ".hydra")  # Hydra's copies of the command line (a storage or tracking URL)
     (out / "config.yaml").write_text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)))  # also uploaded
     data = prepare(settings.data)
     print(format_summary(data.summary), flush=True)

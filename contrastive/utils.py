@@ -111,13 +111,16 @@ def staging_dir(target: str | os.PathLike) -> Path:
 
 
 def replace_dir(staged: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Move a finished staging directory to `target`, replacing what was there (old one removed last)."""
+    """Move a finished staging directory to `target`, replacing what was there (old one removed last). Writers
+    of one target on this machine take turns (a lock on its parent directory, no file left): the swap is two
+    renames."""
     staged, target = Path(staged), Path(target)
     old = target.with_name(f".{target.name}.old-{process_tag()}")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(staged, target)
+    with dir_lock(target.parent):
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(staged, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -132,6 +135,17 @@ def write_dir_atomic(target: str | os.PathLike, fill: Callable[[Path], Any]) -> 
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return replace_dir(staged, target)
+
+
+@contextlib.contextmanager
+def dir_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on an existing directory itself (flock on its descriptor) while inside."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextlib.contextmanager

@@ -414,6 +414,43 @@ def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_retries_it(
     assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params
 
 
+def test_a_jobs_config_gets_the_storage_without_its_password_and_the_job_still_connects(tmp_path, monkeypatch):
+    monkeypatch.delenv(job.STORAGE_ENV, raising=False)
+    url = "postgresql://sweeper:s3cret@db:5432/optuna"
+    overrides = job.address_overrides(url, "s", 3)
+    assert overrides[0] == "++optuna.storage='postgresql://sweeper:***@db:5432/optuna'"
+    assert job.job_storage("postgresql://sweeper:***@db:5432/optuna") == url  # handed over in the environment
+    assert job.job_storage("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.delenv(job.STORAGE_ENV)
+    with pytest.raises(SweeperConfigError, match=r"optuna.storage=postgresql://sweeper:\*\*\*@db.*~/.pgpass"):
+        job.job_storage("postgresql://sweeper:***@db:5432/optuna")
+    hydra_dir = tmp_path / ".hydra"
+    hydra_dir.mkdir()
+    (hydra_dir / "overrides.yaml").write_text(f"- hydra.sweeper.storage={url}\n")
+    (hydra_dir / "config.yaml").write_text("x: 1\n")
+    assert job.hide_passwords_in_files(hydra_dir) == [hydra_dir / "overrides.yaml"]
+    assert "s3cret" not in (hydra_dir / "overrides.yaml").read_text()
+
+
+def test_a_closed_output_stops_the_sweep_instead_of_failing_every_trial(tmp_path):
+    """A sweep whose stdout reader died (its parent killed) gets BrokenPipeError in every job: it stops at the
+    first one, queues that trial again and exits non-zero, instead of burning the budget on instant failures."""
+    done = subprocess.run(
+        toy_command(tmp_path, "hydra.sweeper.n_trials=4", "broken_pipe_at_trial=1", "hydra/sweeper/pruner=none"),
+        capture_output=True,
+        text=True,
+        timeout=TOY_TIMEOUT_S,
+    )
+    assert done.returncode != 0
+    trials = load_toy_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["fail_reason"].startswith("BrokenPipeError")
+    assert "its output closed" in done.stdout + done.stderr
+    run_toy(tmp_path, "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none")  # the rerun finishes the budget
+    counted = budget.budget_trials(load_toy_study(tmp_path).trials)
+    assert [t.state for t in counted] == [TrialState.COMPLETE] * 4
+
+
 def test_url_passwords_never_reach_configs_or_logs(tmp_path):
     """A storage URL's password stays in the storage: hidden in multirun.yaml and in the launcher's log of each
     job's overrides (and, job side, in config.yaml and the MLflow params: test_tracking)."""

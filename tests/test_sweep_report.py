@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -119,7 +120,7 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
 
 
 # ---------------------------------------------------------------- promotion rule and Pareto plot
-def _study_with_metrics(tmp_path: Path | None = None) -> optuna.Study:
+def _study_with_metrics(tmp_path: Path | None = None, before_tell: Any = None) -> optuna.Study:
     """Three complete 2-objective trials whose jobs recorded MRR / AP and their deltas vs a 0.90 / 0.70 baseline
     (with `tmp_path`: each trial also has an output dir holding a model)."""
     study = optuna.create_study(directions=["maximize", "maximize"])
@@ -139,6 +140,8 @@ def _study_with_metrics(tmp_path: Path | None = None) -> optuna.Study:
             (out / "model" / "weights").write_text(str(number))
             (out / "metrics.json").write_text(json.dumps(metrics))
             trial.set_user_attr("output_dir", str(out))
+        if before_tell is not None:
+            before_tell(trial, out)
         study.tell(trial, [mrr, ap])
     return study
 
@@ -270,3 +273,74 @@ def test_a_resumed_sweep_closes_the_run_a_killed_worker_left_running(tmp_path):
     lost = client.get_run(killed.user_attrs["mlflow_run_id"])
     assert lost.info.status == "KILLED" and lost.data.tags["trial_reason"].startswith("worker lost")
     assert sum(t.state == TrialState.COMPLETE for t in load_toy_study(tmp_path).trials) == 3
+
+
+# ---------------------------------------------------------------- several workers: one promotion
+def _info(sweep_dir: Path, n_trials: int = 4) -> SweepInfo:
+    return SweepInfo(
+        "s", "sqlite://", ["maximize", "maximize"], n_trials, 1, "optuna.samplers.RandomSampler", 0, "none", sweep_dir
+    )
+
+
+def test_only_the_last_worker_to_end_promotes_and_only_once(tmp_path):
+    """Worker A ends while B still runs a trial: A writes its summary and promotes nothing. B ends last and
+    promotes; a rerun (or a worker ending at the same moment) finds the promotion on the study: not again."""
+    study = _study_with_metrics(tmp_path)
+    running = study.ask()  # B's trial
+    rule = {"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0}
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    sweep_report.SweepReport(promote=rule).on_sweep_end(study, _info(a_dir))
+    summary = json.loads((a_dir / "summary.json").read_text())
+    assert "deferred" in summary["promotion"] and summary["promoted_dir"] is None and not (a_dir / "best").exists()
+    assert sweep_report.PROMOTED_ATTR not in study.user_attrs
+
+    study.tell(running, [0.5, 0.5])
+    sweep_report.SweepReport(promote=rule).on_sweep_end(study, _info(b_dir))
+    assert (b_dir / "best" / "weights").read_text() == "2"
+    assert study.user_attrs[sweep_report.PROMOTED_ATTR]["trial"] == 2
+
+    sweep_report.SweepReport(promote=rule).on_sweep_end(study, _info(a_dir))
+    summary = json.loads((a_dir / "summary.json").read_text())
+    assert summary["promotion"]["already"]["trial"] == 2 and not (a_dir / "best").exists()
+
+
+def test_promotion_fetches_the_model_from_mlflow_when_another_machine_ran_the_trial(tmp_path):
+    """The promoted trial's output dir is on another machine: its model comes from its MLflow run, is promoted
+    and registered as @best; the study records the one promotion."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    tcfg = OmegaConf.create(
+        {
+            "enabled": True,
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "experiment": "elsewhere",
+            "registered_model": "elsewhere-model",
+        }
+    )
+    from contrastive import tracking
+
+    tracking.configure(tcfg.tracking_uri, tcfg.experiment)
+
+    def logged_elsewhere(trial: optuna.Trial, out: Path) -> None:  # the job logged its model; its files stay there
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(out / "model"), "model")
+            mlflow.log_artifact(str(out / "metrics.json"))
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        trial.set_user_attr("output_dir", f"/elsewhere/{trial.number}")
+
+    study = _study_with_metrics(tmp_path, logged_elsewhere)
+    report = sweep_report.SweepReport(
+        tracking=tcfg, promote={"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0}
+    )
+    sweep_dir = tmp_path / "sweep"
+    report.on_sweep_start(study, _info(sweep_dir, 3))
+    report.on_sweep_end(study, _info(sweep_dir, 3))
+    best = sweep_dir / "best"
+    assert (best / "weights").read_text() == "2" and json.loads((best / "metrics.json").read_text())["delta"]
+    run_id = study.trials[2].user_attrs["mlflow_run_id"]
+    assert json.loads((best / "sweep_best.json").read_text())["mlflow_run_id"] == run_id
+    client = MlflowClient(tracking_uri=tcfg.tracking_uri)
+    assert client.get_model_version_by_alias("elsewhere-model", "best").run_id == run_id
+    assert study.user_attrs[sweep_report.PROMOTED_ATTR]["run_id"] == run_id
+    assert [p.name for p in sweep_dir.iterdir() if p.name.startswith(".")] == []  # no download left behind

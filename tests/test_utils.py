@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,34 @@ def test_write_json_is_indented_and_stringifies_unknown_values(tmp_path):
     path = utils.write_json({"a": 1, "p": tmp_path}, tmp_path / "x.json")
     assert json.loads(path.read_text()) == {"a": 1, "p": str(tmp_path)}
     assert "\n  " in path.read_text()
+
+
+def _replace_many(target: str, tag: str, n: int) -> None:
+    from contrastive.utils import write_dir_atomic
+
+    def fill(d: Path, i: int) -> None:
+        d.mkdir()
+        (d / "who").write_text(f"{tag}-{i}")
+
+    for i in range(n):
+        write_dir_atomic(target, lambda d, i=i: fill(d, i))
+
+
+def test_concurrent_writers_of_one_directory_take_turns(tmp_path):
+    """8 processes x 50 replacements of one target (what two sweep workers promoting at once do): no error, no
+    staging or old copy left, and the target is one writer's whole directory."""
+    import multiprocessing
+
+    target = str(tmp_path / "best")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_replace_many, args=(target, f"p{k}", 50)) for k in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+    assert (tmp_path / "best" / "who").read_text().endswith("-49")
 
 
 def test_write_dir_atomic_replaces_the_directory_and_cleans_up_on_failure(tmp_path):

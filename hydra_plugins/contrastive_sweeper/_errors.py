@@ -10,6 +10,6 @@ class SweepStopped(BaseException):
     """SIGTERM or SIGINT reached the sweep: unwinds (like KeyboardInterrupt) so the running trials are told FAIL
     with the signal as the reason and queued again, and the callbacks' `on_sweep_error` runs."""
 
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(f"interrupted by {signal_name}")
+    def __init__(self, signal_name: str, why: str | None = None) -> None:
+        super().__init__(why or f"interrupted by {signal_name}")
         self.signal_name = signal_name

@@ -421,6 +421,14 @@ class OptunaSweeperImpl(Sweeper):
             exc = ret._return_value
             if isinstance(exc, optuna.TrialPruned):
                 self._finish(study, trial, TrialState.PRUNED, reason=str(exc))
+            elif isinstance(exc, BrokenPipeError):  # the sweep's output is gone: every next trial would fail too
+                self._fail(study, trial, exc)
+                requeue(study, trial)
+                raise SweepStopped(
+                    "SIGPIPE",
+                    "its output closed (BrokenPipeError: the terminal or the process reading it is gone); "
+                    f"trial {trial.number} is queued again for a rerun",
+                )
             else:
                 out = trial.user_attrs.get(job.OUTPUT_DIR_ATTR)
                 self._fail(study, trial, exc, Path(out) if out else None)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
@@ -60,10 +62,49 @@ class HidePasswords(logging.Filter):
         return True
 
 
+STORAGE_ENV = "CONTRASTIVE_SWEEP_STORAGE"  # the storage URL with its password, for the jobs (never in a config)
+
+
+def hand_over_storage(storage: str) -> str:
+    """What a job's config gets for the storage: the URL with its password hidden. The full URL goes to the jobs
+    through the environment (`STORAGE_ENV`, inherited by the launcher's processes) when it has a password."""
+    hidden = hide_passwords(storage)
+    if hidden != storage:
+        os.environ[STORAGE_ENV] = storage
+    return hidden
+
+
+def job_storage(url: str) -> str:
+    """The storage URL a job connects with: its config's, or, when that one's password is hidden, the sweeper's
+    (`STORAGE_ENV`) if it is the same URL."""
+    if hide_passwords(url) != url or ":***@" not in url:
+        return url
+    real = os.environ.get(STORAGE_ENV, "")
+    if real and hide_passwords(real) == url:
+        return real
+    raise SweeperConfigError(
+        f"{TRIAL_KEY}.storage={url}: the password is hidden from the job's config and this process did not "
+        f"inherit {STORAGE_ENV} from the sweeper; keep the password in ~/.pgpass (PostgreSQL) instead of the URL"
+    )
+
+
+def hide_passwords_in_files(folder: str | os.PathLike) -> list[Path]:
+    """Rewrite every YAML file of `folder` (a job's `.hydra/`: the overrides and the hydra config, which list
+    the command line) with URL passwords hidden; the files it changed."""
+    changed = []
+    for path in sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else []:
+        text = path.read_text()
+        hidden = hide_passwords(text)
+        if hidden != text:
+            path.write_text(hidden)
+            changed.append(path)
+    return changed
+
+
 def address_overrides(storage: str, study_name: str, number: int) -> list[str]:
-    """The overrides that tell a job which trial it is."""
+    """The overrides that tell a job which trial it is (the storage's password hidden: `hand_over_storage`)."""
     return [
-        f"++{TRIAL_KEY}.storage={quote(storage)}",
+        f"++{TRIAL_KEY}.storage={quote(hand_over_storage(storage))}",
         f"++{TRIAL_KEY}.study_name={quote(study_name)}",
         f"++{TRIAL_KEY}.trial_number={int(number)}",
     ]
@@ -171,7 +212,7 @@ def load_trial(storage: str, study_name: str, number: int) -> optuna.Trial:
     """The live trial `number` of a study, found through the storage (works from any process)."""
     import optuna
 
-    rdb = rdb_storage(storage)
+    rdb = rdb_storage(job_storage(storage))
     study_id = rdb.get_study_id_from_name(study_name)
     trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, int(number))
     spec = rdb.get_trial(trial_id).user_attrs.get(PRUNER_ATTR)

@@ -37,6 +37,8 @@ def work(cfg: DictConfig, out: Path, reporter: Reporter | None) -> float:
     if cfg.diverge_below is not None and x < cfg.diverge_below:
         raise TrainingDiverged(f"loss is nan at step 1 (x={x})")
     trial = cfg.get("optuna", {}).get("trial_number")
+    if cfg.broken_pipe_at_trial is not None and trial == cfg.broken_pipe_at_trial:
+        raise BrokenPipeError(32, "Broken pipe")  # what print() raises once the reader of stdout is gone
     if cfg.hang_marker and trial == cfg.hang_at_trial and not Path(cfg.hang_marker).exists():
         Path(cfg.hang_marker).write_text(str(os.getpid()))
         time.sleep(600)  # the test kills the sweep process here
