@@ -132,9 +132,19 @@ def frozen_copy(model: SentenceTransformer) -> SentenceTransformer:
     return guide.eval()
 
 
+def gather_negatives(cfg: LossSettings) -> bool:
+    """`loss.gather_across_devices`, its null resolved: true when more than one process trains (DDP)."""
+    from contrastive.distributed import world_size
+
+    if cfg.gather_across_devices is None:
+        return world_size() > 1
+    return bool(cfg.gather_across_devices)
+
+
 def mnrl(model: SentenceTransformer, cfg: LossSettings, guide: SentenceTransformer | None = None) -> nn.Module:
     """The in-batch-negative loss of `loss.mnrl`: MultipleNegativesRankingLoss (cached when `loss.cached`) with
     its directions / partition / hardness knobs, or GISTEmbedLoss / CachedGISTEmbedLoss guided by `guide`."""
+    gather = gather_negatives(cfg)
     if cfg.gist:
         if guide is None:
             raise ValueError(f"loss.mnrl={cfg.mnrl} needs a guide model (contrastive.losses.frozen_copy)")
@@ -144,6 +154,7 @@ def mnrl(model: SentenceTransformer, cfg: LossSettings, guide: SentenceTransform
             "margin": float(cfg.gist_margin),
             "contrast_anchors": bool(cfg.gist_contrast_anchors),
             "contrast_positives": bool(cfg.gist_contrast_positives),
+            "gather_across_devices": gather,
         }
         if cfg.mnrl == "cached_gist":
             return st_losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=int(cfg.mini_batch_size), **gist)
@@ -153,6 +164,7 @@ def mnrl(model: SentenceTransformer, cfg: LossSettings, guide: SentenceTransform
         "partition_mode": cfg.partition_mode,
         "hardness_mode": cfg.hardness_mode,
         "hardness_strength": float(cfg.hardness_strength),
+        "gather_across_devices": gather,
     }
     if cfg.cached:
         return st_losses.CachedMultipleNegativesRankingLoss(

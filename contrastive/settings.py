@@ -268,6 +268,7 @@ class LossSettings:
     partition_mode: str = "joint"
     hardness_mode: str | None = None
     hardness_strength: float = 0.0
+    gather_across_devices: bool | None = None  # null: true under DDP (the InfoNCE batch is global)
     negatives: str = "mined"
     mining: MiningSettings = field(default_factory=MiningSettings)
 

@@ -104,9 +104,52 @@ def trial_reporter(cfg: DictConfig):
     return reporter_from_cfg(cfg)
 
 
+def check_processes(settings: TrainSettings, cfg: DictConfig) -> None:
+    """Under a multi-process launcher (torchrun): not inside a sweep trial, and both losses in every step."""
+    from contrastive.distributed import world_size
+    from contrastive.training import is_joint
+
+    n = world_size()
+    if n <= 1:
+        return
+    if (cfg.get("optuna") or {}).get("trial_number") is not None:
+        raise ConfigError(
+            f"WORLD_SIZE={n}: a sweep trial runs in one process; start one sweep worker per GPU or machine instead "
+            "(README, Scaling past one machine)"
+        )
+    if settings.loss.aux_weight > 0 and not is_joint(settings):
+        raise ConfigError(
+            f"loss.combine={settings.loss.combine}: under {n} processes every rank must train the same loss at each "
+            "step; use loss.combine=joint (both losses in every step)"
+        )
+
+
+def run_replica(settings: TrainSettings, out: Path) -> None:
+    """A rank > 0 of a multi-process job: the same data and model, its share of every step's batches; rank 0
+    evaluates, logs, reports and saves, so this rank writes nothing."""
+    import dataclasses
+
+    from contrastive.distributed import main_first
+    from contrastive.model import load_model
+    from contrastive.training import fit
+
+    with main_first():  # rank 0 writes any data cache first
+        data = prepare(settings.data)
+    model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
+    quiet = dataclasses.replace(settings, tracking=dataclasses.replace(settings.tracking, enabled=False))
+    fit(model, quiet, data, out)
+
+
 def run(cfg: DictConfig) -> float | list[float]:
-    """One job end to end; returns the objective."""
+    """One job end to end; returns the objective (None on ranks > 0 of a multi-process job)."""
     settings = load_train(cfg)  # every config check, before any work
+    from contrastive import distributed
+
+    distributed.init(settings.trainer.device)
+    check_processes(settings, cfg)
+    if not distributed.is_main():
+        run_replica(settings, output_dir(settings))
+        return None
     from contrastive import interpolate, tracking, viz
     from contrastive.evaluation import Evaluator
     from contrastive.model import fingerprint, load_model
@@ -119,7 +162,8 @@ def run(cfg: DictConfig) -> float | list[float]:
     clear_stale_staging(out)
     hide_passwords_in_files(out / ".hydra")  # Hydra's copies of the command line (a storage or tracking URL)
     (out / "config.yaml").write_text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)))  # also uploaded
-    data = prepare(settings.data)
+    with distributed.main_first():  # the other ranks (if any) read what this one wrote
+        data = prepare(settings.data)
     print(format_summary(data.summary), flush=True)
     require_positives(data.splits["train"])  # before the model loads
     model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
@@ -137,7 +181,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         if reporter is not None:
             reporter.record(mlflow_run_id=run_id)
         if run_id:
-            tracking.log_params(tracking.config_params(cfg))
+            tracking.log_params(tracking.config_params(cfg) | {"world_size": distributed.world_size()})
             tracking.log_data(data.summary, data.fingerprint)
             tracking.log_dict(data.summary, "data_summary.json")
             tracking.log_artifact(out / "config.yaml")

@@ -35,10 +35,12 @@ def training_datasets(
     train = cap_pairs(data.splits["train"], settings.data.max_pairs, settings.data.split.seed)
     mined = None
     if uses_mining(settings.loss):
+        from contrastive.distributed import is_main, main_first
         from contrastive.mining import mine_for_training, write_sample
 
-        mined = mine_for_training(data.splits["train"], train, settings, model)
-        if out is not None:
+        with main_first():  # multi-process: rank 0 mines and fills the cache, the other ranks read it
+            mined = mine_for_training(data.splits["train"], train, settings, model)
+        if out is not None and is_main():
             cfg = settings.loss.mining
             write_sample(mined, Path(out) / SAMPLE_FILE, int(cfg.sample_rows), int(cfg.seed))
     frames, sizes = build_examples(
@@ -142,14 +144,16 @@ def objective_callback(
     score: Callable[[], float], settings: TrainSettings, reporter: Any, log_to_mlflow: bool | None = None
 ):
     """A TrainerCallback that scores the objective when an evaluation is due, logs it and reports it to the
-    sweeper. The pruning step is the number of training examples seen, so trials with different batch
-    sizes are compared at the same amount of training."""
+    sweeper. The pruning step is the number of training examples seen (by every process together), so trials
+    with different batch sizes are compared at the same amount of training."""
     from transformers import TrainerCallback
 
     from contrastive import tracking
+    from contrastive.distributed import is_main, world_size
 
     every_steps, every_examples = int(settings.trainer.eval_steps), int(settings.trainer.eval_every_examples)
-    batch_size = int(settings.batch.size)
+    batch_size = int(settings.batch.size) * world_size()  # examples per optimiser step, every process together
+    main = is_main()
     log_to_mlflow = bool(settings.tracking.enabled) if log_to_mlflow is None else log_to_mlflow
 
     class ObjectiveCallback(TrainerCallback):
@@ -157,8 +161,8 @@ def objective_callback(
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            if step >= state.max_steps or not eval_due(step, batch_size, every_steps, every_examples):
-                return
+            if not main or step >= state.max_steps or not eval_due(step, batch_size, every_steps, every_examples):
+                return  # rank 0 alone evaluates (the others wait for it at the next step's gradient exchange)
             value = score()
             seen = step * batch_size
             self.history.append((seen, value))
