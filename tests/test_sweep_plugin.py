@@ -451,6 +451,25 @@ def test_a_closed_output_stops_the_sweep_instead_of_failing_every_trial(tmp_path
     assert [t.state for t in counted] == [TrialState.COMPLETE] * 4
 
 
+def test_the_joblib_launcher_runs_trials_side_by_side_on_one_study(tmp_path):
+    """Hydra's joblib launcher (README: parallel trials in one process): 2 jobs at a time in worker processes,
+    each finding its trial through the storage, reporting and being told; the budget holds exactly."""
+    run_toy(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        "step_sleep=0.2",
+        "hydra/sweeper/pruner=none",
+    )
+    trials = load_toy_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all(len(t.intermediate_values) == 3 for t in trials)  # each job reported to its own trial
+    pids = {(tmp_path / "sweeps" / "toy" / f"trial_{t.number}" / "pid").read_text() for t in trials}
+    assert len(pids) >= 2  # the jobs ran in joblib's worker processes (the basic launcher: one pid)
+
+
 def test_url_passwords_never_reach_configs_or_logs(tmp_path):
     """A storage URL's password stays in the storage: hidden in multirun.yaml and in the launcher's log of each
     job's overrides (and, job side, in config.yaml and the MLflow params: test_tracking)."""
