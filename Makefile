@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	$(PIP) check
 	touch $(STAMP)
 
-train: install                        ## one training run on the default config (ARGS="loss.aux_weight=0.3 ...")
-	$(PY) -m contrastive.train $(ARGS)
+train: install                        ## the recipe `make reproduce` promoted (conf/recipe/best.yaml), all train pairs
+	$(PY) -m contrastive.train +recipe=best $(ARGS)   # ARGS="loss.aux_weight=0.3 ..." changes it
 
 test: install                         ## the whole suite (unit + end-to-end on the fixture + browser)
 	$(PY) -m pytest -q $(ARGS)

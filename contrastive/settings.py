@@ -721,6 +721,7 @@ class ReproduceBlock:
     results_dir: str = MISSING
     work_dir: str = MISSING
     readme: str = MISSING
+    recipe: str | None = None  # conf/recipe/best.yaml: the promoted recipe `make train` trains (null: not written)
     fresh: bool = False
     data: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)

@@ -135,6 +135,7 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
         f"reproduce.work_dir={tmp_path / 'work'}",
         f"reproduce.results_dir={tmp_path / 'results'}",
         f"reproduce.readme={readme}",
+        f"reproduce.recipe={tmp_path / 'recipe' / 'best.yaml'}",
         "reproduce.budget_pairs=120",
         "reproduce.test.n_boot=50",
         "reproduce.test.max_distractors=100",
@@ -174,6 +175,8 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     assert "old" not in text and "| MRR@10, + train distractors |" in text
     assert "results/figures/pareto_front.png" in text
     assert (tmp_path / "results" / "results.md").read_text().startswith("# Results")
+    recipe = (tmp_path / "recipe" / "best.yaml").read_text()  # what `make train` would train: the final row
+    assert recipe.startswith("# @package _global_") and "model:\n  interpolate: 0.8" in recipe
     # a rerun reuses the finished rows (same overrides) instead of training them again
     stamp = tmp_path / "work" / "rows" / "wise_ft" / "metrics.json"
     before = stamp.stat().st_mtime

@@ -72,6 +72,23 @@ def test_trial_table_marks_the_pareto_front_and_the_promoted_trial():
     assert report.trial_table({"trials": []}, [], 6000) == []
 
 
+def test_the_committed_recipe_is_the_final_rows_overrides_and_make_train_composes_it():
+    """conf/recipe/best.yaml (what `make train` trains) is rendered from the committed results.json, and the
+    train config composes and checks with it (`+recipe=best`) to the final row's values."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    from contrastive.settings import load_train
+
+    results = json.loads((PROJECT_ROOT / "results" / "results.json").read_text())
+    assert (PROJECT_ROOT / "conf" / "recipe" / "best.yaml").read_text() == report.render_recipe(results)
+    cfg = compose_config("train", "+recipe=best")
+    load_train(cfg)
+    for item in results["ablation"][-1]["overrides"]:
+        key, _, value = item.partition("=")
+        assert OmegaConf.select(cfg, key) == OmegaConf.from_dotlist([f"v={value}"]).v, key
+
+
 def test_the_committed_results_md_and_readme_section_are_rendered_from_results_json(tmp_path):
     """Byte for byte: the report renders the committed results.json into the committed results.md and README
     section, and write_results writes those same bytes (results.json round-trips)."""

@@ -172,9 +172,32 @@ def collect_figures(sweep_dir: Path, final_dir: Path, target: Path) -> list[str]
     return names
 
 
-def write_results(results: Mapping[str, Any], results_dir: Path, readme: Path) -> str:
+def render_recipe(results: Mapping[str, Any]) -> str:
+    """conf/recipe/best.yaml: the final model's overrides (the last ablation row's, the sweep's promoted values
+    in them) as a config `make train` composes (`+recipe=best`), headed by what it gave on the test split."""
+    from omegaconf import OmegaConf
+
+    final = results["ablation"][-1]
+    delta = final["metrics"]["delta"]
+    mrr, ap = delta[results.get("mrr_metric", "mrr_at_10")], delta["pair_ap"]
+    body = OmegaConf.to_yaml(OmegaConf.from_dotlist([str(o) for o in final["overrides"]]), sort_keys=True)
+    return (
+        "# @package _global_\n"
+        "# The recipe `make reproduce` promoted (its final model, row `" + str(final["name"]) + "`), written from\n"
+        "# results/results.json by contrastive/reproduce/report.py: edit the sweep or the ablation, not this file.\n"
+        "# `make train` trains it on all train pairs: python -m contrastive.train +recipe=best\n"
+        f"# On the test split ({final['metrics']['finetuned']['n_corpus']:,}-question corpus with train distractors, "
+        f"{results['finished']}):\n"
+        f"#   MRR@10 delta {fmt_delta(mrr)}, pair AP delta {fmt_delta(ap)}\n" + body
+    )
+
+
+def write_results(results: Mapping[str, Any], results_dir: Path, readme: Path, recipe: Path | None = None) -> str:
     """results.json, results.md and README's Results section; the section as printed on the console."""
     (results_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (results_dir / "results.md").write_text("# Results\n\n" + render_markdown(results, "figures/"))
     update_readme(readme, render_markdown(results, f"{results_dir.name}/figures/"))
+    if recipe is not None:
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(recipe, render_recipe(results))
     return render_markdown(results)

@@ -332,5 +332,5 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
         "importances": importances(study),
     }
     results["figures"] = report.collect_figures(work / "sweep", final_dir, out / "figures")
-    print(report.write_results(results, out, Path(rp.readme)), flush=True)
+    print(report.write_results(results, out, Path(rp.readme), Path(rp.recipe) if rp.recipe else None), flush=True)
     return results
