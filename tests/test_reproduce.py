@@ -143,6 +143,7 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     cfg.reproduce.extra = extra
     cfg.reproduce.ablation = [
         {"name": "mnrl_only", "label": "MNRL only", "set": ["loss.aux_weight=0"], "from_best": []},
+        {"name": "unchanged", "label": "a row that changes nothing", "set": ["loss.aux_weight=0"], "from_best": []},
         {
             "name": "final",
             "label": "+ sweep",
@@ -155,14 +156,16 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     assert saved["targets"] == results["targets"] and set(saved["targets"]) == {"pair_ap", "mrr_at_10", "both"}
     assert sum(saved["sweep"]["states"].values()) == 2 and saved["sweep"]["promotion"]["why"]
-    assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "final", "wise_ft"]
+    assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "unchanged", "final", "wise_ft"]
+    assert saved["ablation"][1]["same_as"] == "mnrl_only" and not (tmp_path / "work" / "rows" / "unchanged").exists()
+    assert saved["ablation"][1]["metrics"] == saved["ablation"][0]["metrics"]  # its run, not a second training
     # one run trained `final` and `wise_ft`: the unmixed weights (alpha 1.0) are `final`'s row
     unmixed = json.loads((tmp_path / "work" / "rows" / "wise_ft" / "metrics.json").read_text())["interpolate"]["1.0"]
-    assert saved["ablation"][1]["metrics"]["finetuned"] == unmixed["finetuned"]
-    assert saved["ablation"][1]["shared_run"] == "wise_ft" and saved["ablation"][1]["metrics"]["wall_time_s"] is None
+    assert saved["ablation"][2]["metrics"]["finetuned"] == unmixed["finetuned"]
+    assert saved["ablation"][2]["shared_run"] == "wise_ft" and saved["ablation"][2]["metrics"]["wall_time_s"] is None
     assert not (tmp_path / "work" / "rows" / "final").exists()
-    assert saved["ablation"][2]["overrides"][-1] == "model.interpolate=0.8"
-    assert saved["ablation"][1]["overrides"][0] == "loss.aux_weight=" + str(
+    assert saved["ablation"][3]["overrides"][-1] == "model.interpolate=0.8"
+    assert saved["ablation"][2]["overrides"][0] == "loss.aux_weight=" + str(
         saved["sweep"]["best_params"]["loss.aux_weight"]
     )
     final = saved["final"]

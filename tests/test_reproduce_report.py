@@ -32,6 +32,8 @@ def test_targets_need_both_the_size_and_a_positive_ci():
 def test_a_row_that_shares_its_run_says_so_instead_of_a_time():
     assert report.run_minutes({"metrics": {"wall_time_s": 90.0}}) == "1.5"
     assert report.run_minutes({"metrics": {"wall_time_s": None}, "shared_run": "wise_ft"}) == "in wise_ft's run"
+    same = {"metrics": {"wall_time_s": 90.0}, "same_as": "labeled"}
+    assert report.run_minutes(same) == "= labeled (same overrides)"
 
 
 def test_readme_section_is_replaced_between_the_markers_and_the_rest_kept(tmp_path):

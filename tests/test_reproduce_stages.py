@@ -48,6 +48,14 @@ def test_an_eval_only_row_may_add_only_model_interpolate():
         load_reproduce(compose_config("reproduce", "reproduce.ablation=[{name: x, label: X, eval_only: true}]"))
 
 
+def test_rows_that_compose_the_same_training_are_one_run():
+    rp = load_reproduce(compose_config("reproduce", 'reproduce.data=["data=fixture"]')).reproduce
+    labeled = ["loss.hard_negatives=true", "loss.negatives=labeled"]
+    promoted = [*labeled, "loss.negatives='labeled'", "loss.directions='query_to_doc'"]  # the defaults, quoted
+    assert stages.same_training(rp, labeled, promoted)
+    assert not stages.same_training(rp, labeled, [*labeled, "loss.directions='query_to_doc+doc_to_query'"])
+
+
 def test_the_row_above_an_eval_only_row_is_its_runs_unmixed_weights():
     mixed = {
         "finetuned": {"pair_ap": 0.8},

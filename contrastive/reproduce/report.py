@@ -48,7 +48,10 @@ def count(value: Any) -> str:
 
 
 def run_minutes(row: Mapping[str, Any]) -> str:
-    """An ablation row's run minutes, or which row's run it shares (an `eval_only` row's unmixed weights)."""
+    """An ablation row's run minutes, or which row's run it shares (an `eval_only` row's unmixed weights, or a row
+    whose overrides are the row above's)."""
+    if row.get("same_as"):
+        return f"= {row['same_as']} (same overrides)"
     minutes = row["metrics"].get("wall_time_s")
     return f"{minutes / 60:.1f}" if minutes is not None else f"in {row.get('shared_run', 'the next row')}'s run"
 

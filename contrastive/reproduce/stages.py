@@ -119,6 +119,21 @@ def check_eval_only(rows: Sequence[AblationRow], overrides: Sequence[list[str]])
             )
 
 
+def same_training(rp: ReproduceBlock, a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two rows' overrides make the same training settings (e.g. the sweep promoted a default value):
+    the typed settings composed from each, `loss.directions` compared as names."""
+    import dataclasses
+
+    from contrastive.cli import compose_config
+    from contrastive.settings import load_train
+
+    def settings(overrides: Sequence[str]) -> Any:
+        s = load_train(compose_config([*rp.data, *rp.extra, *overrides]))
+        return dataclasses.replace(s, loss=dataclasses.replace(s.loss, directions=list(s.loss.direction_names)))
+
+    return settings(a) == settings(b)
+
+
 def unmixed_metrics(mixed: dict[str, Any], shared_with: str) -> dict[str, Any]:
     """The row above an `eval_only` row: the same run's alpha = 1 mix (the tuned weights before WiSE-FT), read from
     metrics.json `interpolate`; its run time is counted once, on the row that ran."""
@@ -270,9 +285,15 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
     all_overrides = row_overrides(rp.ablation, summary["best_params"])
     check_eval_only(rp.ablation, all_overrides)
     scored: dict[int, dict[str, Any]] = {}
+    same_as: dict[int, int] = {}  # a row whose overrides equal the row above's (the sweep kept a default): its run
     for i, (row, overrides) in enumerate(zip(rp.ablation, all_overrides, strict=True)):
         if i + 1 < len(rp.ablation) and rp.ablation[i + 1].eval_only:
             continue  # trained once with the row below, which also scores the unmixed weights
+        if i > 0 and i - 1 in scored and same_training(rp, overrides, all_overrides[i - 1]):
+            above = rp.ablation[i - 1].name
+            print(f"[reproduce] row {row.name}: the same training as row {above}: its run", flush=True)
+            scored[i], same_as[i] = scored[i - 1], i - 1
+            continue
         if row.eval_only:
             scored[i] = row_stage(rp, work, row.name, [*overrides, "eval.interpolate=[1.0]"])
             scored[i - 1] = unmixed_metrics(scored[i], row.name)
@@ -289,6 +310,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
                 "metrics": {k: metrics.get(k) for k in ("finetuned", "baseline", "delta", "wall_time_s")},
                 "train_pairs_used": metrics["training"]["sizes"]["train_pairs_used"],
                 **({"shared_run": rp.ablation[i + 1].name} if metrics.get("wall_time_s") is None else {}),
+                **({"same_as": rp.ablation[same_as[i]].name} if i in same_as else {}),
             }
         )
     final_dir = work / "rows" / rows[-1]["name"]
