@@ -13,3 +13,7 @@ class SweepStopped(BaseException):
     def __init__(self, signal_name: str, why: str | None = None) -> None:
         super().__init__(why or f"interrupted by {signal_name}")
         self.signal_name = signal_name
+
+
+class LockTimeout(RuntimeError):
+    """A study lock (`lock.study_lock`) was not acquired in time: another worker holds it."""

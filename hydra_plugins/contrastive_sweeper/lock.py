@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra_plugins.contrastive_sweeper._errors import LockTimeout  # private module: one class (see _errors)
+
 log = logging.getLogger(__name__)
 
 _LOCAL: dict[str, threading.Lock] = {}
 
-
-class LockTimeout(RuntimeError):
-    """The study lock was not acquired in time (another worker holds it)."""
+__all__ = ["LockTimeout", "lock_key", "storage_engine", "study_lock"]
 
 
 def lock_key(study_name: str, name: str) -> tuple[str, int]:
