@@ -23,7 +23,7 @@ positive column only, not the duplicate components, so it hands back members of 
 labeled duplicates) as negatives: on the shared QQP train split 152,882 of the 1,049,310 candidates looked at here
 (7 per positive) are such members. Filtering its output afterwards would leave positives short of negatives it
 had already discarded, and its rank window counts those members. Here the neighbours come from the project's one
-exact kernel (evaluation.metrics.blocked_top_k: blocked, never an N x N matrix, ties to the lower row), the
+exact kernel (contrastive.topk.blocked_top_k: blocked, never an N x N matrix, ties to the lower row), the
 embeddings from model.encode (length-bucketed batches) through the embedding cache's reader and atomic writer
 (evaluation.cache.cached_embeddings).
 
@@ -54,7 +54,7 @@ from contrastive.data import fingerprint_frame
 from contrastive.errors import DataError
 from contrastive.evaluation.cache import cache_path, cached_embeddings
 from contrastive.evaluation.eval_sets import split_questions
-from contrastive.evaluation.metrics import blocked_top_k
+from contrastive.topk import blocked_top_k
 from contrastive.utils import json_digest, sha256_hex, write_atomic, write_json, write_text_atomic
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""Semantic search and duplicate grouping over L2-normalized embeddings, and reading question lists (pasted
-text, CSV or TXT uploads) within limits. No model and no UI in here."""
+"""Semantic search and duplicate grouping over L2-normalized embeddings (the exact kernels of contrastive.topk),
+and reading question lists (pasted text, CSV or TXT uploads) within limits. No model and no UI in here."""
 
 from __future__ import annotations
 
@@ -16,21 +16,9 @@ import pandas as pd
 
 from contrastive.data import UnionFind, question_key, read_questions
 from contrastive.errors import DataError
+from contrastive.topk import blocked_top_k, pairs_at_least
 
-
-# ---------------------------------------------------------------- ranking
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest entries of each row (best first): argpartition, then a small sort."""
-    scores = np.atleast_2d(scores)
-    n = scores.shape[1]
-    k = max(0, min(int(k), n))
-    if k == 0:
-        empty = np.empty((scores.shape[0], 0))
-        return empty.astype(np.int64), empty.astype(scores.dtype)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+SEARCH_BLOCK = 1 << 22  # scores per search block (16 MB of float32): queries x corpus rows scored at once
 
 
 @dataclass
@@ -52,24 +40,12 @@ class CorpusIndex:
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """For each query embedding (normalized), the k nearest corpus rows as (row, cosine), best first."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        idx, vals = top_k(queries @ self.embeddings.T, k)
+        width = max(SEARCH_BLOCK // max(len(queries), 1), 1)  # a few queries: the whole corpus in one block
+        idx, vals = blocked_top_k(queries, self.embeddings, None, k, width, len(queries))
         return [[(int(i), float(v)) for i, v in zip(ri, rv)] for ri, rv in zip(idx, vals)]
 
 
 # ---------------------------------------------------------------- duplicate groups
-def similar_pairs(embeddings: np.ndarray, threshold: float, chunk_size: int = 1024) -> list[tuple[int, int, float]]:
-    """Every pair i < j with cosine >= threshold, scored one block of rows at a time (never N x N at once)."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    pairs: list[tuple[int, int, float]] = []
-    for start in range(0, len(emb), chunk_size):
-        block = emb[start : start + chunk_size] @ emb.T
-        rows, cols = np.nonzero(block >= threshold)
-        rows = rows + start
-        keep = cols > rows
-        pairs.extend(zip(rows[keep].tolist(), cols[keep].tolist(), block[rows[keep] - start, cols[keep]].tolist()))
-    return pairs
-
-
 def duplicate_groups(embeddings: np.ndarray, threshold: float, chunk_size: int = 1024) -> list[list[int]]:
     """Connected components of the pairs with cosine >= threshold; every row is in exactly one group.
 
@@ -78,7 +54,7 @@ def duplicate_groups(embeddings: np.ndarray, threshold: float, chunk_size: int =
     sets = UnionFind()
     for i in range(len(embeddings)):
         sets.find(i)
-    for i, j, _ in similar_pairs(embeddings, threshold, chunk_size):
+    for i, j, _ in pairs_at_least(embeddings, threshold, chunk_size):
         sets.union(i, j)
     members: dict[int, list[int]] = {}
     for i in range(len(embeddings)):

@@ -11,59 +11,11 @@ from evaluation_helpers import clustered_embeddings, eval_config, random_split, 
 
 from contrastive.evaluation import build_eval_set, eval_set_for, split_questions
 from contrastive.evaluation.metrics import (
-    _block_top_k,
-    blocked_top_k,
     pair_metrics,
     ranking_per_query,
     retrieval_per_query,
 )
 from contrastive.model import encode
-
-
-# ---------------------------------------------------------------- top-k and ties
-def test_block_top_k_keeps_lowest_columns_among_ties():
-    block = np.array([[0.5, 0.9, 0.5, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]], dtype=np.float32)
-    scores, cols = _block_top_k(block, 3)
-    assert cols.tolist() == [[0, 1, 2], [0, 1, 2]]  # row order in a block is by column; merge sorts
-    assert scores[0].tolist() == pytest.approx([0.5, 0.9, 0.5])
-
-
-def test_top_k_orders_by_score_then_corpus_row_and_skips_self():
-    corpus = np.array([[1, 0], [0, 1], [1, 0], [0.5, 0.5], [1, 0]], dtype=np.float32)
-    idx, scores = blocked_top_k(corpus[[0, 3]], corpus, np.array([0, 3]), k=4, chunk_size=2)
-    assert idx[0].tolist() == [2, 4, 3, 1]  # rows 2 and 4 tie at 1.0: the lower row first; row 0 is the query
-    assert scores[0].tolist() == [1.0, 1.0, 0.5, 0.0]
-    assert idx[1].tolist() == [0, 1, 2, 4]  # all four tie at 0.5; the query's own row 3 is skipped
-    assert 3 not in idx[1]
-
-
-def test_top_k_caps_k_at_corpus_minus_self():
-    corpus = np.eye(3, dtype=np.float32)
-    idx, _ = blocked_top_k(corpus, corpus, np.arange(3), k=10, chunk_size=1)
-    assert idx.shape == (3, 2)
-    assert all(q not in row for q, row in enumerate(idx.tolist()))
-
-
-@pytest.mark.parametrize("chunk", [1, 3, 17, 64, 10_000])
-def test_chunked_equals_unchunked_with_exact_ties(chunk):
-    rng = np.random.default_rng(0)
-    corpus = rng.integers(0, 3, size=(150, 6)).astype(np.float32) / 2  # exact dot products, many ties
-    queries = np.arange(0, 150, 4)
-    whole_idx, whole_s = blocked_top_k(corpus[queries], corpus, queries, k=20, chunk_size=10_000)
-    idx, s = blocked_top_k(corpus[queries], corpus, queries, k=20, chunk_size=chunk)
-    assert np.array_equal(idx, whole_idx)
-    assert np.array_equal(s, whole_s)
-    for row, q in zip(whole_idx, queries):  # the reference: a full stable sort by (-score, row)
-        full = corpus[q] @ corpus.T
-        full[q] = -np.inf
-        assert row.tolist() == np.lexsort((np.arange(150), -full))[:20].tolist()
-
-
-def test_chunked_equals_unchunked_on_random_unit_vectors():
-    emb = clustered_embeddings(build_eval_set(random_split(60, 1), "val"), 16, 0.9, 1)
-    queries = np.arange(len(emb))
-    ref = blocked_top_k(emb, emb, queries, 100, chunk_size=10_000, query_chunk=10_000)[0]
-    assert np.array_equal(blocked_top_k(emb, emb, queries, 100, chunk_size=13, query_chunk=7)[0], ref)
 
 
 # ---------------------------------------------------------------- ranking metrics by hand

@@ -1,4 +1,5 @@
-"""Pure numeric kernels: metric names, blocked exact top-k retrieval, ranking and pair-classification metrics."""
+"""Pure numeric kernels: metric names, retrieval through the exact top-k kernel (contrastive.topk), ranking and
+pair-classification metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contrastive.settings import PAIR_METRICS, ranking_metric_names
+from contrastive.topk import blocked_top_k
 
 log = logging.getLogger(__name__)
 
@@ -26,60 +28,6 @@ def metric_keys(k: int, map_k: int) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- retrieval
-def _block_top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k largest scores and their columns; among equal scores the lower column wins."""
-    width = block.shape[1]
-    if k >= width:
-        return block, np.broadcast_to(np.arange(width), block.shape).copy()
-    kth = np.partition(block, width - k, axis=1)[:, width - k][:, None]
-    keep = block > kth
-    need = k - keep.sum(axis=1)
-    tied = block == kth
-    extra = tied.sum(axis=1) > need  # rows where only the lowest-column ties fit
-    keep[~extra] |= tied[~extra]
-    if extra.any():
-        rank = np.cumsum(tied[extra], axis=1, dtype=np.int32)
-        keep[extra] |= tied[extra] & (rank <= need[extra, None])
-    cols = np.nonzero(keep)[1].reshape(-1, k)
-    return np.take_along_axis(block, cols, axis=1), cols
-
-
-def blocked_top_k(
-    query_emb: np.ndarray,
-    corpus_emb: np.ndarray,
-    query_rows: np.ndarray,
-    k: int,
-    chunk_size: int,
-    query_chunk: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k corpus rows (and scores) per query by dot product, the query's own row excluded.
-
-    Scores one (query_chunk x chunk_size) block at a time, keeps each block's top k, and merges;
-    ties go to the lower corpus row, so the result does not depend on the chunk sizes.
-    """
-    n_corpus = len(corpus_emb)
-    k = max(0, min(k, n_corpus - 1))
-    idx = np.empty((len(query_emb), k), dtype=np.int64)
-    scores = np.empty((len(query_emb), k), dtype=np.float32)
-    for q0 in range(0, len(query_emb), query_chunk):
-        q = query_emb[q0 : q0 + query_chunk]
-        own = query_rows[q0 : q0 + query_chunk]
-        best_s = np.empty((len(q), 0), dtype=np.float32)
-        best_i = np.empty((len(q), 0), dtype=np.int64)
-        for c0 in range(0, n_corpus, chunk_size):
-            block = q @ corpus_emb[c0 : c0 + chunk_size].T
-            local = own - c0
-            inside = np.flatnonzero((local >= 0) & (local < block.shape[1]))
-            block[inside, local[inside]] = -np.inf
-            s, i = _block_top_k(block, k)
-            s = np.concatenate([best_s, s], axis=1)
-            i = np.concatenate([best_i, i + c0], axis=1)
-            order = np.lexsort((i, -s), axis=1)[:, :k]
-            best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
-        idx[q0 : q0 + len(q)], scores[q0 : q0 + len(q)] = best_i, best_s
-    return idx, scores
-
-
 def ranking_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int, map_k: int) -> dict[str, np.ndarray]:
     """Per-query MRR@k, nDCG@k (binary gains), Recall@1, Recall@k, MAP@map_k from ranked hit flags."""
     hits = hits.astype(np.float64)
