@@ -629,6 +629,7 @@ class AppBlock:
     top_k: int = 10
     max_top_k: int = 50
     chunk_size: int = 1024
+    dedup_baseline_max: int = 1000
     cache_dir: str = MISSING
     corpus: AppCorpus = field(default_factory=AppCorpus)
     queue: AppQueue = field(default_factory=AppQueue)
@@ -653,6 +654,7 @@ class AppBlock:
             ("queue.concurrency", self.queue.concurrency),
         ):
             need_int(value, f"app.{key}", 1)
+        need_int(self.dedup_baseline_max, "app.dedup_baseline_max", 0)
         need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")
         need_finite(self.limits.max_upload_mb, "app.limits.max_upload_mb", "must be > 0", lambda v: v > 0)
         splits = self.corpus.splits
@@ -863,7 +865,7 @@ def as_dict(settings: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- bench (conf/bench.yaml)
-BENCH_SECTIONS = ("peak", "train", "encode", "eval_cost", "search", "sweep")
+BENCH_SECTIONS = ("peak", "train", "encode", "eval_cost", "search", "sweep", "protocol")
 
 
 def need_threads(value: Any, key: str) -> None:
@@ -1011,6 +1013,21 @@ class BenchSweep:
 
 
 @dataclass
+class BenchProtocol:
+    split: str = "test"
+    max_distractors: int | None = None
+    dedup_questions: int = 5000
+    dedup_backends: list[str] = field(default_factory=lambda: ["torch", "onnx-int8"])
+
+    def __post_init__(self) -> None:
+        need_choice(self.split, "bench.protocol.split", ("val", "test"))
+        need_int(self.max_distractors, "bench.protocol.max_distractors", 1, nullable=True)
+        need_int(self.dedup_questions, "bench.protocol.dedup_questions", 2)
+        for name in self.dedup_backends:
+            need_choice(name, "bench.protocol.dedup_backends", BACKENDS)
+
+
+@dataclass
 class BenchBlock:
     """conf/bench.yaml's `bench` block: which sections run, and the sizes of each."""
 
@@ -1025,6 +1042,7 @@ class BenchBlock:
     eval_cost: BenchEvalCost = field(default_factory=BenchEvalCost)
     search: BenchSearch = field(default_factory=BenchSearch)
     sweep: BenchSweep = field(default_factory=BenchSweep)
+    protocol: BenchProtocol = field(default_factory=BenchProtocol)
 
     def __post_init__(self) -> None:
         for name in self.sections:

@@ -92,6 +92,18 @@ def test_search_and_dedup_score_the_baseline_beside():
     assert "baseline_group" not in table
 
 
+def test_a_dedup_list_over_the_baseline_limit_is_encoded_once():
+    """Above `baseline_max_questions` the baseline encoder is not called (its columns would double the time)."""
+    calls = []
+    eng = engine(ft=0.6, baseline_max_questions=3)
+    eng.embed_baseline = lambda texts: calls.append(len(texts)) or bag_of_words(texts)
+    texts = ["How do I learn Python?", "how do i learn python?", "What is love?", "Why is the sky blue?"]
+    table, groups = eng.dedup(texts)
+    assert calls == [] and "baseline_group" not in table and groups[0] == [0, 1]
+    table, _ = eng.dedup(texts[:3])
+    assert calls == [3] and "baseline_group" in table
+
+
 @pytest.mark.parametrize("k", [float("nan"), float("inf"), 2.5, "x", 0, 51])
 def test_search_refuses_a_bad_k_in_one_line(k):
     with pytest.raises(DataError, match=r"^k: .* results asked for, choose a whole number from 1 to 50$"):

@@ -43,6 +43,7 @@ def test_app_config_defaults_are_valid():
         ("corpus.splits", [], "app.corpus.splits=[]"),
         ("queue.max_size", 0, "app.queue.max_size=0"),
         ("queue.concurrency", 0, "app.queue.concurrency=0"),
+        ("dedup_baseline_max", -1, "app.dedup_baseline_max=-1"),
     ],
 )
 def test_app_config_rejects(key, value, message):

@@ -8,7 +8,7 @@ from app_helpers import unit
 from evaluation_helpers import clustered_embeddings, random_split
 
 from contrastive.evaluation import build_eval_set
-from contrastive.topk import blocked_top_k, exact_top_k, pairs_at_least, score_blocks
+from contrastive.topk import GROUP, blocked_top_k, exact_top_k, pairs_at_least, score_blocks
 
 
 def reference(queries: np.ndarray, corpus: np.ndarray, own: np.ndarray | None, k: int) -> tuple[list, list]:
@@ -61,6 +61,17 @@ def test_blocks_equal_the_full_sort_with_many_exact_ties(chunk, query_chunk, k):
     ref_idx, ref_vals = reference(corpus[queries], corpus, queries, k)
     assert idx.tolist() == ref_idx
     assert scores.tolist() == ref_vals
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_group_screening_keeps_ties_exact(k):
+    """Wide blocks (a multiple of topk.GROUP columns) take the group-maximum screen; ties at the floor abound."""
+    rng = np.random.default_rng(4)
+    corpus = rng.integers(0, 3, size=(3000, 8)).astype(np.float32) / 2
+    queries = np.arange(0, 3000, 97)
+    idx, scores = blocked_top_k(corpus[queries], corpus, queries, k=k, chunk_size=GROUP * 16, query_chunk=16)
+    ref_idx, ref_vals = reference(corpus[queries], corpus, queries, k)
+    assert idx.tolist() == ref_idx and scores.tolist() == ref_vals
 
 
 def test_block_sizes_do_not_change_the_result_on_clustered_unit_vectors():

@@ -56,6 +56,7 @@ class Engine:
     top_k: int = 10
     max_top_k: int = 50
     chunk_size: int = 1024
+    baseline_max_questions: int = 1000  # dedup lists longer than this skip the baseline's encode and columns
     index_wait_s: float = 600.0
     names: dict[str, str] = field(default_factory=lambda: {"finetuned": "fine-tuned", "baseline": "baseline"})
 
@@ -131,17 +132,22 @@ class Engine:
             return read_questions_file(path, self.limits), f"upload {Path(path).name}"
         return check_questions((text or "").splitlines(), self.limits, "pasted list"), "pasted list"
 
+    def baseline_in_dedup(self, n_texts: int) -> bool:
+        """Whether a dedup of `n_texts` questions also encodes them with the baseline (its columns)."""
+        return self.embed_baseline is not None and n_texts <= self.baseline_max_questions
+
     def dedup(self, texts: Sequence[str], threshold: float | None = None) -> tuple[pd.DataFrame, list[list[int]]]:
         """Groups of duplicates (connected components of pairs with cosine >= threshold), one row per question;
-        with a baseline, each row's baseline cosine to its group's first and its group under the baseline at the
-        baseline's threshold (`baseline_cosine_to_first`, `baseline_group`)."""
+        with a baseline and at most `baseline_max_questions` texts, each row's baseline cosine to its group's first
+        and its group under the baseline at the baseline's threshold (`baseline_cosine_to_first`,
+        `baseline_group`)."""
         threshold = self.thresholds.finetuned if threshold is None else float(threshold)
         if not -1.0 <= threshold <= 1.0:
             raise DataError(f"threshold: {threshold} is not a cosine in [-1, 1]")
         emb = self.embed(list(texts))
         groups = duplicate_groups(emb, threshold, self.chunk_size)
         table = groups_table(texts, groups, emb)
-        if self.embed_baseline is not None:  # the same rows under the baseline, at its own threshold
+        if self.baseline_in_dedup(len(texts)):  # the same rows under the baseline, at its own threshold
             base = self.embed_baseline(list(texts))
             mine = np.array([i for group in groups for i in group])  # groups_table's row order
             first = np.array([group[0] for group in groups for _ in group])

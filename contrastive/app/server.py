@@ -105,6 +105,7 @@ def create_app(settings: AppSettings):
         int(app.top_k),
         int(app.max_top_k),
         int(app.chunk_size),
+        baseline_max_questions=int(app.dedup_baseline_max),
         names=names,
     )
     header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)

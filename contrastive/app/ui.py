@@ -462,7 +462,13 @@ def build_ui(
                 texts, origin = engine.questions_from(text, path)
                 table, groups = engine.dedup(texts, cut)
                 beside = (int(table["baseline_group"].max()), thr.baseline) if "baseline_group" in table else None
-                return table, render_dedup_info(texts, groups, float(cut), origin, beside)
+                info = render_dedup_info(texts, groups, float(cut), origin, beside)
+                if with_baseline and beside is None:
+                    info += (
+                        f" The untuned baseline's columns are left out above {engine.baseline_max_questions:,} "
+                        "questions (they need a second encode)."
+                    )
+                return table, info
 
             @_ui_errors
             def on_dedup(text: str, path: str | None, cut: float):
