@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -384,8 +387,40 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_PREPARED: dict[str, PreparedData] = {}  # this process's last prepared data, by settings + source file state
+
+
+def prepared_key(cfg: DataSettings) -> str:
+    """What a prepared result depends on: the data settings, and for a local file its path, size and mtime."""
+    kind, path = resolve_source(cfg)
+    state = None
+    if kind == "local" and Path(path).expanduser().is_file():
+        stat = Path(path).expanduser().stat()
+        state = [str(Path(path).expanduser().resolve()), stat.st_size, stat.st_mtime_ns]
+    return json.dumps([dataclasses.asdict(cfg), state], sort_keys=True, default=str)
+
+
 def prepare(cfg: DataSettings) -> PreparedData:
-    """The whole data stage: load, validate, identities, components, split, summary."""
+    """The whole data stage: load, validate, identities, components, split, summary.
+
+    The result is kept for the process: a later call with the same settings and an unchanged file (the next
+    sweep trial in the same worker process) gets a copy of it without reading, validating and splitting again.
+    """
+    key = prepared_key(cfg)
+    if key not in _PREPARED:
+        _PREPARED.clear()  # one dataset at a time
+        _PREPARED[key] = prepare_uncached(cfg)
+    kept = _PREPARED[key]
+    return PreparedData(
+        splits={name: frame.copy() for name, frame in kept.splits.items()},
+        summary=copy.deepcopy(kept.summary),
+        fingerprint=kept.fingerprint,
+        questions=dict(kept.questions),
+    )
+
+
+def prepare_uncached(cfg: DataSettings) -> PreparedData:
+    """prepare() without the process's memory of its last result."""
     raw, origin = load_raw(cfg)
     frame, stats = validate(raw, cfg)
     frame = merge_by_qid(frame)

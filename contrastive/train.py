@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -124,18 +125,32 @@ def check_processes(settings: TrainSettings, cfg: DictConfig) -> None:
         )
 
 
+def job_inputs(settings: TrainSettings, evaluator: bool = True) -> tuple[Any, Any, Any]:
+    """A job's set-up: the prepared data (kept per process: a sweep's next trial in this worker reuses it), its
+    summary printed, the model loaded (sentence-transformers keeps its imports), and the Evaluator (None when
+    `evaluator` is false: ranks > 0 of a multi-process job)."""
+    from contrastive import distributed
+    from contrastive.evaluation import Evaluator
+    from contrastive.model import load_model
+
+    with distributed.main_first():  # rank 0 writes any data cache first; the other ranks read it
+        data = prepare(settings.data)
+    if distributed.is_main():
+        print(format_summary(data.summary), flush=True)
+    require_positives(data.splits["train"])  # before the model loads
+    model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
+    ev = Evaluator(settings.eval, settings.model, data, settings.trainer.device) if evaluator else None
+    return data, model, ev
+
+
 def run_replica(settings: TrainSettings, out: Path) -> None:
     """A rank > 0 of a multi-process job: the same data and model, its share of every step's batches; rank 0
     evaluates, logs, reports and saves, so this rank writes nothing."""
     import dataclasses
 
-    from contrastive.distributed import main_first
-    from contrastive.model import load_model
     from contrastive.training import fit
 
-    with main_first():  # rank 0 writes any data cache first
-        data = prepare(settings.data)
-    model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
+    data, model, _ = job_inputs(settings, evaluator=False)
     quiet = dataclasses.replace(settings, tracking=dataclasses.replace(settings.tracking, enabled=False))
     fit(model, quiet, data, out)
 
@@ -151,8 +166,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         run_replica(settings, output_dir(settings))
         return None
     from contrastive import interpolate, tracking, viz
-    from contrastive.evaluation import Evaluator
-    from contrastive.model import fingerprint, load_model
+    from contrastive.model import fingerprint
     from contrastive.model_card import fill_model_card
     from contrastive.training import fit, save_checkpoint
 
@@ -162,12 +176,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     clear_stale_staging(out)
     hide_passwords_in_files(out / ".hydra")  # Hydra's copies of the command line (a storage or tracking URL)
     (out / "config.yaml").write_text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)))  # also uploaded
-    with distributed.main_first():  # the other ranks (if any) read what this one wrote
-        data = prepare(settings.data)
-    print(format_summary(data.summary), flush=True)
-    require_positives(data.splits["train"])  # before the model loads
-    model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
-    evaluator = Evaluator(settings.eval, settings.model, data, settings.trainer.device)
+    data, model, evaluator = job_inputs(settings)
     tags = {
         "git_commit": tracking.git_commit(),
         "data_fingerprint": data.fingerprint,

@@ -23,6 +23,7 @@ from contrastive.data import (
     load_raw,
     merge_by_qid,
     prepare,
+    prepare_uncached,
     question_key,
     resolve_source,
     split_pairs,
@@ -387,7 +388,7 @@ def test_split_is_deterministic_and_unchanged_by_row_order(write_pairs, data_cfg
     data_cfg.split.group_by = group_by
     data_cfg.path = str(write_pairs(rows, "a.csv"))
     first = prepare(data_cfg)
-    again = prepare(data_cfg)
+    again = prepare_uncached(data_cfg)  # a second real run (prepare itself would hand back its kept copy)
     shuffled = list(rows)
     random.Random(7).shuffle(shuffled)
     data_cfg.path = str(write_pairs(shuffled, "b.parquet"))
@@ -471,3 +472,24 @@ def test_shared_qqp_matches_its_readme_and_splits_leak_free(shared_qqp):
     keys = _split_keys(prepared.splits)
     assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
     assert all(len(prepared.splits[name]) > 0 for name in ("train", "val", "test"))
+
+
+def test_prepare_is_kept_for_the_process_until_the_file_or_settings_change(write_pairs, monkeypatch):
+    """A sweep's later trials in one worker get a copy of the prepared data; an edited file is read again."""
+    import contrastive.data as data_module
+
+    rows = [(f"q{i} a?", f"q{i} b?", i % 2) for i in range(40)]
+    path = write_pairs(rows)
+    cfg = fixture_data_settings(f"data.path={path}")
+    reads = []
+    real = data_module.load_raw
+    monkeypatch.setattr(data_module, "load_raw", lambda c: reads.append(1) or real(c))
+    first = prepare(cfg)
+    first.splits["train"].loc[:, "label"] = 9  # a caller changing its copy
+    second = prepare(cfg)
+    assert len(reads) == 1 and second.fingerprint == first.fingerprint
+    assert set(second.splits["train"]["label"]) <= {0, 1}
+    write_pairs(rows[:30])  # the same file, new content
+    assert prepare(cfg).summary != second.summary and len(reads) == 2
+    prepare(fixture_data_settings(f"data.path={path}", "data.split.seed=7"))
+    assert len(reads) == 3

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -147,6 +149,21 @@ def resolve_threads(setting: int | str | None, field: str) -> int:
     from contrastive.model import cpu_threads
 
     return cpu_threads(setting, field=field) or torch.get_num_threads()
+
+
+def run_child(module: str, call: str, timeout_s: float) -> dict[str, Any]:
+    """Run `<module>.<call>` in a fresh interpreter; its JSON result (or an error record)."""
+    code = f"import json, {module} as b; print('@@' + json.dumps(b.{call}))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout_s:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("@@")]
+    if done.returncode or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1][2:])
 
 
 # ---------------------------------------------------------------- quality beside the speed

@@ -3,11 +3,8 @@ subprocess per size), and the cached baseline's second evaluation as a share of 
 
 from __future__ import annotations
 
-import json
 import resource
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastive.bench.common import Inputs, Row, note, unit_vectors
+from contrastive.bench.common import Inputs, Row, note, run_child, unit_vectors
 
 # The evaluation API the section times (one place to repoint when it moves).
 from contrastive.evaluation import EvalSet, Evaluator, score_embeddings, scoring_args
@@ -126,21 +123,6 @@ def eval_cost_child(
     }
 
 
-def run_child(call: str, timeout_s: float) -> dict[str, Any]:
-    """Run `contrastive.bench.eval_cost.<call>` in a fresh interpreter; its JSON result (or an error record)."""
-    code = f"import json, contrastive.bench.eval_cost as b; print('@@' + json.dumps(b.{call}))"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"over {timeout_s:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("@@")]
-    if done.returncode or not lines:
-        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1][2:])
-
-
 def cached_baseline_share(inp: Inputs, cache_dir: Path) -> dict[str, float]:
     """The baseline's evaluation (embeddings + scoring) on the val subset with an empty cache, then again."""
     shutil.rmtree(cache_dir, ignore_errors=True)
@@ -182,7 +164,7 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
             int(ev.query_chunk_size),
         )
         call = f"eval_cost_child{args!r}"
-        result = {"n": int(n), **run_child(call, float(b.timeout_s))}
+        result = {"n": int(n), **run_child("contrastive.bench.eval_cost", call, float(b.timeout_s))}
         results.append(result)
         note(f"eval cost {int(n):,}: {result.get('seconds', result.get('error'))}")
     cache = cached_baseline_share(inp, Path(settings.paths.cache_dir) / "bench-eval-cache")
