@@ -3,6 +3,7 @@ grouping, and the factory the Trainer calls for each training dataset."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -178,6 +179,25 @@ class ComponentBatchSampler(BatchSampler):
         return len(self._plan())
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer_counts(path: str, limit: int | None) -> tuple[Any, dict[str, int]]:
+    """The tokenizer of a model directory or hub id, and its token counts so far (this process)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), {}
+
+
+def _counted(path: str, limit: int | None, texts: list[str]) -> list[int]:
+    """Token counts of `texts` (special tokens included, truncated at `limit`), tokenizing only unseen texts."""
+    tokenizer, known = _tokenizer_counts(path, limit)
+    texts = [str(t) for t in texts]
+    new = list(dict.fromkeys(t for t in texts if t not in known))
+    if new:
+        ids = tokenizer(new, truncation=limit is not None, max_length=limit)["input_ids"]
+        known.update(zip(new, (len(row) for row in ids)))
+    return [known[t] for t in texts]
+
+
 class SamplerFactory:
     """Builds the configured batch sampler for each dataset and keeps them, to report what they deferred.
 
@@ -206,19 +226,13 @@ class SamplerFactory:
 
     @staticmethod
     def token_counter(name_or_path: str, max_seq_length: int | None) -> Callable[[list[str]], list[int]]:
-        """texts -> token counts by the model's tokenizer (special tokens included, truncated as the model is)."""
-        from transformers import AutoTokenizer
+        """texts -> token counts by the model's tokenizer (special tokens included, truncated as the model is).
 
+        Counts are kept per process and tokenizer: a sweep's later trials in one worker tokenize no text twice."""
         from contrastive.model import resolve_model
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
         limit = int(max_seq_length) if max_seq_length else None
-
-        def count(texts: list[str]) -> list[int]:
-            ids = tokenizer([str(t) for t in texts], truncation=limit is not None, max_length=limit)["input_ids"]
-            return [len(row) for row in ids]
-
-        return count
+        return functools.partial(_counted, resolve_model(name_or_path), limit)
 
     def lengths(self, dataset: Any, label_columns: list[str] | None = None) -> list[int]:
         """Per example, the summed token count of its text columns."""

@@ -22,18 +22,23 @@ candidates; nothing N x N is ever held.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 NO_ROW = np.iinfo(np.int64).max  # the index of an empty slot: it loses every tie
+FIRST_GROUP = 8  # columns per group whose maxima set the first block's floor
 GROUP = 32  # columns per group whose maximum screens a block: only groups above the floor are compared
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    """A float32 C-contiguous view (no copy when the array already is one)."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    """A float32 C-contiguous view (no copy when the array already is one). Read-only arrays (the embedding
+    cache's) are fine: the kernels only read their inputs, so torch's warning about them is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def score_blocks(
@@ -113,17 +118,30 @@ class _Kept:
         self.rows = np.full((lines, k), NO_ROW, dtype=np.int64)
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.waiting = 0
+        self.last_per_line = 0.0  # candidates per line of the last block added
 
-    def take_first(self, block: np.ndarray) -> None:
-        """The first block (corpus rows from 0, wider than k): its own top k."""
-        self.values, self.rows = _block_best(block, self.k)
+    def take_first(self, block: np.ndarray, mask: np.ndarray) -> None:
+        """The first block (corpus rows from 0, wider than k): its own top k. Where the block holds more than k
+        groups of FIRST_GROUP columns, the k-th largest group maximum is a floor that at least k scores reach, so
+        only the scores at or above it are selected from (a top-k of the whole block costs ~3x more)."""
+        lines, width = block.shape
+        if width % FIRST_GROUP or width // FIRST_GROUP <= self.k:
+            self.values, self.rows = _block_best(block, self.k)
+            return
+        maxima = torch.from_numpy(block).view(lines, width // FIRST_GROUP, FIRST_GROUP).amax(-1)
+        floor = torch.topk(maxima, self.k, dim=1).values[:, -1:].numpy()
+        np.greater_equal(block, floor, out=mask)  # at or above: nothing is kept yet, so a tie may still enter
+        line, col = np.divmod(np.flatnonzero(mask), width)
+        cand_v, cand_i = _padded(line, block[line, col], col, lines)
+        self.values, self.rows = _merge(self.values, self.rows, cand_v, cand_i, self.k)
 
     def add(self, block: np.ndarray, c0: int, mask: np.ndarray) -> None:
         """Queue the block's scores above the floor (`mask`: a bool buffer of the block's shape)."""
         floor = torch.from_numpy(self.values[:, -1:])
         scores = torch.from_numpy(block)
         width = block.shape[1]
-        if width % GROUP == 0:
+        # screening pays when few groups pass: skip it while the last block had many candidates per line
+        if width % GROUP == 0 and self.last_per_line * GROUP * 4 < width:
             groups = scores.view(len(block), width // GROUP, GROUP)
             line, group = torch.nonzero(groups.amax(-1) > floor, as_tuple=True)
             if len(line) * GROUP < block.size // 4:
@@ -131,13 +149,14 @@ class _Kept:
                 at, offset = torch.nonzero(hit > floor[line], as_tuple=True)
                 line = line[at]
                 found = (line.numpy(), hit[at, offset].numpy(), (group[at] * GROUP + offset).numpy() + c0)
-                self._queue(found)
+                self._queue(found, len(block))
                 return
         np.greater(block, self.values[:, -1:], out=mask)
         line, col = np.divmod(np.flatnonzero(mask), width)
-        self._queue((line, block[line, col], col + c0))
+        self._queue((line, block[line, col], col + c0), len(block))
 
-    def _queue(self, found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _queue(self, found: tuple[np.ndarray, np.ndarray, np.ndarray], lines: int) -> None:
+        self.last_per_line = len(found[0]) / max(lines, 1)
         if len(found[0]):
             self.pending.append(found)
             self.waiting += len(found[0])
@@ -184,11 +203,14 @@ def blocked_top_k(
                 inside = np.flatnonzero((own >= c0) & (own < c0 + block.shape[1]))
                 block[inside, own[inside] - c0] = -np.inf
             if c0 == 0 and block.shape[1] > k:
-                kept.take_first(block)
+                kept.take_first(block, mask[:, : block.shape[1]])
             else:
                 kept.add(block, c0, mask[:, : block.shape[1]])
         kept.merge()
-        best_v, best_i = exact_top_k(kept.values, kept.rows, k)  # order the kept k: score, then row
+        best_v, best_i = kept.values, kept.rows  # best first (torch.topk's order) ...
+        tied = np.flatnonzero((best_v[:, 1:] == best_v[:, :-1]).any(axis=1))
+        if len(tied):  # ... and equal scores by row
+            best_v[tied], best_i[tied] = exact_top_k(best_v[tied], best_i[tied], k)
         idx[q0 : q0 + len(q)], scores[q0 : q0 + len(q)] = best_i, best_v
     return idx, scores
 

@@ -84,6 +84,7 @@ def app_url(checkpoint, tmp_path_factory):
         "contrastive.app",
         f"app.port={port}",
         "data=fixture",
+        "model.backend=torch",  # the cosines below are checked against the fp32 model
         f"checkpoint={checkpoint}",
         f"hydra.run.dir={work / 'hydra'}",
         f"paths.cache_dir={work / 'cache'}",

@@ -28,6 +28,7 @@ def test_the_served_checkpoint_is_the_top_level_checkpoint_key():
 def test_app_config_defaults_are_valid():
     app = _app_settings()
     assert app.host == "127.0.0.1" and app.share is False and app.port == 7860
+    assert load_app(compose_config("app")).model.backend == "onnx-int8"  # README Performance, rows 7c-7d
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,9 @@ def test_header_says_what_is_served():
     assert "val mrr_at_10 0.900 vs 0.800 baseline" in text
     odd = {**fake_metrics(), "objective": {"name": ["mrr_at_10", "pair_ap"], "value": 0.5}}  # no crash on a list
     text = header_markdown(Checkpoint("/x", "checkpoint"), "b", Thresholds(0.8, 0.7, True, "m", "", odd), None)
-    assert "0.800" in text and "mrr_at_10" not in text
+    assert "0.800" in text and "mrr_at_10" not in text and "onnx" not in text
+    text = header_markdown(Checkpoint("/x", "checkpoint"), "b", Thresholds(0.8, 0.7, True, "m"), None, "onnx-int8")
+    assert "Encoders on **onnx-int8**" in text and "model.backend=torch" in text
 
 
 def test_tables_for_people_mark_each_models_threshold():

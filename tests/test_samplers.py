@@ -127,3 +127,18 @@ def test_sampler_factory_wires_length_grouping_through_a_token_counter():
     assert SamplerFactory("component", lookup)(dataset, batch_size=32, drop_last=False).mega_batches == 0
     with pytest.raises(ValueError, match="component sampler"):
         SamplerFactory("no_duplicates", lookup, 4, _words)
+
+
+def test_the_token_counter_tokenizes_each_text_once_per_process(monkeypatch):
+    """A sweep's later trials in one worker count tokens from memory; counts match the tokenizer's own."""
+    import contrastive.samplers as samplers
+    from contrastive.model import resolve_model
+
+    count = SamplerFactory.token_counter("sentence-transformers/all-MiniLM-L6-v2", 8)
+    tokenizer, known = samplers._tokenizer_counts(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), 8)
+    texts = ["How do I learn Python?", "a much longer question that the limit of eight tokens truncates", "x"]
+    expected = [len(row) for row in tokenizer(texts, truncation=True, max_length=8)["input_ids"]]
+    assert count(texts) == expected and expected[1] == 8
+    assert set(texts) <= set(known)
+    monkeypatch.setattr(samplers, "_tokenizer_counts", lambda *a: (None, known))  # no tokenizer: memory only
+    assert count(list(reversed(texts))) == list(reversed(expected))

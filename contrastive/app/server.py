@@ -108,7 +108,9 @@ def create_app(settings: AppSettings):
         baseline_max_questions=int(app.dedup_baseline_max),
         names=names,
     )
-    header = header_markdown(checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None)
+    header = header_markdown(
+        checkpoint, baseline_name, thresholds, served_fp if checkpoint.path else None, backend["backend"]
+    )
     return build_ui(engine, header, examples=examples), engine
 
 

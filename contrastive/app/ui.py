@@ -152,8 +152,10 @@ def render_dedup_info(
     )
 
 
-def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thresholds, fingerprint: str | None) -> str:
-    """The page header: which checkpoint is served, beside which baseline, at which thresholds."""
+def header_markdown(
+    checkpoint: Checkpoint, baseline_name: str, thresholds: Thresholds, fingerprint: str | None, backend: str = "torch"
+) -> str:
+    """The page header: which checkpoint is served, beside which baseline, on which backend, at which thresholds."""
     lines = ["# Duplicate question finder"]
     if checkpoint.path is None:
         lines.append(
@@ -166,6 +168,8 @@ def header_markdown(checkpoint: Checkpoint, baseline_name: str, thresholds: Thre
             f"**Serving** `{checkpoint.path}` ({checkpoint.source}){fp}  \n"
             f"**Beside** the untuned baseline `{baseline_name}`"
         )
+    if backend != "torch":
+        lines.append(f"Encoders on **{backend}** (`model.backend=torch` for the exact fp32 models)")
     m = thresholds.metrics
     if thresholds.calibrated:
         split = m.get("split", "eval")

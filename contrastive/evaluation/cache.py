@@ -1,4 +1,6 @@
-"""The embedding cache: a .npy per cache key (written atomically, with the key beside it as JSON)."""
+"""The embedding cache: a .npy per cache key (written atomically, with the key beside it as JSON); a file read
+once stays in memory for the process (read-only) while it is unchanged, so a sweep's trials in one worker load the
+baseline's embeddings once."""
 
 from __future__ import annotations
 
@@ -39,11 +41,28 @@ def cache_path(cache_dir: str | os.PathLike, key: Mapping[str, Any]) -> Path:
     return Path(cache_dir).expanduser() / f"{key['split']}-{digest}.npy"
 
 
+_READ: dict[tuple[str, int, int], np.ndarray] = {}  # this process's last reads: a sweep's next trial reuses them
+KEEP_READS = 4  # cache files kept in memory at most
+
+
+def _load(path: Path) -> np.ndarray:
+    """np.load of a cache file, kept in memory (read-only) for the process while the file is unchanged."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _READ:
+        emb = np.load(path, allow_pickle=False)
+        emb.flags.writeable = False
+        while len(_READ) >= KEEP_READS:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = emb
+    return _READ[key]
+
+
 def _read_cached(path: Path, rows: int) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        emb = np.load(path, allow_pickle=False)
+        emb = _load(path)
     except (OSError, ValueError) as exc:
         log.warning("baseline cache %s unreadable (%s); recomputing", path, exc)
         return None
