@@ -13,6 +13,9 @@ Rows (conf/bench.yaml, `bench.sections`; one module of this package each):
              subprocess per size), and the cached baseline's second evaluation as a share of its first
   search     p50 / p95 latency of a top-10 search over a 100k-question CorpusIndex (the app's index)
   sweep      the same small seeded sweep without pruning and with each configured pruner: wall time, best value
+             and a train job's set-up in a fresh worker process, first trial vs later (what a sweep pays per trial)
+  protocol   the proof's and the app's costly steps on the real data: the all-distractor test evaluation of one
+             model, hard-negative mining over the train split, the app's 5,000-question dedup per backend
 Every figure comes from this one run on this machine; a shared machine is noisy, so variants alternate.
 Shared pieces: common.py (inputs, FLOP counting, timing, CIs), report.py (the table and the facts under it).
 """
