@@ -356,7 +356,9 @@ def onnx_file(model, directory: Path, backend: str) -> Path:
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
-        raise ModelError(f"model.backend={backend}: needs onnxruntime and onnx (pip install -e '.[onnx]')") from exc
+        raise ModelError(
+            f"model.backend={backend}: needs onnxruntime and onnx (pip install -e '.[onnx]'); or model.backend=torch"
+        ) from exc
     fp32 = directory / "model.onnx"
     if not fp32.is_file():
         export_onnx(model, fp32)
