@@ -17,7 +17,7 @@ import pandas as pd
 
 from contrastive.errors import DataError
 from contrastive.settings import DataSettings
-from contrastive.utils import seeded_hash, sha256_hex
+from contrastive.utils import file_state, seeded_hash, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -393,10 +393,7 @@ _PREPARED: dict[str, PreparedData] = {}  # this process's last prepared data, by
 def prepared_key(cfg: DataSettings) -> str:
     """What a prepared result depends on: the data settings, and for a local file its path, size and mtime."""
     kind, path = resolve_source(cfg)
-    state = None
-    if kind == "local" and Path(path).expanduser().is_file():
-        stat = Path(path).expanduser().stat()
-        state = [str(Path(path).expanduser().resolve()), stat.st_size, stat.st_mtime_ns]
+    state = file_state(path) if kind == "local" and Path(path).expanduser().is_file() else None
     return json.dumps([dataclasses.asdict(cfg), state], sort_keys=True, default=str)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from contrastive import stop
 from contrastive.errors import ConfigError, ModelError
-from contrastive.utils import sha256_hex, temp_path_beside
+from contrastive.utils import file_state, sha256_hex, temp_path_beside
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the published all-MiniLM-L6-v2 model.safetensors; the packaged copy must match it.
@@ -86,8 +86,7 @@ def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def weights_sha256(path: str | os.PathLike) -> str:
     """sha256 of a weights file, memoised on (path, size, mtime)."""
-    stat = os.stat(path)
-    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return _cached_sha256(*file_state(path))
 
 
 def packaged_model_dir(expected_sha256: str = PACKAGED_SHA256) -> Path:

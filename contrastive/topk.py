@@ -62,33 +62,28 @@ def exact_top_k(values: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
-def _merge(
-    best_v: np.ndarray, best_i: np.ndarray, cand_v: np.ndarray, cand_i: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of (kept, candidates) per line under the reference rule: torch.topk, and an exact sort for the
-    lines whose k-th and (k+1)-th values tie (where topk's choice among equal values is arbitrary)."""
-    values = np.concatenate([best_v, cand_v], axis=1)
-    rows = np.concatenate([best_i, cand_i], axis=1)
+def _select(values: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (value, row) per line of arrays wider than k, under the reference rule: torch.topk, and an exact
+    sort for the lines whose k-th and (k+1)-th values tie (where topk's choice among equal values is arbitrary)."""
     top_v, top_j = torch.topk(torch.from_numpy(values), k + 1, dim=1)
     top_v, top_j = top_v.numpy(), top_j.numpy()
-    new_v, new_i = top_v[:, :k], np.take_along_axis(rows, top_j[:, :k], axis=1)
+    new_v, new_i = top_v[:, :k].copy(), np.take_along_axis(rows, top_j[:, :k], axis=1)
     tied = np.flatnonzero(top_v[:, k - 1] == top_v[:, k])
     if len(tied):
         new_v[tied], new_i[tied] = exact_top_k(values[tied], rows[tied], k)
     return new_v, new_i
 
 
+def _merge(
+    best_v: np.ndarray, best_i: np.ndarray, cand_v: np.ndarray, cand_i: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of (kept, candidates) per line under the reference rule."""
+    return _select(np.concatenate([best_v, cand_v], axis=1), np.concatenate([best_i, cand_i], axis=1), k)
+
+
 def _block_best(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (value, column) per line of a block wider than k, under the reference rule (the first block:
-    a plain torch.topk, with the exact sort for lines whose k-th and (k+1)-th values tie)."""
-    top_v, top_j = torch.topk(torch.from_numpy(block), k + 1, dim=1)
-    top_v, top_j = top_v.numpy(), top_j.numpy()
-    values, cols = top_v[:, :k].copy(), top_j[:, :k].copy()
-    tied = np.flatnonzero(top_v[:, k - 1] == top_v[:, k])
-    if len(tied):
-        every = np.broadcast_to(np.arange(block.shape[1]), (len(tied), block.shape[1]))
-        values[tied], cols[tied] = exact_top_k(block[tied], every, k)
-    return values, cols
+    """The k best (value, column) per line of a block wider than k, under the reference rule."""
+    return _select(block, np.broadcast_to(np.arange(block.shape[1]), block.shape), k)
 
 
 def _padded(line: np.ndarray, values: np.ndarray, rows: np.ndarray, lines: int) -> tuple[np.ndarray, np.ndarray]:

@@ -163,6 +163,13 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- stable hashes
+def file_state(path: str | os.PathLike) -> tuple[str, int, int]:
+    """(resolved path, size, mtime in ns) of a file: the key of a per-process memory of what was read from it."""
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_size, stat.st_mtime_ns
+
+
 def seeded_hash(text: str, seed: int) -> int:
     """A 64-bit hash of `text` under `seed`, the same in every process and Python version (blake2b)."""
     return int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")

@@ -15,7 +15,7 @@ import numpy as np
 
 from contrastive.data import PreparedData
 from contrastive.evaluation.eval_sets import EvalSet
-from contrastive.utils import json_digest, write_atomic, write_text_atomic
+from contrastive.utils import file_state, json_digest, write_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ KEEP_READS = 4  # cache files kept in memory at most
 
 def _load(path: Path) -> np.ndarray:
     """np.load of a cache file, kept in memory (read-only) for the process while the file is unchanged."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = file_state(path)
     if key not in _READ:
         emb = np.load(path, allow_pickle=False)
         emb.flags.writeable = False
