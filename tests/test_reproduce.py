@@ -45,7 +45,7 @@ def test_config_composes_with_the_documented_defaults():
     for row in rp.ablation:  # every lever the ablation takes from the winner is one the sweep searches
         assert set(row.from_best) <= searched, row.name
     promote = sweep.hydra.sweeper.callbacks.report.promote
-    assert promote.pick == "pair_ap" and promote.floor_metric == "mrr_at_10"
+    assert promote.pick == "mrr_at_10" and promote.floor_metric == "pair_ap" and promote.floor_delta == 0.0
 
 
 @pytest.mark.parametrize(
