@@ -981,6 +981,7 @@ class BenchSweep:
     objective: str = "pair_ap"
     batch_size: int = 32
     val_pairs: int = 150
+    final_pairs: int = 600
     lr_low: float = 1.0e-6
     lr_high: float = 1.0e-3
     pruners: list[str] = field(default_factory=lambda: ["median", "percentile"])
@@ -995,6 +996,7 @@ class BenchSweep:
         need_int(self.eval_every, "bench.sweep.eval_every", 1)
         need_int(self.batch_size, "bench.sweep.batch_size", 2)
         need_int(self.val_pairs, "bench.sweep.val_pairs", 1)
+        need_int(self.final_pairs, "bench.sweep.final_pairs", int(self.val_pairs))
         need_finite(self.lr_low, "bench.sweep.lr_low", "must be > 0", lambda v: v > 0)
         need_finite(
             self.lr_high,

@@ -25,7 +25,7 @@ from contrastive.errors import ConfigError
 from contrastive.health import run_flags
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
-from contrastive.utils import remove_stale_staging, write_json
+from contrastive.utils import freeze_heap_once, remove_stale_staging, write_json
 from hydra_plugins.contrastive_sweeper.trial import hide_passwords, hide_passwords_in_files
 
 # torch, sentence-transformers and mlflow are imported inside the functions that need them, so that
@@ -138,6 +138,7 @@ def job_inputs(settings: TrainSettings, evaluator: bool = True) -> tuple[Any, An
     if distributed.is_main():
         print(format_summary(data.summary), flush=True)
     require_positives(data.splits["train"])  # before the model loads
+    freeze_heap_once()  # imports and the kept data: the Trainer's gc.collect() at each train start skips them
     model = load_model(settings.model.name_or_path, settings.model.max_seq_length, settings.trainer.device)
     ev = Evaluator(settings.eval, settings.model, data, settings.trainer.device) if evaluator else None
     return data, model, ev

@@ -170,6 +170,28 @@ def file_state(path: str | os.PathLike) -> tuple[str, int, int]:
     return str(resolved), stat.st_size, stat.st_mtime_ns
 
 
+def freeze_heap_once() -> bool:
+    """`gc.collect()` then `gc.freeze()`, once per process, after its first job set-up; True when this call froze.
+
+    What is alive then (imports and the prepared data kept per process; call it before the model and Trainer,
+    whose objects reference each other, exist) moves to the collector's permanent
+    generation, so a full collection walks only what later trials allocate: the HF Trainer calls `gc.collect()`
+    at every train start (accelerate's `free_memory`), ~0.1-0.2 s per trial over the whole heap. Frozen objects
+    are still freed by reference counting; only reference cycles among them are never collected."""
+    global _HEAP_FROZEN
+    if _HEAP_FROZEN:
+        return False
+    import gc
+
+    gc.collect()  # garbage so far is freed first, not kept for good
+    gc.freeze()
+    _HEAP_FROZEN = True
+    return True
+
+
+_HEAP_FROZEN = False
+
+
 def seeded_hash(text: str, seed: int) -> int:
     """A 64-bit hash of `text` under `seed`, the same in every process and Python version (blake2b)."""
     return int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")

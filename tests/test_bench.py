@@ -60,6 +60,7 @@ def test_bench_training_settings_are_a_checked_training_run():
         ("bench.sweep.pruners=[none]", "bench.sweep.pruners"),
         ("bench.sweep.objective=mrr", "bench.sweep.objective"),
         ("bench.sweep.threads=0", "bench.sweep.threads"),
+        ("bench.sweep.final_pairs=10", "bench.sweep.final_pairs"),
         ("bench.train.reps=abc", "bench.train.reps"),
         ("+bench.train.typo=1", "bench.train.typo"),
     ],

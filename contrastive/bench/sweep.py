@@ -40,6 +40,7 @@ from contrastive.bench.train import our_settings, our_trainer
 from contrastive.evaluation import pair_metrics, pair_scores, retrieval_per_query, scoring_args
 from contrastive.model import encode
 from contrastive.settings import BenchSweep, EvalSettings
+from contrastive.utils import freeze_heap_once
 from hydra_plugins.contrastive_sweeper.trial import Reporter, build_pruner
 
 
@@ -70,17 +71,23 @@ def sweep_metric(
 
 
 def sweep_objective(
-    inp: Inputs, dataset: Any, es: Any, threads_now: Callable[[], int | None], embeddings: dict[int, np.ndarray]
+    inp: Inputs,
+    dataset: Any,
+    sets: tuple[Any, Any],
+    threads_now: Callable[[], int | None],
+    embeddings: dict[int, np.ndarray],
 ) -> Callable[[Any], float]:
     """An Optuna objective: a fresh copy of the model trained through our Trainer path at a sampled learning rate;
-    train.objective_callback reports the objective on the val subset every `eval_every` steps to the trial, and
-    trial.Reporter raises TrialPruned when the study's pruner says so."""
+    train.objective_callback reports the objective on the intermediate val subset (`sets[0]`) every `eval_every`
+    steps to the trial, and trial.Reporter raises TrialPruned when the study's pruner says so; a completed trial
+    returns the objective on the final set (`sets[1]`), as a train job's final evaluation."""
     from contrastive.training import objective_callback
 
     settings, b = inp.settings, inp.settings.bench.sweep
     base, ev = settings.training(), settings.eval
+    intermediate, final = sets
 
-    def score(model: Any) -> float:
+    def score(model: Any, es: Any = intermediate) -> float:
         emb = encode(model, es.texts, int(ev.batch_size), False)
         embeddings[-1] = emb
         return sweep_metric(emb, es, str(b.objective), ev, 0)[0]
@@ -104,7 +111,7 @@ def sweep_objective(
         callback = objective_callback(lambda: score(model), run_settings, Reporter(trial))
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as out, torch_threads(threads), quiet_stdout():
             our_trainer(model, dataset, run_settings, inp.lookup, out, [callback]).train()
-            value = score(model)
+            value = score(model, final)
         embeddings[trial.number] = embeddings.pop(-1)
         return value
 
@@ -175,7 +182,8 @@ def sweep_summary(
 def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     """The same seeded random search over the learning rate without pruning and with each configured pruner,
     trials interleaved (trial i of every sweep back to back, at the same thread count); wall time of each sweep
-    and its best value with a CI.
+    and its best value (on the final set) with a CI. The process's set-up (data, model) is frozen out of the
+    garbage collector first, as a train job's first set-up does (utils.freeze_heap_once).
 
     In-process Optuna over our job's pieces (train.objective_callback, trial.Reporter and the sweeper's pruner
     specs in conf/hydra/sweeper/pruner/) rather than Hydra multirun: a full `contrastive.train` trial
@@ -185,6 +193,8 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
     settings, b = inp.settings, inp.settings.bench.sweep
     dataset = Dataset.from_pandas(inp.train_pairs, preserve_index=False)
     es = val_subset(inp.data, int(b.val_pairs), int(settings.bench.seed))
+    es_final = val_subset(inp.data, int(b.final_pairs), int(settings.bench.seed))
+    freeze_heap_once()
     specs = pruner_specs(b)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threads = {"now": None}  # resolved once per trial index, shared by that trial of every sweep
@@ -196,7 +206,7 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
             sampler=optuna.samplers.RandomSampler(seed=int(settings.bench.seed)),
         )
         seconds[name], embeddings[name] = 0.0, {}
-        objectives[name] = sweep_objective(inp, dataset, es, lambda: threads["now"], embeddings[name])
+        objectives[name] = sweep_objective(inp, dataset, (es, es_final), lambda: threads["now"], embeddings[name])
     for trial, name in interleaved(list(studies), int(b.trials)):
         if name == "none":
             threads["now"] = resolve_threads(b.threads, "bench.sweep.threads")
@@ -210,7 +220,14 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         )
     runs = {
         name: sweep_summary(
-            studies[name], seconds[name], embeddings[name], es, settings.eval, str(b.objective), b.steps, b.batch_size
+            studies[name],
+            seconds[name],
+            embeddings[name],
+            es_final,
+            settings.eval,
+            str(b.objective),
+            b.steps,
+            b.batch_size,
         )
         for name in studies
     }
@@ -218,6 +235,8 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
         **runs,
         "eval_questions": len(es.texts),
         "queries": len(es.queries),
+        "final_questions": len(es_final.texts),
+        "final_pairs": len(es_final.pair_labels),
         "threads_setting": b.threads,
         "pruners": specs,
         "how": "in-process optuna, trials interleaved, over contrastive.train.objective_callback + trial.Reporter",
@@ -234,15 +253,16 @@ def section(inp: Inputs, record: dict[str, Any]) -> list[Row]:
             {
                 "row": f"6{'abcd'[i]}",
                 "what": f"sweep wall time: {b.trials} seeded random trials (lr log-uniform), "
-                f"{b.steps} steps, objective every {b.eval_every}: {name} pruner vs none",
+                f"{b.steps} steps, objective every {b.eval_every} on {len(es.texts)} val questions, a completed "
+                f"trial's on {len(es_final.texts)}: {name} pruner vs none",
                 "a": f"{p['seconds']:.0f} s",
                 "b": f"{u['seconds']:.0f} s",
                 "ratio": ratio,
                 "target": "<= 0.5x at the same best",
                 "met": bool(ratio is not None and ratio <= 0.5 and same),
                 "quality": f"best {k} {p['best_value']:.4f} vs {u['best_value']:.4f} "
-                f"[{u['best_ci'][0]:.4f}, {u['best_ci'][1]:.4f}] on {len(es.texts)} val questions, "
-                f"{len(es.pair_labels)} pairs: {'same' if same else 'NOT the same'} within the CI; "
+                f"[{u['best_ci'][0]:.4f}, {u['best_ci'][1]:.4f}] on {len(es_final.texts)} val questions, "
+                f"{len(es_final.pair_labels)} pairs: {'same' if same else 'NOT the same'} within the CI; "
                 f"pruned {p['states'].count('PRUNED')}/{len(p['states'])} trials, "
                 f"{sum(p['steps_trained'])} vs {sum(u['steps_trained'])} steps trained",
             }
