@@ -10,7 +10,7 @@ One kernel serves the evaluation (ranking metrics), hard-negative mining, the ap
   screened by the maximum of each group of GROUP columns (one torch reduction on the intra-op threads); only
   groups above `t` are compared element by element, or, in the early blocks where most groups pass, the whole
   block (numpy compare + `np.flatnonzero`, ~5x faster than torch.nonzero here). The candidates wait until
-  there are about k/4 per query, are merged with `torch.topk`, and `t` rises. Where a merge's k-th and
+  there are about k per query, are merged with `torch.topk`, and `t` rises. Where a merge's k-th and
   (k+1)-th scores tie, that line is re-selected by a full (score, row) sort, so the result is exact and
   independent of the block sizes. At 100k questions x 384 d the score matmuls run at ~93% of this machine's
   fp32 peak, and the selection adds about half of their time again (`make bench`, row 4c).
@@ -103,7 +103,7 @@ class _Kept:
     """Per query line, the k best (score, row) merged so far, and the candidates found since the last merge.
 
     A block's candidates are its scores strictly above the line's k-th kept score (`floor`); they wait in flat
-    arrays and are merged once there are about k/4 per line (or at the end), so that few merges carry the floor
+    arrays and are merged once there are about k per line (or at the end), so that few merges carry the floor
     up. The floor lags behind between merges, which only lets more candidates in: the result stays exact.
     """
 
@@ -155,7 +155,7 @@ class _Kept:
         if len(found[0]):
             self.pending.append(found)
             self.waiting += len(found[0])
-        if self.waiting >= self.values.size // 4:
+        if self.waiting >= self.values.size:  # k per line: fewer merges beat a floor that rises sooner
             self.merge()
 
     def merge(self) -> None:
