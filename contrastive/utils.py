@@ -162,7 +162,7 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-# ---------------------------------------------------------------- stable hashes
+# ---------------------------------------------------------------- process memory
 def file_state(path: str | os.PathLike) -> tuple[str, int, int]:
     """(resolved path, size, mtime in ns) of a file: the key of a per-process memory of what was read from it."""
     resolved = Path(path).expanduser().resolve()
@@ -171,27 +171,24 @@ def file_state(path: str | os.PathLike) -> tuple[str, int, int]:
 
 
 def freeze_heap_once() -> bool:
-    """`gc.collect()` then `gc.freeze()`, once per process, after its first job set-up; True when this call froze.
+    """`gc.collect()` then `gc.freeze()`, once per process, after its first job set-up; True when this call froze
+    (False when the heap was frozen already: the collector's permanent generation is not empty).
 
     What is alive then (imports and the prepared data kept per process; call it before the model and Trainer,
-    whose objects reference each other, exist) moves to the collector's permanent
-    generation, so a full collection walks only what later trials allocate: the HF Trainer calls `gc.collect()`
-    at every train start (accelerate's `free_memory`), ~0.1-0.2 s per trial over the whole heap. Frozen objects
-    are still freed by reference counting; only reference cycles among them are never collected."""
-    global _HEAP_FROZEN
-    if _HEAP_FROZEN:
-        return False
+    whose objects reference each other, exist) moves to the collector's permanent generation, so a full
+    collection walks only what later trials allocate: the HF Trainer calls `gc.collect()` at every train start
+    (accelerate's `free_memory`), ~0.1-0.2 s per trial over the whole heap. Frozen objects are still freed by
+    reference counting; only reference cycles among them are never collected."""
     import gc
 
+    if gc.get_freeze_count():
+        return False
     gc.collect()  # garbage so far is freed first, not kept for good
     gc.freeze()
-    _HEAP_FROZEN = True
     return True
 
 
-_HEAP_FROZEN = False
-
-
+# ---------------------------------------------------------------- stable hashes
 def seeded_hash(text: str, seed: int) -> int:
     """A 64-bit hash of `text` under `seed`, the same in every process and Python version (blake2b)."""
     return int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")
