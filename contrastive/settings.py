@@ -23,7 +23,8 @@ from contrastive.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 SAMPLERS = ("component", "no_duplicates", "random")
-AUX_LOSSES = ("cosine", "cosent", "online_contrastive")
+AUX_LOSSES = ("cosine", "cosent", "online_contrastive", "margin_mse")
+AUX_LABELS = ("gold", "teacher")
 INTERLEAVE = ("proportional", "round_robin")
 COMBINE = ("alternate", "joint")
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -33,6 +34,7 @@ ON_EMPTY = ("drop", "error")
 GROUP_BY = ("duplicates", "all_pairs")
 PAIR_METRICS = ("pair_ap", "pair_best_f1", "pair_threshold", "pair_accuracy")
 NEGATIVES = ("labeled", "mined", "both")
+TEACHER_ORDERS = ("both", "random", "given")
 
 
 # ---------------------------------------------------------------- checks
@@ -71,9 +73,12 @@ def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> Non
     need(is_number(value) and math.isfinite(value) and ok(value), key, value, why)
 
 
-def need_alpha(value: Any, key: str, why: str = "must be a number in [0, 1]") -> None:
-    """A weight-interpolation alpha: a finite number in [0, 1]."""
-    need_finite(value, key, why, lambda v: 0 <= v <= 1)
+MAX_ALPHA = 2.0  # weight interpolation / task-vector scale: past 1 extrapolates along the fine-tuning direction
+
+
+def need_alpha(value: Any, key: str, why: str = f"must be a number in [0, {MAX_ALPHA:g}]") -> None:
+    """A weight-interpolation alpha: a finite number in [0, MAX_ALPHA] (> 1: extrapolation past the tuned model)."""
+    need_finite(value, key, why, lambda v: 0 <= v <= MAX_ALPHA)
 
 
 def need_bool(value: Any, key: str) -> None:
@@ -125,7 +130,7 @@ class ModelSettings:
         need_int(self.max_seq_length, "model.max_seq_length", 1, nullable=True)
         need_choice(self.backend, "model.backend", BACKENDS)
         if self.interpolate is not None:
-            need_alpha(self.interpolate, "model.interpolate", "must be null or a number in [0, 1]")
+            need_alpha(self.interpolate, "model.interpolate", f"must be null or a number in [0, {MAX_ALPHA:g}]")
 
 
 # ---------------------------------------------------------------- data
@@ -166,6 +171,36 @@ class SplitSettings:
 
 
 @dataclass
+class SilverSettings:
+    """conf/data/'s `silver` node: teacher-labeled pairs among the train split's unlabeled neighbours (AugSBERT)."""
+
+    enabled: bool = False
+    neighbours: int = 2
+    positive_min: float = 0.9
+    negative_max: float | None = 0.1
+    share: float = 1.0
+    max_candidates: int | None = None
+    sample_rows: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        need_bool(self.enabled, "data.silver.enabled")
+        need_int(self.neighbours, "data.silver.neighbours", 1)
+        need_finite(self.positive_min, "data.silver.positive_min", "must be in (0, 1]", lambda v: 0 < v <= 1)
+        if self.negative_max is not None:
+            need_finite(
+                self.negative_max,
+                "data.silver.negative_max",
+                f"must be null or in [0, data.silver.positive_min={self.positive_min})",
+                lambda v: 0 <= v < self.positive_min,
+            )
+        need_finite(self.share, "data.silver.share", "must be in [0, 1]", lambda v: 0 <= v <= 1)
+        need_int(self.max_candidates, "data.silver.max_candidates", 1, nullable=True)
+        need_int(self.sample_rows, "data.silver.sample_rows", 0)
+        need_int(self.seed, "data.silver.seed")
+
+
+@dataclass
 class DataSettings:
     """conf/data/: where the labeled pairs come from, how they are read, split and capped."""
 
@@ -179,6 +214,7 @@ class DataSettings:
     split: SplitSettings = field(default_factory=SplitSettings)
     max_pairs: int | None = None
     both_orders: bool = False
+    silver: SilverSettings = field(default_factory=SilverSettings)
 
     def __post_init__(self) -> None:
         need_choice(self.source, "data.source", DATA_SOURCES)
@@ -217,6 +253,8 @@ class MiningSettings:
     range_max: int = 40
     relative_margin: float | None = 0.05
     max_score: float | None = None
+    teacher_max: float | None = None
+    teacher_depth: int = 4
     batch_size: int = 128
     cache_dir: str = MISSING
     sample_rows: int = 200
@@ -239,6 +277,9 @@ class MiningSettings:
             )
         if self.max_score is not None:
             need_finite(self.max_score, "loss.mining.max_score", "must be null or in [-1, 1]", lambda v: -1 <= v <= 1)
+        if self.teacher_max is not None:
+            need_finite(self.teacher_max, "loss.mining.teacher_max", "must be null or in [0, 1]", lambda v: 0 <= v <= 1)
+        need_int(self.teacher_depth, "loss.mining.teacher_depth", self.num_negatives + 1)
         need_int(self.batch_size, "loss.mining.batch_size", 1)
         need_int(self.sample_rows, "loss.mining.sample_rows", 0)
         need_int(self.seed, "loss.mining.seed")
@@ -253,6 +294,7 @@ class LossSettings:
     cached: bool = False
     mini_batch_size: int = 32
     aux: str = "cosine"
+    aux_labels: str = "gold"
     aux_weight: float = 0.3
     aux_share: float = 1.0
     aux_margin: float = 0.5
@@ -278,6 +320,8 @@ class LossSettings:
         need_finite(self.scale, "loss.scale", "must be > 0", lambda v: v > 0)
         need_finite(self.aux_margin, "loss.aux_margin", "must be > 0", lambda v: v > 0)
         need_choice(self.aux, "loss.aux", AUX_LOSSES)
+        need_choice(self.aux_labels, "loss.aux_labels", AUX_LABELS)
+        self.check_distillation()
         need_choice(self.interleave, "loss.interleave", INTERLEAVE)
         need_choice(self.combine, "loss.combine", COMBINE)
         need_bool(self.hard_negatives, "loss.hard_negatives")
@@ -285,6 +329,23 @@ class LossSettings:
         need_int(self.mini_batch_size, "loss.mini_batch_size", 1)
         self.check_mnrl()
         self.check_negatives()
+
+    def check_distillation(self) -> None:
+        """`loss.aux=margin_mse` distils the teacher's margins on MNRL's own (anchor, positive, negatives) rows: both
+        terms share one forward pass, so it needs plain MNRL, explicit negatives and both losses in every step."""
+        if self.aux != "margin_mse":
+            return
+        why = "loss.aux=margin_mse learns the teacher's margin on each MNRL row's (anchor, positive, negatives)"
+        need(self.combine == "joint", "loss.combine", self.combine, f"must be joint: {why} in the same step")
+        need(self.hard_negatives, "loss.hard_negatives", self.hard_negatives, f"must be true: {why}")
+        need(self.mnrl == "mnrl" and not self.cached, "loss.mnrl", self.mnrl, f"must be mnrl (not cached): {why}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether a loss lever needs the teacher: the mining filter, teacher labels or margin distillation (whose
+        targets are always the teacher's; `aux_labels` is for the pair losses)."""
+        mining = self.hard_negatives and self.negatives != "labeled" and self.mining.teacher_max is not None
+        return mining or self.aux_labels == "teacher" or self.aux == "margin_mse"
 
     def check_negatives(self) -> None:
         """`loss.negatives` and, when mining, its cache dir; GISTEmbedLoss takes one negative column only."""
@@ -538,6 +599,42 @@ class PathSettings:
         need_writable(self.output_dir, "paths.output_dir")
 
 
+# ---------------------------------------------------------------- teacher (conf/teacher/)
+@dataclass
+class TeacherSettings:
+    """conf/teacher/: the cross-encoder trained on the train split's labels (contrastive/teacher.py)."""
+
+    name_or_path: str = MISSING
+    max_length: int = 128
+    orders: str = "both"
+    max_pairs: int | None = None
+    epochs: float = 1.0
+    lr: float = 3.0e-5
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    symmetric: bool = True
+    score_batch_size: int = 256
+    cache_dir: str = MISSING
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        need(bool(self.name_or_path), "teacher.name_or_path", self.name_or_path, "must name a hub id or a directory")
+        need_int(self.max_length, "teacher.max_length", 8)
+        need_choice(self.orders, "teacher.orders", TEACHER_ORDERS)
+        need_int(self.max_pairs, "teacher.max_pairs", 1, nullable=True)
+        need_finite(
+            self.epochs, "teacher.epochs", "must be a number > 0 (fractions train part of an epoch)", lambda v: v > 0
+        )
+        need_finite(self.lr, "teacher.lr", "must be a number in (0, 1)", lambda v: 0 < v < 1)
+        need_int(self.batch_size, "teacher.batch_size", 1)
+        need_finite(self.warmup_ratio, "teacher.warmup_ratio", "must be a number in [0, 1)", lambda v: 0 <= v < 1)
+        need_finite(self.weight_decay, "teacher.weight_decay", "must be a number >= 0", lambda v: v >= 0)
+        need_int(self.seed, "teacher.seed")
+        need_int(self.score_batch_size, "teacher.score_batch_size", 1)
+
+
 # ---------------------------------------------------------------- entry points
 def need_split_share(data: DataSettings, split: str, why: str) -> None:
     """A split the entry point reads must get a share of the questions (else it finds it empty after loading)."""
@@ -562,6 +659,7 @@ class TrainSettings:
     eval: EvalSettings = MISSING
     tracking: TrackingSettings = MISSING
     paths: PathSettings = MISSING
+    teacher: TeacherSettings = MISSING
     run_name: str | None = None
     save_model: bool = True
     optuna: Any | None = None  # set by the sweeper for trial jobs: which trial of which study
@@ -569,6 +667,11 @@ class TrainSettings:
     def __post_init__(self) -> None:
         need_split_share(self.data, self.eval.split, "scores every run on it")
         need_split_share(self.data, "train", "training needs pairs")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether this run needs the teacher (a loss lever or silver pairs)."""
+        return self.loss.uses_teacher or self.data.silver.enabled
 
 
 @dataclass
@@ -594,6 +697,91 @@ class EvaluateSettings:
         )
         if self.json:
             need_writable(str(Path(self.json).parent), "json", self.json)
+
+
+@dataclass
+class TeacherAppSettings:
+    """conf/teacher.yaml: train (or fetch from its cache) the teacher and score it beside the untuned bi-encoder."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    teacher: TeacherSettings = MISSING
+    eval: EvalSettings = MISSING
+    tracking: TrackingSettings = MISSING
+    paths: PathSettings = MISSING
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        need_split_share(self.data, self.eval.split, "is the split the teacher is scored on")
+        need_split_share(self.data, "train", "the teacher trains on the train split's pairs")
+
+
+MERGE_METHODS = ("uniform", "greedy", "task_arithmetic", "ties")
+
+
+@dataclass
+class MergeSettings:
+    """conf/merge.yaml's `merge` node: how finished checkpoints of one base become one (contrastive/merge.py)."""
+
+    method: str = "uniform"
+    lam: float = 1.0
+    weights: list[float] | None = None
+    ties_density: float = 0.2
+    metric: str = "mrr_at_10"
+    base: str = MISSING
+    max_distance: float = 0.25
+
+    def __post_init__(self) -> None:
+        need_choice(self.method, "merge.method", MERGE_METHODS)
+        need_alpha(self.lam, "merge.lam", f"must be a number in [0, {MAX_ALPHA:g}] (> 1 extrapolates)")
+        need_finite(self.ties_density, "merge.ties_density", "must be in (0, 1]", lambda v: 0 < v <= 1)
+        need(bool(self.base), "merge.base", self.base, "must name the untuned model (θ0)")
+        need_finite(self.max_distance, "merge.max_distance", "must be a number > 0", lambda v: v > 0)
+        if self.weights is not None:
+            weights = list(self.weights)
+            for i, w in enumerate(weights):
+                need_finite(w, f"merge.weights[{i}]", "must be a number >= 0", lambda v: v >= 0)
+            need(sum(weights) > 0, "merge.weights", weights, "must not all be 0")
+            need(self.method == "uniform", "merge.weights", weights, "only merge.method=uniform takes weights")
+
+
+@dataclass
+class MergeAppSettings:
+    """conf/merge.yaml: merge checkpoints, score the result beside the untuned model, save a normal checkpoint."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    eval: EvalSettings = MISSING
+    tracking: TrackingSettings = MISSING
+    paths: PathSettings = MISSING
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    checkpoints: list[str] = MISSING
+    output: str | None = None
+    run_name: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        names = list(self.checkpoints)
+        need(len(names) >= 1, "checkpoints", names, "name at least one checkpoint: checkpoints=[A,B,...]")
+        need(len(set(names)) == len(names), "checkpoints", names, "names repeat")
+        need(
+            self.merge.method != "uniform" or len(names) >= 2 or self.merge.weights is not None,
+            "checkpoints",
+            names,
+            "a uniform soup needs two checkpoints or more",
+        )
+        if self.merge.weights is not None:
+            need(
+                len(self.merge.weights) == len(names),
+                "merge.weights",
+                list(self.merge.weights),
+                f"must give one weight per checkpoint ({len(names)})",
+            )
+        known = ranking_metric_names(self.eval.k, self.eval.map_k) + PAIR_METRICS
+        need_choice(self.merge.metric, "merge.metric", known)
+        need_split_share(self.data, self.eval.split, "is the split that scores the merge")
+        if self.output:
+            need_writable(self.output, "output")
 
 
 @dataclass
@@ -784,10 +972,13 @@ GROUP_SCHEMAS: dict[str, type] = {
     "eval": EvalSettings,
     "tracking": TrackingSettings,
     "paths": PathSettings,
+    "teacher": TeacherSettings,
 }
 TOP_SCHEMAS: dict[str, type] = {
     "train": TrainSettings,
     "evaluate": EvaluateSettings,
+    "teacher": TeacherAppSettings,
+    "merge": MergeAppSettings,
     "app": AppSettings,
     "reproduce": ReproduceSettings,
 }
@@ -841,6 +1032,18 @@ def load_evaluate(cfg: DictConfig) -> EvaluateSettings:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("checkpoint: missing; pass checkpoint=<checkpoint dir or hub id> (see --help)")
     return load(cfg, EvaluateSettings)
+
+
+def load_teacher(cfg: DictConfig) -> TeacherAppSettings:
+    """The settings of the teacher entry point (conf/teacher.yaml)."""
+    return load(cfg, TeacherAppSettings)
+
+
+def load_merge(cfg: DictConfig) -> MergeAppSettings:
+    """The settings of the merge entry point (conf/merge.yaml)."""
+    if OmegaConf.is_missing(cfg, "checkpoints"):
+        raise ConfigError("checkpoints: missing; pass checkpoints=[DIR_A,DIR_B,...] (see conf/merge.yaml)")
+    return load(cfg, MergeAppSettings)
 
 
 def load_app(cfg: DictConfig) -> AppSettings:

@@ -57,6 +57,11 @@ def write_json(obj: Any, path: str | os.PathLike, default: Callable[[Any], Any] 
 STAGING_MARKERS = (".tmp-", ".old-")  # `.model.tmp-<pid>-<host>`, `.best.old-<pid>-<host>`: staging, replaced dirs
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content (what write_json wrote)."""
+    return json.loads(Path(path).read_text())
+
+
 def process_tag() -> str:
     """`<pid>-<host key>`: names a staging directory after its process, so another process can tell a dead one's
     leftovers from a live one's work (on a shared file system, only this machine's processes are judged)."""
