@@ -2,11 +2,13 @@ r"""Weight interpolation (WiSE-FT, Wortsman et al. 2022): a mix of the untuned a
 
 .. math::
 
-    \theta(\alpha) = (1 - \alpha)\,\theta_{\text{untuned}} + \alpha\,\theta_{\text{tuned}}, \qquad \alpha \in [0, 1]
+    \theta(\alpha) = (1 - \alpha)\,\theta_{\text{untuned}} + \alpha\,\theta_{\text{tuned}}
+                   = \theta_{\text{untuned}} + \alpha\,\tau, \qquad \alpha \in [0, 2]
 
 over every floating-point entry of the model's state dict; non-float entries (integer buffers such as position
 ids) are taken from the tuned model. :math:`\alpha = 1` is the fine-tuned model, :math:`\alpha = 0` the untuned
-one. Fine-tuning all-MiniLM-L6-v2 from its own starting point keeps both ends in one basin, so the mixes in
+one; :math:`\alpha > 1` extrapolates along the task vector :math:`\tau` (task arithmetic, Ilharco et al. 2023).
+Fine-tuning all-MiniLM-L6-v2 from its own starting point keeps both ends in one basin, so the mixes in
 between are models too, often better than either end on the metric that fine-tuning hurt.
 
 `untuned_state` takes the CPU copy of the untuned weights (before training); `interpolated` applies a mix to a
@@ -39,9 +41,15 @@ def untuned_state(model: Any) -> State:
 
 
 def need_alpha(alpha: float) -> float:
-    """`alpha` as a float in [0, 1] (ValueError otherwise)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and 0 <= alpha <= 1):
-        raise ValueError(f"interpolation alpha={alpha!r}: must be a number in [0, 1]")
+    """`alpha` as a float in [0, MAX_ALPHA] (ValueError otherwise); past 1 it extrapolates along τ = tuned − untuned."""
+    from contrastive.settings import MAX_ALPHA
+
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not (math.isfinite(alpha) and 0 <= alpha <= MAX_ALPHA)
+    ):
+        raise ValueError(f"interpolation alpha={alpha!r}: must be a number in [0, {MAX_ALPHA:g}]")
     return float(alpha)
 
 

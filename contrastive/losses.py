@@ -56,6 +56,19 @@ temperature :math:`\tau = 1/s` (``loss.scale``, so both kinds share one logit sc
 paper, anchors :math:`c(a_i, a_j)` and positives :math:`c(p_i, p_j)` as further negatives
 (``gist_contrast_anchors`` / ``gist_contrast_positives``), filtered the same way. The guide costs one more
 forward pass per batch, without gradients.
+
+**Distillation** (``loss.aux=margin_mse``; MarginMSELoss, Hofstätter et al. 2021). A cross-encoder teacher
+:math:`t` (contrastive/teacher.py) gives each MNRL row :math:`(a, p, n_1, \dots, n_k)` its targets; the student's
+cosine margins learn the teacher's:
+
+.. math::
+
+    \mathcal{L}_{\text{margin}} = \frac{1}{Bk}\sum_{i,j}
+        \Big(\big(c(a_i, p_i) - c(a_i, n_{ij})\big) - \big(t(a_i, p_i) - t(a_i, n_{ij})\big)\Big)^2
+
+summed with MNRL in every step (:class:`DistilledLoss`: one forward pass feeds both terms). With
+``loss.aux_labels=teacher`` the pair losses above (cosine, CoSENT) take the teacher's :math:`t(q_1, q_2)` as their
+label instead of the gold 0/1: soft labels.
 """
 
 from __future__ import annotations
@@ -67,7 +80,9 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer import losses as st_losses
+from sentence_transformers.util import pairwise_cos_sim
 from torch import Tensor, nn
 
 from contrastive.errors import TrainingDiverged
@@ -117,6 +132,30 @@ class JointLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"mnrl": self.mnrl.get_config_dict(), self.aux.name: self.aux.get_config_dict()}
+
+
+class DistilledLoss(nn.Module):
+    """MNRL plus `weight` times MarginMSE on the same row's embeddings (`loss.aux=margin_mse`): the columns are
+    embedded once; the row's label holds the teacher's [t(a, p), t(a, n_1), ...]."""
+
+    def __init__(self, mnrl_loss: nn.Module, weight: float) -> None:
+        super().__init__()
+        self.mnrl_loss, self.weight, self.model = mnrl_loss, float(weight), mnrl_loss.model
+        self.margin = st_losses.MarginMSELoss(mnrl_loss.model, similarity_fct=pairwise_cos_sim)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> dict[str, Tensor]:
+        embeddings = embed_columns(self.model, sentence_features)
+        terms = {
+            "loss_mnrl": self.mnrl_loss.compute_loss_from_embeddings(embeddings, labels),
+            "loss_aux_margin_mse": self.weight * self.margin.compute_loss_from_embeddings(embeddings, labels),
+        }
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise TrainingDiverged(f"loss {name} became {value.item()} (non-finite); lower trainer.lr?")
+        return terms
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"mnrl": self.mnrl_loss.get_config_dict(), "margin_mse": {"weight": self.weight}}
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -182,6 +221,8 @@ def auxiliary(model: SentenceTransformer, cfg: LossSettings) -> nn.Module:
         return st_losses.CoSENTLoss(model)
     if kind == "online_contrastive":
         return st_losses.OnlineContrastiveLoss(model, margin=float(cfg.aux_margin))
+    if kind == "margin_mse":
+        raise ValueError("loss.aux=margin_mse is built with MNRL (DistilledLoss), not as a pair loss")
     raise ValueError(f"no auxiliary loss {kind!r} (settings.LossSettings checks loss.aux)")
 
 
@@ -195,6 +236,11 @@ def build_losses(
     """One loss per training dataset: MNRL (or GIST, guided by `guide`) for mnrl_* datasets (with `joint`, plus the
     weighted auxiliary loss on the auxiliary pair zipped onto each row), the weighted auxiliary loss for aux_pairs."""
     weight = float(cfg.aux_weight)
+    if cfg.aux == "margin_mse":  # settings: joint, plain MNRL; rows without negatives train MNRL alone
+        shared_mnrl = mnrl(model, cfg, guide)
+        distilled = DistilledLoss(shared_mnrl, weight)
+        plain = WeightedLoss(shared_mnrl, 1.0, cfg.mnrl)
+        return {name: plain if name == "mnrl_pairs" else distilled for name in datasets}
     if joint:
         shared = JointLoss(mnrl(model, cfg, guide), auxiliary(model, cfg), weight, f"aux_{cfg.aux}")
         return {name: shared for name in datasets}

@@ -14,6 +14,9 @@ removed:
     range              ranked before `range_min` among the anchor's neighbours that are not known duplicates
     max_score          cosine to the anchor above `max_score`
     margin             cosine above (1 - `relative_margin`) x the positive's cosine (likely an unlabeled duplicate)
+    teacher            (`teacher_max` set) the cross-encoder teacher's P(duplicate) of (anchor, candidate) above
+                       `teacher_max`: RocketQA's denoised hard negatives. The teacher scores each positive's first
+                       `teacher_depth` survivors of the filters above (`denoise`, after the cached selection)
 
 The best survivors are kept in rank order: `num_negatives` of them, plus one spare so that `negatives=both` can
 skip a mined negative equal to the positive's labeled one (contrastive.pairs.build_examples).
@@ -39,6 +42,7 @@ all of it encoding; a change of mining settings then takes ~40 s, a cache hit un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -60,6 +64,7 @@ from contrastive.utils import json_digest, sha256_hex, write_atomic, write_json,
 log = logging.getLogger(__name__)
 
 FILTERS = ("self_positive", "same_component", "labeled_duplicate", "range", "max_score", "margin")
+TEACHER_FILTER = "teacher"  # applied after FILTERS by `denoise` (the teacher's scores are cached on their own)
 SAMPLE_FILE = "mining_sample.csv"  # in the run's output dir; MLflow artifact mining/mining_sample.csv
 FORMAT = 2  # part of the cache key: bump when the filters or the cached arrays change
 CHUNK_SIZE, QUERY_CHUNK = 4096, 1024  # blocked_top_k's blocks (its result does not depend on them)
@@ -68,6 +73,11 @@ CHUNK_SIZE, QUERY_CHUNK = 4096, 1024  # blocked_top_k's blocks (its result does 
 def uses_mining(loss: Any) -> bool:
     """Whether the loss group asks for mined negatives (`hard_negatives=false` means no explicit negatives at all)."""
     return bool(loss.hard_negatives) and loss.negatives != "labeled"
+
+
+def kept_columns(cfg: Any) -> int:
+    """Candidates kept per positive by the selection: num_negatives + a spare, or teacher_depth for the teacher."""
+    return int(cfg.teacher_depth) if cfg.teacher_max is not None else int(cfg.num_negatives) + 1
 
 
 @dataclass
@@ -123,6 +133,7 @@ class Selection:
     ranks: np.ndarray  # same shape, int64 rank among the anchor's neighbours (0 = nearest), -1 past the last
     positive_scores: np.ndarray  # (n_positives,) float32
     stats: dict[str, int]
+    teacher: np.ndarray | None = None  # same shape as rows: the teacher's P(duplicate) of each kept negative
 
 
 def known_duplicates(comp: np.ndarray, labeled_codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -172,7 +183,7 @@ def select_negatives(
     duplicates), so a large component never fills the rank window: a candidate is looked at when fewer than
     `range_max` such neighbours come before it."""
     n_corpus = len(emb)
-    keep = int(cfg.num_negatives) + 1
+    keep = kept_columns(cfg)
     queries, inverse = np.unique(anchors, return_inverse=True)
     depth = window_depth(int(cfg.range_max), known_duplicates(comp, labeled_codes, queries))
     idx, sims = neighbours(emb, queries, depth)
@@ -207,29 +218,55 @@ def select_negatives(
         hit = left & masks[name]
         stats[f"mining_removed_{name}"] = int(hit.sum())
         left &= ~hit
+    stats.update(eligible_counts(left, int(cfg.num_negatives)))
+    columns = {"rows": (cand, -1), "scores": (score, np.nan), "ranks": (rank, -1)}
+    return Selection(**compact(left, columns, keep), positive_scores=pos_score, stats=stats)
+
+
+def eligible_counts(left: np.ndarray, n: int) -> dict[str, int]:
+    """How many eligible candidates are left, and how many positives have n of them, fewer, or none."""
     per_row = left.sum(axis=1)
-    n = int(cfg.num_negatives)
-    stats.update(
-        mining_eligible=int(per_row.sum()),
-        mining_negatives=int(np.minimum(per_row, n).sum()),
-        mining_full=int((per_row >= n).sum()),
-        mining_fewer=int((per_row < n).sum()),
-        mining_none=int((per_row == 0).sum()),
-    )
+    return {
+        "mining_eligible": int(per_row.sum()),
+        "mining_negatives": int(np.minimum(per_row, n).sum()),
+        "mining_full": int((per_row >= n).sum()),
+        "mining_fewer": int((per_row < n).sum()),
+        "mining_none": int((per_row == 0).sum()),
+    }
+
+
+def compact(left: np.ndarray, columns: Mapping[str, tuple[np.ndarray, Any]], keep: int) -> dict[str, np.ndarray]:
+    """Each array of `columns` (name -> (array, fill)) with its `left` cells first in column order, `keep` columns,
+    `fill` past a row's last."""
     order = np.argsort(~left, axis=1, kind="stable")[:, :keep]  # the eligible columns first, in rank order
     valid = np.take_along_axis(left, order, axis=1)
-    out = Selection(
-        rows=np.full((len(anchors), keep), -1, dtype=np.int64),
-        scores=np.full((len(anchors), keep), np.nan, dtype=np.float32),
-        ranks=np.full((len(anchors), keep), -1, dtype=np.int64),
-        positive_scores=pos_score,
-        stats=stats,
-    )
-    cols = order.shape[1]
-    out.rows[:, :cols] = np.where(valid, np.take_along_axis(cand, order, axis=1), -1)
-    out.scores[:, :cols] = np.where(valid, np.take_along_axis(score, order, axis=1), np.nan)
-    out.ranks[:, :cols] = np.where(valid, np.take_along_axis(rank, order, axis=1), -1)
+    out = {}
+    for name, (array, fill) in columns.items():
+        full = np.full((len(left), keep), fill, dtype=array.dtype)
+        full[:, : order.shape[1]] = np.where(valid, np.take_along_axis(array, order, axis=1), fill)
+        out[name] = full
     return out
+
+
+def denoise(sel: Selection, teacher_scores: np.ndarray, teacher_max: float, num_negatives: int) -> Selection:
+    """The selection without the candidates whose teacher score (same shape as `sel.rows`, NaN where no candidate)
+    is above `teacher_max`, compacted to num_negatives + a spare, with the teacher filter's count."""
+    valid = sel.rows >= 0
+    removed = valid & (teacher_scores > teacher_max)
+    left = valid & ~removed
+    columns = {
+        "rows": (sel.rows, -1),
+        "scores": (sel.scores, np.nan),
+        "ranks": (sel.ranks, -1),
+        "teacher": (teacher_scores.astype(np.float32), np.nan),
+    }
+    stats = {
+        **sel.stats,
+        f"mining_removed_{TEACHER_FILTER}": int(removed.sum()),
+        "mining_teacher_scored": int(valid.sum()),
+    }
+    stats.update(eligible_counts(left, num_negatives))
+    return Selection(**compact(left, columns, num_negatives + 1), positive_scores=sel.positive_scores, stats=stats)
 
 
 # ---------------------------------------------------------------- mining with the caches
@@ -276,14 +313,30 @@ class Mined:
                 "positive_score": np.round(sel.positive_scores[which].astype(float), 4),
                 "negative_score": np.round(sel.scores[which, slot].astype(float), 4),
                 "negative_rank": sel.ranks[which, slot],
+                **(
+                    {"teacher_score": np.round(sel.teacher[which, slot].astype(float), 4)}
+                    if sel.teacher is not None
+                    else {}
+                ),
             }
         )
+
+    def denoised(self, score: Callable[[list[str], list[str]], np.ndarray], teacher_max: float) -> Mined:
+        """These negatives without those the teacher (`score(anchors, candidates)` -> P(duplicate)) scores above
+        `teacher_max` (RocketQA's denoised hard negatives); its counts join the stats."""
+        rows = self.selection.rows
+        which, slot = np.nonzero(rows >= 0)
+        scores = np.full(rows.shape, np.nan, dtype=np.float32)
+        scores[which, slot] = score([self.anchors[i] for i in which], [self.texts[r] for r in rows[which, slot]])
+        selection = denoise(self.selection, scores, float(teacher_max), self.num_negatives)
+        return dataclasses.replace(self, selection=selection)
 
 
 def settings_key(cfg: Any) -> dict[str, Any]:
     """The mining settings that change which negatives come back (not batch size, cache dir or the sample)."""
     names = ("num_negatives", "range_min", "range_max", "relative_margin", "max_score")
-    return {"format": FORMAT, **{name: getattr(cfg, name) for name in names}}
+    kept = {"kept": kept_columns(cfg)} if cfg.teacher_max is not None else {}  # the teacher's depth
+    return {"format": FORMAT, **kept, **{name: getattr(cfg, name) for name in names}}
 
 
 def data_key(pool: pd.DataFrame, corpus: Corpus, anchors: Sequence[str], positives: Sequence[str]) -> dict[str, str]:
@@ -322,6 +375,18 @@ def _write_selection(path: Path, key: Mapping[str, Any], sel: Selection) -> None
     write_json(dict(key), path.with_suffix(".json"))
 
 
+def corpus_embeddings(
+    corpus: Corpus, cache_dir: str | Path, model_key: Mapping[str, Any], encode_texts: Callable[[list[str]], np.ndarray]
+) -> np.ndarray:
+    """The untuned model's embeddings of the train corpus, from the cache under `cache_dir` (keyed by the model and
+    the corpus only: mining settings and silver pairs share them), else encoded and cached."""
+    emb_key = {"split": "train", "purpose": "mining", "model": dict(model_key), "corpus": corpus.digest()}
+    path = cache_path(Path(cache_dir).expanduser(), emb_key)
+    emb, hit = cached_embeddings(path, emb_key, len(corpus.texts), lambda: encode_texts(corpus.texts))
+    log.info("mining: %d question embeddings (%s)", len(emb), "cached" if hit else "encoded")
+    return emb
+
+
 def mine(
     pool: pd.DataFrame,
     pos: pd.DataFrame,
@@ -342,15 +407,11 @@ def mine(
     key = {"model": dict(model_key), "data": data_key(pool, corpus, anchors, positives), "settings": settings_key(cfg)}
     cache_dir = Path(cfg.cache_dir).expanduser()
     path = cache_dir / f"mined-{json_digest(key)}.npz"
-    keep = int(cfg.num_negatives) + 1
+    keep = kept_columns(cfg)
     selection = _read_selection(path, len(anchors), keep)
     hit = selection is not None
     if selection is None:
-        emb_key = {"split": "train", "purpose": "mining", "model": dict(model_key), "corpus": corpus.digest()}
-        emb, emb_hit = cached_embeddings(
-            cache_path(cache_dir, emb_key), emb_key, len(corpus.texts), lambda: encode_texts(corpus.texts)
-        )
-        log.info("mining: %d question embeddings (%s)", len(emb), "cached" if emb_hit else "encoded")
+        emb = corpus_embeddings(corpus, cache_dir, model_key, encode_texts)
         selection = select_negatives(emb, corpus.comp, a_rows, p_rows, labeled_duplicate_codes(pool, corpus), cfg)
         _write_selection(path, key, selection)
     seconds = time.perf_counter() - started
@@ -358,20 +419,19 @@ def mine(
     return Mined(anchors, positives, corpus.texts, selection, int(cfg.num_negatives), hit, path, seconds)
 
 
-def mine_for_training(pool: pd.DataFrame, frame: pd.DataFrame, settings: Any, model: Any = None) -> Mined:
-    """Mined negatives for the positives of the training pairs `frame` over the train split `pool`, by `model`
-    (still untuned: before any step) or, when None, the model group's model loaded on a cache miss only."""
+def untuned_encoder(settings: Any, model: Any = None) -> tuple[Callable[[list[str]], np.ndarray], dict[str, Any]]:
+    """`encode_texts` by `model` (still untuned: before any step) or, when None, the model group's model loaded on
+    first use only (a cache hit loads nothing), and the model's cache key (weights fingerprint, max_seq_length)."""
     from contrastive.model import encode, fingerprint, load_model
-    from contrastive.pairs import positives
 
-    cfg, m = settings.loss.mining, settings.model
+    m, loaded = settings.model, [model]
 
     def encode_texts(texts: list[str]) -> np.ndarray:
-        encoder = model if model is not None else load_model(m.name_or_path, m.max_seq_length, settings.trainer.device)
-        return encode(encoder, texts, int(cfg.batch_size))
+        if loaded[0] is None:
+            loaded[0] = load_model(m.name_or_path, m.max_seq_length, settings.trainer.device)
+        return encode(loaded[0], texts, int(settings.loss.mining.batch_size))
 
-    model_key = {"weights": fingerprint(m.name_or_path), "max_seq_length": m.max_seq_length}
-    return mine(pool, positives(frame, settings.data.both_orders), cfg, encode_texts, model_key)
+    return encode_texts, {"weights": fingerprint(m.name_or_path), "max_seq_length": m.max_seq_length}
 
 
 def write_sample(mined: Mined, path: str | Path, n_rows: int, seed: int) -> Path:

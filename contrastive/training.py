@@ -11,61 +11,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contrastive import examples, mining, silver
 from contrastive.data import PreparedData
 from contrastive.errors import ConfigError
-from contrastive.mining import SAMPLE_FILE, uses_mining
-from contrastive.pairs import build_examples, cap_pairs, component_lookup, joint_examples
 from contrastive.samplers import SamplerFactory
 from contrastive.settings import BatchSettings, TrainSettings
-from contrastive.utils import write_dir_atomic
+from contrastive.utils import write_dir_atomic, write_text_atomic
+
+SAMPLE_FILES = {"mining": mining.SAMPLE_FILE, "silver": silver.SAMPLE_FILE}  # artifact dir -> the run's file
 
 log = logging.getLogger(__name__)
 
 
 def training_datasets(
     data: PreparedData, settings: TrainSettings, model: Any = None, out: Path | None = None
-) -> tuple[dict[str, Any], dict[str, int]]:
-    """The train split, capped by `data.max_pairs`, as named datasets for the Trainer.
+) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """The run's training examples (contrastive.examples: one stage) as named datasets for the Trainer, their
+    counts, and the question -> component lookup the batch sampler keeps apart.
 
-    With mined negatives (`loss.negatives` mined / both) they are mined over the whole train split by `model`,
-    which must still be untuned (None: the model group's, loaded on a cache miss); the filters' counts join the
-    sizes (`mining_*`) and `out`, when given, gets the seeded sample (mining.SAMPLE_FILE)."""
+    `model`, still untuned, encodes for mining / silver candidates on a cache miss (None: the model group's,
+    loaded then); `out`, when given, gets the stage's seeded samples (mining_sample.csv, silver_sample.csv)."""
     from datasets import Dataset
 
-    train = cap_pairs(data.splits["train"], settings.data.max_pairs, settings.data.split.seed)
-    mined = None
-    if uses_mining(settings.loss):
-        from contrastive.distributed import is_main, main_first
-        from contrastive.mining import mine_for_training, write_sample
+    from contrastive.distributed import is_main
 
-        with main_first():  # multi-process: rank 0 mines and fills the cache, the other ranks read it
-            mined = mine_for_training(data.splits["train"], train, settings, model)
-        if out is not None and is_main():
-            cfg = settings.loss.mining
-            write_sample(mined, Path(out) / SAMPLE_FILE, int(cfg.sample_rows), int(cfg.seed))
-    frames, sizes = build_examples(
-        train,
-        hard_negatives=settings.loss.hard_negatives,
-        with_aux=settings.loss.aux_weight > 0,
-        both_orders=settings.data.both_orders,
-        seed=settings.trainer.seed,
-        aux_share=float(settings.loss.aux_share),
-        negatives=settings.loss.negatives,
-        mined=mined.negatives() if mined is not None else None,
-        num_negatives=int(settings.loss.mining.num_negatives),
-    )
-    if is_joint(settings):
-        frames, zipped = joint_examples(frames, settings.trainer.seed)
-        sizes.update(zipped)
-    sizes = {"train_pairs_used": len(train), **sizes, **(mined.stats if mined is not None else {})}
-    largest = max((len(df) for name, df in frames.items() if name.startswith("mnrl")), default=0)
+    built = examples.build(data, settings, model)
+    if out is not None and is_main():
+        for name, frame in built.samples.items():
+            write_text_atomic(Path(out) / SAMPLE_FILES[name], frame.to_csv(index=False))
+    largest = max((len(df) for name, df in built.frames.items() if name.startswith("mnrl")), default=0)
     size = settings.batch.size
     if size > largest:
         raise ConfigError(
             f"batch.size={size}: larger than the {largest:,} examples of the largest MNRL dataset (a batch would be "
             "cut short or dropped); lower it, or raise data.max_pairs"
         )
-    return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
+    datasets = {name: Dataset.from_pandas(df, preserve_index=False) for name, df in built.frames.items()}
+    return datasets, built.sizes, built.lookup
 
 
 def is_joint(settings: TrainSettings) -> bool:
@@ -217,8 +199,8 @@ def build_trainer(
     from contrastive import tracking
     from contrastive.losses import build_losses, frozen_copy
 
-    datasets, sizes = training_datasets(data, settings, model, out)  # mines (if asked) before any step
-    sampler = sampler_factory(settings, component_lookup([data.splits["train"]]))
+    datasets, sizes, lookup = training_datasets(data, settings, model, out)  # before any step
+    sampler = sampler_factory(settings, lookup)
     callback = objective_callback(score or (lambda: float("nan")), settings, reporter)
     apply_threads(settings.batch)
     guide = frozen_copy(model) if settings.loss.gist else None  # GIST's guide: the model before training
@@ -251,8 +233,9 @@ def fit(
     trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
     if settings.tracking.enabled:
         tracking.log_params({f"data/{k}": v for k, v in sizes.items()})  # constants: params, not charts
-        if uses_mining(settings.loss) and (sample := out / SAMPLE_FILE).is_file():
-            tracking.log_artifact(sample, "mining")  # what the mined negatives teach, readable
+        for name, file in SAMPLE_FILES.items():  # what the mined negatives and silver pairs teach, readable
+            if (sample := out / file).is_file():
+                tracking.log_artifact(sample, name)
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]

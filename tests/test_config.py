@@ -413,11 +413,11 @@ def test_help_lists_come_from_the_files():
 
 # ---------------------------------------------------------------- weight interpolation (WiSE-FT)
 BAD_INTERPOLATION = [
-    ("model.interpolate=1.5", "model.interpolate", "1.5"),
+    ("model.interpolate=2.5", "model.interpolate", "2.5"),
     ("model.interpolate=-0.1", "model.interpolate", "-0.1"),
     ("model.interpolate=nan", "model.interpolate", "nan"),
     ("model.interpolate=inf", "model.interpolate", "inf"),
-    ("eval.interpolate=[0.5,1.5]", "eval.interpolate[1]", "1.5"),
+    ("eval.interpolate=[0.5,2.5]", "eval.interpolate[1]", "2.5"),
     ("eval.interpolate=[-1]", "eval.interpolate[0]", "-1.0"),
     ("eval.interpolate=[nan]", "eval.interpolate[0]", "nan"),
     ("eval.interpolate=[0.5,0.5]", "eval.interpolate", "[0.5, 0.5]"),
@@ -425,13 +425,19 @@ BAD_INTERPOLATION = [
 
 
 @pytest.mark.parametrize(("override", "key", "shown"), BAD_INTERPOLATION, ids=[b[0] for b in BAD_INTERPOLATION])
-def test_interpolation_alphas_outside_0_1_are_refused_in_one_line(override, key, shown):
+def test_interpolation_alphas_outside_0_2_are_refused_in_one_line(override, key, shown):
     with pytest.raises(ConfigError) as err:
         train_settings(override)
     message = str(err.value)
     assert message.startswith(f"{key}={shown}: ")
-    assert ("[0, 1]" if key != "eval.interpolate" else "values repeat") in message
+    assert ("[0, 2]" if key != "eval.interpolate" else "values repeat") in message
     assert "\n" not in message
+
+
+def test_interpolation_may_extrapolate_past_the_tuned_model():
+    """alpha > 1 is task arithmetic along the fine-tuning direction (θ0 + α·τ), bounded by settings.MAX_ALPHA."""
+    settings = train_settings("model.interpolate=1.5", "eval.interpolate=[1.0,1.5,2.0]")
+    assert settings.model.interpolate == 1.5 and list(settings.eval.interpolate) == [1.0, 1.5, 2.0]
 
 
 @pytest.mark.parametrize("override", ["model.interpolate=abc", "eval.interpolate=[abc]", "eval.interpolate=0.5"])

@@ -89,6 +89,14 @@ def test_alpha_half_is_the_mean_and_the_mix_is_linear():
     assert not torch.equal(half["layer.weight"], tuned["layer.weight"])
 
 
+def test_alpha_past_1_extrapolates_along_the_task_vector():
+    _, untuned, tuned = _tiny_pair()
+    far = mixed_state(untuned, tuned, 1.5)
+    for name in untuned:
+        expected = untuned[name] + 1.5 * (tuned[name] - untuned[name])
+        assert torch.allclose(far[name], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_half_precision_weights_are_mixed_and_keep_their_dtype():
     untuned = {"w": torch.tensor([0.0, 1.0], dtype=torch.float16)}
     tuned = {"w": torch.tensor([1.0, 3.0], dtype=torch.float16)}
@@ -124,7 +132,7 @@ def test_mismatched_models_and_bad_alphas_are_refused():
         mixed_state({k: v for k, v in untuned.items() if k != "scale"}, tuned, 0.5)
     with pytest.raises(ModelError, match="shape"):
         mixed_state({**untuned, "scale": torch.ones(4)}, tuned, 0.5)
-    for bad in (1.5, -0.1, math.nan, math.inf, True, "0.5"):
+    for bad in (2.5, -0.1, math.nan, math.inf, True, "0.5"):
         with pytest.raises(ValueError, match="alpha"):
             need_alpha(bad)
 

@@ -227,3 +227,42 @@ def test_a_training_step_moves_the_model_not_the_guide(minilm, fixture_data, tmp
     assert moved  # the student trained
     assert all(torch.equal(p, start[n]) for n, p in guide.named_parameters())  # the guide did not
     assert not guide.training
+
+
+# ---------------------------------------------------------------- distillation (loss.aux=margin_mse)
+def test_margin_mse_distillation_is_mnrl_plus_the_weighted_margin_loss_on_one_forward_pass(minilm):
+    from sentence_transformers.sentence_transformer import losses as st_losses
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from contrastive.losses import DistilledLoss
+
+    cfg = loss_settings("aux=margin_mse", "aux_labels=teacher", "aux_weight=0.5")
+    built = build_losses(minilm, cfg, ["mnrl_mined", "mnrl_pairs"], joint=True)
+    assert isinstance(built["mnrl_mined"], DistilledLoss) and isinstance(built["mnrl_pairs"], WeightedLoss)
+    minilm.eval()
+    a = _features(minilm, ["How do I learn Python?", "Is the earth flat?"])
+    p = _features(minilm, ["What is the best way to learn Python?", "Is the earth round?"])
+    n = _features(minilm, ["How do I learn Java?", "How tall is Everest?"])
+    teacher = torch.tensor([[0.9, 0.2], [0.8, 0.1]])  # [t(a, p), t(a, n)] per row
+    with torch.no_grad():
+        terms = built["mnrl_mined"]([a, p, n], teacher)
+        plain_mnrl = built["mnrl_pairs"].inner([a, p, n], teacher)
+        margin = st_losses.MarginMSELoss(minilm, similarity_fct=pairwise_cos_sim)([a, p, n], teacher)
+    assert set(terms) == {"loss_mnrl", "loss_aux_margin_mse"}
+    assert torch.allclose(terms["loss_mnrl"], plain_mnrl, atol=1e-5)
+    assert torch.allclose(terms["loss_aux_margin_mse"], 0.5 * margin, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (("aux=margin_mse", "aux_labels=teacher", "combine=alternate"), "loss.combine"),
+        (("aux=margin_mse", "aux_labels=teacher", "hard_negatives=false"), "loss.hard_negatives"),
+        (("aux=margin_mse", "aux_labels=teacher", "mnrl=gist"), "loss.mnrl"),
+        (("aux_labels=silver",), "loss.aux_labels"),
+    ],
+)
+def test_distillation_settings_that_cannot_work_are_refused(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        loss_settings(*overrides)
+    assert str(err.value).startswith(f"{key}=") and "\n" not in str(err.value)

@@ -241,7 +241,7 @@ def test_training_datasets_mine_with_the_real_model(fixture_data, minilm, tmp_pa
     settings = train_settings(
         "data=fixture", "loss.negatives=mined", f"paths.cache_dir={tmp_path}", "batch.size=8", "loss.aux_weight=0"
     )
-    datasets, sizes = training_datasets(fixture_data, settings, minilm, tmp_path)
+    datasets, sizes, _ = training_datasets(fixture_data, settings, minilm, tmp_path)
     assert list(datasets) == ["mnrl_mined"] and datasets["mnrl_mined"].column_names[2:] == ["negative_1"]
     assert sizes["examples_mnrl_mined"] == sizes["mining_full"] and sizes["mining_cache_hit"] == 0
     assert sizes["mining_positives"] == sizes["examples_mnrl_mined"] + sizes.get("examples_mnrl_pairs", 0)
@@ -251,7 +251,7 @@ def test_training_datasets_mine_with_the_real_model(fixture_data, minilm, tmp_pa
     assert all(comp_of[question_key(a)] != comp_of[question_key(n)] for a, n in zip(rows["anchor"], rows["negative_1"]))
     sample = pd.read_csv(tmp_path / SAMPLE_FILE)
     assert 0 < len(sample) <= 200 and (sample["negative_score"] < sample["positive_score"]).all()
-    _, again = training_datasets(fixture_data, settings, minilm, tmp_path)
+    _, again, _ = training_datasets(fixture_data, settings, minilm, tmp_path)
     assert again["mining_cache_hit"] == 1 and {k: v for k, v in again.items() if k != "mining_cache_hit"} == {
         k: v for k, v in sizes.items() if k != "mining_cache_hit"
     }
@@ -276,3 +276,44 @@ def test_positives_are_found_by_their_key_in_the_pairs_when_qids_merge_texts(tmp
     mined = mine(pool, positives(pool, both_orders=True), _cfg(tmp_path, relative_margin=None), encoder, MODEL_KEY)
     assert mined.stats["mining_positives"] == 4 and mined.stats["mining_full"] == 4
     assert mined.stats["mining_corpus_questions"] == 6
+
+
+# ---------------------------------------------------------------- the teacher filter (RocketQA's denoised negatives)
+def test_the_teacher_filter_drops_likely_duplicates_after_the_other_filters_and_counts_them(tmp_path):
+    from contrastive.mining import TEACHER_FILTER, denoise, kept_columns
+
+    cfg = _cfg(tmp_path, range_max=9, max_score=0.87, num_negatives=2, teacher_max=0.5, teacher_depth=4)
+    assert kept_columns(cfg) == 4  # the teacher looks at 4 survivors, not num_negatives + 1
+    sel = _select(tmp_path, teacher_max=0.5, teacher_depth=4)
+    assert sel.rows.tolist() == [[6, 7, 8, 9]]
+    teacher = np.array([[0.9, 0.2, np.nan, 0.1]], dtype=np.float32)  # row 6 a likely duplicate; row 8 unscored
+    teacher[0, 2] = 0.7
+    out = denoise(sel, teacher, 0.5, num_negatives=2)
+    assert out.rows.tolist() == [[7, 9, -1]]  # 6 and 8 removed; two left of num_negatives + 1 = 3 columns
+    np.testing.assert_allclose(out.teacher[0, :2], [0.2, 0.1], atol=1e-6)
+    assert np.isnan(out.teacher[0, 2]) and out.ranks.tolist() == [[3, 5, -1]]
+    assert out.stats[f"mining_removed_{TEACHER_FILTER}"] == 2 and out.stats["mining_teacher_scored"] == 4
+    assert out.stats["mining_negatives"] == 2 and out.stats["mining_full"] == 1
+    assert {
+        k: v for k, v in out.stats.items() if k.startswith("mining_removed_") and k != "mining_removed_teacher"
+    } == {k: v for k, v in sel.stats.items() if k.startswith("mining_removed_")}
+
+
+def test_denoised_mined_negatives_carry_the_teacher_score_into_the_sample(tmp_path):
+    pool = _pool()
+    pos = positives(pool)
+    cfg = _cfg(tmp_path, num_negatives=1, relative_margin=None, teacher_max=0.5, teacher_depth=3)
+    mined = mine(pool, pos, cfg, StubEncoder(), MODEL_KEY)
+    calls = []
+
+    def score(first, second):
+        calls.append(len(first))
+        return np.array([0.9 if i % 2 == 0 else 0.1 for i in range(len(first))], dtype=np.float32)
+
+    denoised = mined.denoised(score, 0.5)
+    assert calls == [int((mined.selection.rows >= 0).sum())]  # one call, every kept candidate scored
+    assert denoised.stats["mining_removed_teacher"] > 0
+    assert (denoised.selection.teacher[denoised.selection.rows >= 0] <= 0.5).all()
+    sample = denoised.sample(50, 0)
+    assert "teacher_score" in sample.columns and (sample["teacher_score"] <= 0.5).all()
+    assert "teacher_score" not in mined.sample(50, 0).columns

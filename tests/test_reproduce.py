@@ -32,7 +32,10 @@ def test_config_composes_with_the_documented_defaults():
         "mnrl_only",
         "labeled_negatives",
         "mined_negatives",
+        "teacher_negatives",
         "aux_joint",
+        "distillation",
+        "silver_pairs",
         "wise_ft",
     ]
     assert rp.sweep.config == "reproduce" and rp.test.split == "test"
