@@ -905,6 +905,19 @@ class ReproduceTargets:
 
 
 @dataclass
+class ReproduceMerge:
+    """conf/reproduce.yaml's `reproduce.merge`: a soup of the final model and other ablation rows' models."""
+
+    enabled: bool = True
+    method: str = "greedy"
+    rows: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        need_bool(self.enabled, "reproduce.merge.enabled")
+        need_choice(self.method, "reproduce.merge.method", MERGE_METHODS)
+
+
+@dataclass
 class ReproduceBlock:
     """conf/reproduce.yaml's `reproduce` block: stages, budget, test protocol, targets, ablation rows."""
 
@@ -920,6 +933,7 @@ class ReproduceBlock:
     test: ReproduceTest = field(default_factory=ReproduceTest)
     targets: ReproduceTargets = field(default_factory=ReproduceTargets)
     ablation: list[AblationRow] = field(default_factory=list)
+    merge: ReproduceMerge = field(default_factory=ReproduceMerge)
 
     def __post_init__(self) -> None:
         budget = self.budget_pairs
@@ -952,6 +966,16 @@ class ReproduceBlock:
                     row.eval_only,
                     "needs a trained row just above it (not the first row, not after another eval_only row)",
                 )
+        for i, name in enumerate(self.merge.rows):
+            at = names.index(name) if name in names else -1
+            saved = 0 <= at < len(rows) - 1 and not rows[at + 1].eval_only  # the row above an eval_only row has none
+            need(
+                saved,
+                f"reproduce.merge.rows[{i}]",
+                name,
+                f"must name an ablation row with a model of its own other than the final one ({', '.join(names[:-1])}"
+                "; not the row just above an eval_only row)",
+            )
 
 
 @dataclass
@@ -1068,7 +1092,7 @@ def as_dict(settings: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- bench (conf/bench.yaml)
-BENCH_SECTIONS = ("peak", "train", "encode", "eval_cost", "search", "sweep", "protocol")
+BENCH_SECTIONS = ("peak", "train", "encode", "eval_cost", "search", "sweep", "protocol", "teacher")
 
 
 def need_threads(value: Any, key: str) -> None:
@@ -1233,6 +1257,16 @@ class BenchProtocol:
 
 
 @dataclass
+class BenchTeacher:
+    train_pairs: int = 640
+    score_pairs: int = 2000
+
+    def __post_init__(self) -> None:
+        need_int(self.train_pairs, "bench.teacher.train_pairs", 2)
+        need_int(self.score_pairs, "bench.teacher.score_pairs", 2)
+
+
+@dataclass
 class BenchBlock:
     """conf/bench.yaml's `bench` block: which sections run, and the sizes of each."""
 
@@ -1248,6 +1282,7 @@ class BenchBlock:
     search: BenchSearch = field(default_factory=BenchSearch)
     sweep: BenchSweep = field(default_factory=BenchSweep)
     protocol: BenchProtocol = field(default_factory=BenchProtocol)
+    teacher: BenchTeacher = field(default_factory=BenchTeacher)
 
     def __post_init__(self) -> None:
         for name in self.sections:
@@ -1268,6 +1303,7 @@ class BenchSettings:
     eval: EvalSettings = MISSING
     tracking: TrackingSettings = MISSING
     paths: PathSettings = MISSING
+    teacher: TeacherSettings = MISSING
     bench: BenchBlock = MISSING
 
     def __post_init__(self) -> None:
@@ -1286,6 +1322,7 @@ class BenchSettings:
             eval=self.eval,
             tracking=self.tracking,
             paths=self.paths,
+            teacher=self.teacher,
             save_model=False,
         )
 

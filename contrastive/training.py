@@ -236,7 +236,8 @@ def fit(
         for name, file in SAMPLE_FILES.items():  # what the mined negatives and silver pairs teach, readable
             if (sample := out / file).is_file():
                 tracking.log_artifact(sample, name)
-    print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
+    shown = (f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in sizes.items())  # the teacher's id: a str
+    print("training examples: " + ", ".join(shown), flush=True)
     trainer.train()
     history = [e for e in trainer.state.log_history if "loss" in e]
     return {

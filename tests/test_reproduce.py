@@ -155,8 +155,14 @@ def test_reproduce_end_to_end_on_the_fixture(tmp_path):
         },
         {"name": "wise_ft", "label": "+ WiSE-FT", "set": ["model.interpolate=0.8"], "eval_only": True},
     ]
+    cfg.reproduce.merge.rows = ["mnrl_only"]  # the soup of the final model and this row's, chosen on val
     results = reproduce.reproduce(cfg, "test")
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
+    merged = saved["merge"]
+    assert merged["ingredients"] == ["final", "mnrl_only"] and 0 in merged["kept"] and merged["method"] == "greedy"
+    assert set(merged["test"]) == {"finetuned", "baseline", "delta"} and "pair_ap" in merged["val"]["delta"]
+    assert (tmp_path / "work" / "merge" / "model" / "model.safetensors").is_file()
+    assert "Merge (greedy soup" in (tmp_path / "results" / "results.md").read_text()
     assert saved["targets"] == results["targets"] and set(saved["targets"]) == {"pair_ap", "mrr_at_10", "both"}
     assert sum(saved["sweep"]["states"].values()) == 2 and saved["sweep"]["promotion"]["why"]
     assert [r["name"] for r in saved["ablation"]] == ["mnrl_only", "unchanged", "final", "wise_ft"]

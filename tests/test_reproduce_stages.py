@@ -105,3 +105,15 @@ def test_fresh_start_sets_the_last_run_aside(tmp_path):
     (tmp_path / "reproduce.previous").mkdir()  # an older one is replaced
     previous = stages.set_aside(work)
     assert not work.exists() and (previous / "rows" / "final" / "metrics.json").read_text() == "{}"
+
+
+def test_merge_rows_must_name_rows_with_a_model_of_their_own():
+    from contrastive.cli import compose_config as compose
+    from contrastive.settings import load_reproduce
+
+    cfg = compose(["reproduce.merge.rows=[labeled_negatives,aux_joint]"], "reproduce")
+    assert list(load_reproduce(cfg).reproduce.merge.rows) == ["labeled_negatives", "aux_joint"]
+    for bad in ("wise_ft", "silver_pairs", "nope"):  # the final row; the row above an eval_only row; unknown
+        with pytest.raises(ConfigError) as err:
+            load_reproduce(compose([f"reproduce.merge.rows=[{bad}]"], "reproduce"))
+        assert str(err.value).startswith(f"reproduce.merge.rows[0]='{bad}'") and "\n" not in str(err.value)

@@ -104,6 +104,15 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
             f"| {row['label']} | {fmt_delta(m['delta']['mrr_at_10'])} | {fmt_delta(m['delta']['pair_ap'])} | "
             f"{fmt_metric(m['finetuned']['pair_ap'])} | {run_minutes(row)} |"
         )
+    if merged := results.get("merge"):
+        kept = ", ".join(merged["ingredients"][i] for i in merged["kept"])
+        m = merged["test"]
+        lines += [
+            "",
+            f"Merge ({merged['method']} soup of the final model and {', '.join(merged['ingredients'][1:])}, chosen on "
+            f"val; kept: {kept}), test: MRR@10 + distractors {fmt_delta(m['delta']['mrr_at_10'])}, pair AP "
+            f"{fmt_delta(m['delta']['pair_ap'])}.",
+        ]
     lines += trial_table(sweep, results.get("objectives", []), results["sweep_pairs"])
     names = results.get("objectives", [])
     for i, ranked in results.get("importances", {}).items():

@@ -145,6 +145,16 @@ def unmixed_metrics(mixed: dict[str, Any], shared_with: str) -> dict[str, Any]:
     return mixed | {"finetuned": entry["finetuned"], "delta": entry["delta"], "wall_time_s": None}
 
 
+def test_protocol(rp: ReproduceBlock) -> list[str]:
+    """The eval overrides of the report's test protocol: split, distractors, their cap, bootstrap resamples."""
+    return [
+        f"eval.split={rp.test.split}",
+        f"eval.distractors={rp.test.distractors}",
+        f"eval.max_distractors={'null' if rp.test.max_distractors is None else rp.test.max_distractors}",
+        f"eval.n_boot={rp.test.n_boot}",
+    ]
+
+
 def row_args(rp: ReproduceBlock, run_dir: Path, name: str, overrides: Sequence[str]) -> list[str]:
     """The training overrides of one ablation row: the stages' data and extra, the budget, the row's overrides,
     the test protocol, its run dir and run name."""
@@ -154,10 +164,7 @@ def row_args(rp: ReproduceBlock, run_dir: Path, name: str, overrides: Sequence[s
         *rp.extra,
         f"data.max_pairs={budget}",
         *overrides,
-        f"eval.split={rp.test.split}",
-        f"eval.distractors={rp.test.distractors}",
-        f"eval.max_distractors={'null' if rp.test.max_distractors is None else rp.test.max_distractors}",
-        f"eval.n_boot={rp.test.n_boot}",
+        *test_protocol(rp),
         f"hydra.run.dir={run_dir}",
         f"run_name=reproduce-{name}",
     ]
@@ -210,6 +217,44 @@ def own_corpus_stage(rp: ReproduceBlock, work: Path, model_dir: Path) -> dict[st
         work / "logs" / "final_own_corpus.log",
     )
     return json.loads(out.read_text())
+
+
+def merge_stage(rp: ReproduceBlock, work: Path, final_model: Path) -> dict[str, Any] | None:
+    """`reproduce.merge`: the final model and the listed rows' models merged on VAL (contrastive.merge), then the
+    soup scored on the test split with the rows' protocol; its merge.json record and test metrics (None: off)."""
+    if not rp.merge.enabled or not rp.merge.rows:
+        return None
+    out = work / "merge"
+    ingredients = [str(final_model), *(str(work / "rows" / name / "model") for name in rp.merge.rows)]
+    args = [
+        f"checkpoints=[{','.join(ingredients)}]",
+        f"merge.method={rp.merge.method}",
+        "eval.split=val",
+        *rp.data,
+        *evaluate_overrides(rp.extra),
+    ]
+    stamp, record, scored = out / "reproduce_overrides.json", out / "model" / "merge.json", out / "test.json"
+    if not (scored.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == args):
+        shutil.rmtree(out, ignore_errors=True)
+        run_stage(
+            ["-m", "contrastive.merge", *args, f"output={out / 'model'}", f"hydra.run.dir={out / 'run'}"],
+            work / "logs" / "merge.log",
+        )
+        test = [f"checkpoint={out / 'model'}", *rp.data, *evaluate_overrides(rp.extra), *test_protocol(rp)]
+        run_stage(
+            ["-m", "contrastive.evaluate", *test, f"json={scored}", f"hydra.run.dir={out / 'test_run'}"],
+            work / "logs" / "merge_test.log",
+        )
+        stamp.write_text(json.dumps(args))
+    merged = json.loads(record.read_text())
+    return {
+        "method": merged["method"],
+        "ingredients": ["final", *rp.merge.rows],
+        "kept": merged["kept"],
+        "weights": merged["weights"],
+        "val": {k: merged[k] for k in ("finetuned", "baseline", "delta")},
+        "test": {k: v for k, v in json.loads(scored.read_text()).items() if k in ("finetuned", "baseline", "delta")},
+    }
 
 
 def set_aside(work: Path) -> Path | None:
@@ -318,6 +363,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
     own = own_corpus_stage(rp, work, final_dir / "model")
     own_s = time.perf_counter() - clock
     final = {"own_corpus": own, "distractors": rows[-1]["metrics"]}
+    merged = merge_stage(rp, work, final_dir / "model")
     sweep_pairs, objectives = sweep_facts(settings.paths.root_dir, rp.sweep.config)
     results = {
         "command": command,
@@ -351,6 +397,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
         "final": {k: {m: v[m] for m in ("finetuned", "baseline", "delta")} for k, v in final.items()},
         "targets": report.targets(final["distractors"], rp.targets),
         "ablation": rows,
+        **({"merge": merged} if merged else {}),
         "importances": importances(study),
     }
     results["figures"] = report.collect_figures(work / "sweep", final_dir, out / "figures")
