@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.contrastive_sweeper import jobs as cluster_jobs
 from hydra_plugins.contrastive_sweeper import trial as job
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError, SweepStopped
+from hydra_plugins.contrastive_sweeper._warm_start import warm_start, warm_start_conf
 from hydra_plugins.contrastive_sweeper.budget import asks_left, budget_trials, over_budget
 from hydra_plugins.contrastive_sweeper.callbacks import SweepInfo
 from hydra_plugins.contrastive_sweeper.config import OptunaSweeperConf
@@ -169,6 +170,7 @@ class OptunaSweeperImpl(Sweeper):
         self.grace_period = int(conf.grace_period) if conf.grace_period else None
         self.max_retry = conf.max_retry
         self.callback_specs = conf.callbacks or {}
+        self.warm_start = warm_start_conf(_plain(conf.warm_start))
         self.callbacks: list[Any] = []
         self.job_overrides: list[str] = []  # added to every job by the callbacks' on_sweep_start
         self.config: DictConfig | None = None
@@ -271,6 +273,8 @@ class OptunaSweeperImpl(Sweeper):
         (self.sweep_dir / "multirun.yaml").write_text(job.hide_passwords(OmegaConf.to_yaml(self.config)))
         study, storage = self.open_study()
         self._record_space(study, space)
+        if self.warm_start is not None:
+            warm_start(study, self.warm_start, space, self.config, self.metric_names)
         done = sum(t.state.is_finished() for t in budget_trials(study.get_trials(deepcopy=False)))
         log.info(
             "study %r in %s: %d of %d trials finished; sampler %s, pruner %s, directions %s",
