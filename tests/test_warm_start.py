@@ -81,6 +81,10 @@ def test_a_record_takes_unset_params_from_the_sweep_config_and_must_agree_with_f
         record_params({"overrides": ["aux=cosine"]}, space, defaults)
     with pytest.raises(Skip, match="neg outside the space"):
         record_params({"overrides": ["neg=labeled"]}, space, defaults)
+    with pytest.raises(Skip, match="mnrl differs from the sweep's"):  # a lever the space does not hold
+        record_params({"overrides": ["mnrl=gist"]}, space, defaults)
+    ignored = {"overrides": ["paths.cache_dir=.cache", "neg=both"]}
+    assert record_params(ignored, space, defaults, ignore=["paths.*"]) == {"lr": 2e-5, "neg": "both"}
     assert record_values({"finetuned": {"a": 0.9, "b": 0.8}}, ["a", "b"], 2, "finetuned") == [0.9, 0.8]
     with pytest.raises(Skip):
         record_values({"finetuned": {"a": float("nan")}}, ["a"], 1, "finetuned")

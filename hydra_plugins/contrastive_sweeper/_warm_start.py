@@ -5,7 +5,9 @@ is added (`study.add_trial` with the study's distributions) only when
   - it carries every `match` key with the value the sweep expects (e.g. the evaluation protocol and the data
     fingerprint: values measured elsewhere are not comparable),
   - its params lie in the space: each distribution's value from the record's `params`, else from its
-    `overrides` (`key=value`), else the sweep's own default for that key; fixed params must agree,
+    `overrides` (`key=value`), else the sweep's own default for that key; fixed params must agree, and so must
+    any other key the record overrides, unless it matches a pattern of `ignore` (paths, tracking, or what the
+    `match` keys already stand for),
   - it has a finite value per objective: `values`, else `<metrics_key>[<metric name>]` (the study's metric names).
 The rest are counted and skipped with a reason. Added trials carry the user attr `warm_start` (their source), do
 not count toward `n_trials`, and are never promoted (no model); a rerun does not add a source twice.
@@ -13,6 +15,7 @@ not count toward `n_trials`, and are never promoted (no model); a rerun does not
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -44,6 +47,7 @@ class WarmStartConf:
     study: str | None = None
     match: dict[str, Any] = field(default_factory=dict)
     metrics_key: str = "finetuned"
+    ignore: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,9 +88,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def record_params(record: Mapping[str, Any], space: SearchSpace, defaults: DictConfig) -> dict[str, Any]:
+def record_params(
+    record: Mapping[str, Any], space: SearchSpace, defaults: DictConfig, ignore: Sequence[str] = ()
+) -> dict[str, Any]:
     """The record's value of each swept parameter (params, overrides, else the sweep's default); Skip when one
-    lies outside its distribution or a fixed param disagrees."""
+    lies outside its distribution, a fixed param disagrees, or another overridden key (not `ignore`d) differs
+    from the sweep's config."""
     given = dict(record.get("params") or {})
     for item in record.get("overrides") or []:
         key, sep, value = str(item).lstrip("+").partition("=")
@@ -111,6 +118,11 @@ def record_params(record: Mapping[str, Any], space: SearchSpace, defaults: DictC
         value = given[name] if name in given else _default(defaults, name)
         if str(value) != str(fixed):
             raise Skip(f"{name} is not the fixed {fixed}")
+    for name, value in given.items():
+        if name in space.distributions or name in space.fixed or any(fnmatch.fnmatch(name, p) for p in ignore):
+            continue
+        if str(value) != str(_default(defaults, name)):
+            raise Skip(f"{name} differs from the sweep's")
     return params
 
 
@@ -163,7 +175,7 @@ def warm_start(
             continue
         try:
             check_match(record, conf.match)
-            params = record_params(record, space, defaults)
+            params = record_params(record, space, defaults, conf.ignore)
             values = record_values(record, names, len(study.directions), conf.metrics_key)
         except Skip as why:
             outcome.skipped[str(why)] += 1
