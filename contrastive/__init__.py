@@ -24,6 +24,26 @@ def _help_lists(kind: str, config_name: str = "train") -> str:
 if not OmegaConf.has_resolver("contrastive_help"):
     OmegaConf.register_new_resolver("contrastive_help", _help_lists)  # conf/hydra/help/*.yaml
 
+
+def _eval_protocol(ev) -> str:
+    from contrastive.train import eval_protocol
+
+    return eval_protocol(ev)
+
+
+def _data_fingerprint(data) -> str:
+    from contrastive.data import prepare  # loads and validates the data: resolve it once, in the sweep process
+    from contrastive.settings import DataSettings, load
+
+    resolved = OmegaConf.create(OmegaConf.to_container(data, resolve=True))  # its own interpolations, in place
+    return prepare(load(resolved, DataSettings)).fingerprint
+
+
+# A sweep's warm start matches recorded runs on these (sweeps/full_fidelity.yaml): ${eval_protocol:${eval}}
+for _name, _resolver in (("eval_protocol", _eval_protocol), ("data_fingerprint", _data_fingerprint)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
+
 # The typed schema of conf/ (contrastive/settings.py) must be in Hydra's ConfigStore before any composition.
 from contrastive.settings import register as _register_schemas  # noqa: E402
 

@@ -476,6 +476,7 @@ class TrainerSettings:
     seed: int = 42
     eval_steps: int = 0
     eval_every_examples: int = 0
+    eval_at_fractions: list[float] = field(default_factory=list)
     logging_steps: int = 10
     dataloader_workers: int = 0
     device: str | None = None
@@ -490,6 +491,13 @@ class TrainerSettings:
         need_int(self.seed, "trainer.seed")
         need_int(self.eval_steps, "trainer.eval_steps", 0)
         need_int(self.eval_every_examples, "trainer.eval_every_examples", 0)
+        fractions = list(self.eval_at_fractions)
+        need(
+            all(is_number(f) and 0 < f < 1 for f in fractions) and fractions == sorted(set(fractions)),
+            "trainer.eval_at_fractions",
+            fractions,
+            "must be increasing fractions of the epoch in (0, 1)",
+        )
         need_int(self.logging_steps, "trainer.logging_steps", 1)
         need_int(self.dataloader_workers, "trainer.dataloader_workers", 0)
 

@@ -39,7 +39,7 @@ from hydra_plugins.contrastive_sweeper import SweepCallback, SweepInfo
 from hydra_plugins.contrastive_sweeper.budget import budget_trials, retried_numbers
 from hydra_plugins.contrastive_sweeper.lock import study_lock
 from hydra_plugins.contrastive_sweeper.search_space import quote
-from hydra_plugins.contrastive_sweeper.trial import FAIL_ATTR, OUTPUT_DIR_ATTR
+from hydra_plugins.contrastive_sweeper.trial import FAIL_ATTR, OUTPUT_DIR_ATTR, WARM_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +300,24 @@ def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial 
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial (multi-objective: the Pareto-front trial best on the first objective)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    """The best COMPLETE trial that ran (multi-objective: the Pareto-front trial best on the first objective);
+    warm-start trials (recorded runs, no model) are left out."""
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get(WARM_ATTR)
+    ]
     if not complete:
         return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    front = study.best_trials
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(front, key=lambda t: sign * t.values[0])
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
+
+    def dominated(t: FrozenTrial) -> bool:
+        a = [s * v for s, v in zip(signs, t.values)]
+        return any(
+            all(x >= y for x, y in zip(b, a)) and b != a
+            for b in ([s * v for s, v in zip(signs, o.values)] for o in complete)
+        )
+
+    front = [t for t in complete if not dominated(t)]  # single objective: the trials tied at the best value
+    return max(front, key=lambda t: signs[0] * t.values[0])
 
 
 def unfinished_trials(study: optuna.Study) -> list[int]:

@@ -7,7 +7,7 @@ Only this module touches the sentence-transformers Trainer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,11 @@ def apply_threads(batch: BatchSettings) -> None:
         torch.set_num_threads(threads)
 
 
+def fraction_steps(fractions: Sequence[float], steps_per_epoch: float) -> set[int]:
+    """The optimiser steps at which the given fractions of an epoch are done (at least step 1)."""
+    return {max(1, round(float(f) * steps_per_epoch)) for f in fractions}
+
+
 def eval_due(step: int, batch_size: int, every_steps: int, every_examples: int) -> bool:
     """Whether an intermediate evaluation falls on this optimiser step (by steps, or by examples seen)."""
     if every_steps and step % every_steps == 0:
@@ -134,6 +139,7 @@ def objective_callback(
     from contrastive.distributed import is_main, world_size
 
     every_steps, every_examples = int(settings.trainer.eval_steps), int(settings.trainer.eval_every_examples)
+    fractions = list(settings.trainer.eval_at_fractions)
     batch_size = int(settings.batch.size) * world_size()  # examples per optimiser step, every process together
     main = is_main()
     log_to_mlflow = bool(settings.tracking.enabled) if log_to_mlflow is None else log_to_mlflow
@@ -143,7 +149,9 @@ def objective_callback(
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            if not main or step >= state.max_steps or not eval_due(step, batch_size, every_steps, every_examples):
+            at_fraction = step in fraction_steps(fractions, state.max_steps / max(1, state.num_train_epochs))
+            due = at_fraction or eval_due(step, batch_size, every_steps, every_examples)
+            if not main or step >= state.max_steps or not due:
                 return  # rank 0 alone evaluates (the others wait for it at the next step's gradient exchange)
             value = score()
             seen = step * batch_size

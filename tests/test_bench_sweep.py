@@ -52,6 +52,36 @@ def test_the_sweep_rows_on_the_fixture(tmp_path):
     assert gc.get_freeze_count() > 0  # the set-up was frozen out of the collector, as a train job's is
 
 
+def test_the_hyperband_row_on_the_fixture(tmp_path):
+    """Hyperband beside the unpruned sweep, its rungs in examples seen: the first at the first report, the last at
+    the end of a trial; the same seeded trials, never more steps trained than unpruned."""
+    settings = load_bench(
+        compose_config(
+            "bench",
+            "data=fixture",
+            f"paths.cache_dir={tmp_path}",
+            "bench.sweep.trials=4",
+            "bench.sweep.steps=4",
+            "bench.sweep.eval_every=1",
+            "bench.sweep.batch_size=4",
+            "bench.sweep.val_pairs=10",
+            "bench.sweep.final_pairs=30",
+            "bench.sweep.pruners=[hyperband]",
+        )
+    )
+    inp = load_inputs(settings)
+    record: dict = {}
+    rows = section(inp, record)
+    assert rows[0]["row"] == "6a" and "hyperband pruner vs none" in rows[0]["what"]
+    sweep = record["sweep"]
+    spec = sweep["pruners"]["hyperband"]
+    assert spec["min_resource"] == 4 and spec["max_resource"] == 16  # examples: 1 and 4 steps of 4
+    none, hyperband = sweep["none"], sweep["hyperband"]
+    assert none["params"] == hyperband["params"] and none["states"] == ["COMPLETE"] * 4
+    assert sum(hyperband["steps_trained"]) <= sum(none["steps_trained"])
+    print(rows[0])
+
+
 def test_freeze_heap_once_freezes_once_per_process():
     utils.freeze_heap_once()
     assert gc.get_freeze_count() > 0 and utils.freeze_heap_once() is False

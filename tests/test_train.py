@@ -157,6 +157,26 @@ def test_diverging_loss_fails_the_run(tmp_path):
     assert not (tmp_path / "out" / "model").exists()
 
 
+def test_eval_at_fractions_of_the_epoch():
+    from contrastive.training import fraction_steps
+
+    assert fraction_steps([0.125, 0.25, 0.5], 342) == {43, 86, 171}  # one full-data epoch at batch 64
+    assert fraction_steps([0.1, 0.5], 4) == {1, 2}  # never step 0
+
+
+def test_eval_at_fractions_are_checked(compose_cfg):
+    from contrastive.errors import ConfigError
+    from contrastive.settings import load_train
+
+    assert load_train(compose_cfg("trainer.eval_at_fractions=[0.25,0.5]")).trainer.eval_at_fractions == [
+        0.25,
+        0.5,
+    ]
+    for bad in ("[0.5,0.25]", "[1.0]", "[0]"):
+        with pytest.raises(ConfigError, match="trainer.eval_at_fractions"):
+            load_train(compose_cfg(f"trainer.eval_at_fractions={bad}"))
+
+
 def test_eval_due_by_steps_or_examples():
     from contrastive.training import eval_due
 

@@ -46,12 +46,19 @@ from hydra_plugins.contrastive_sweeper.trial import Reporter, build_pruner
 
 def pruner_specs(b: BenchSweep) -> dict[str, Any]:
     """{"none": None, <pruner>: its spec from conf/hydra/sweeper/pruner/ (median / percentile: with the bench's
-    `n_startup_trials`)} for each of `b.pruners`."""
+    `n_startup_trials`; hyperband / successive halving: their resources in examples seen, the first rung at the
+    first report and hyperband's last at the end of the trial)} for each of `b.pruners`."""
     specs: dict[str, Any] = {"none": None}
+    first, last = int(b.eval_every) * int(b.batch_size), int(b.steps) * int(b.batch_size)  # examples seen
     for pruner_name in b.pruners:
         spec = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "pruner" / f"{pruner_name}.yaml"))
-        if spec.get("_target_", "").endswith(("MedianPruner", "PercentilePruner")):
+        target = spec.get("_target_", "")
+        if target.endswith(("MedianPruner", "PercentilePruner")):
             spec["n_startup_trials"] = int(b.n_startup_trials)
+        if target.endswith(("HyperbandPruner", "SuccessiveHalvingPruner")):
+            spec["min_resource"] = first
+        if target.endswith("HyperbandPruner"):
+            spec["max_resource"] = max(first, last)
         specs[str(pruner_name)] = spec
     return specs
 

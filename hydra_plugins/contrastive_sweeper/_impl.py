@@ -10,6 +10,8 @@
 - Several sweep processes pointed at one storage share the study: the budget is checked against the
   storage before each ask and again after it (by trial number), so no process over-runs `n_trials`.
 - The hooks of `hydra.sweeper.callbacks` (callbacks.py) run at the start, after each trial and at the end.
+- With the submitit launcher (SLURM) each trial is its own job (jobs.py); a job that ends without a result
+  (`scancel`, a lost node) fails its trial, which is re-queued with the same params (`max_retry`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from hydra_plugins.contrastive_sweeper import jobs as cluster_jobs
 from hydra_plugins.contrastive_sweeper import trial as job
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError, SweepStopped
+from hydra_plugins.contrastive_sweeper._warm_start import warm_start, warm_start_conf
 from hydra_plugins.contrastive_sweeper.budget import asks_left, budget_trials, over_budget
 from hydra_plugins.contrastive_sweeper.callbacks import SweepInfo
 from hydra_plugins.contrastive_sweeper.config import OptunaSweeperConf
@@ -166,6 +170,7 @@ class OptunaSweeperImpl(Sweeper):
         self.grace_period = int(conf.grace_period) if conf.grace_period else None
         self.max_retry = conf.max_retry
         self.callback_specs = conf.callbacks or {}
+        self.warm_start = warm_start_conf(_plain(conf.warm_start))
         self.callbacks: list[Any] = []
         self.job_overrides: list[str] = []  # added to every job by the callbacks' on_sweep_start
         self.config: DictConfig | None = None
@@ -268,6 +273,8 @@ class OptunaSweeperImpl(Sweeper):
         (self.sweep_dir / "multirun.yaml").write_text(job.hide_passwords(OmegaConf.to_yaml(self.config)))
         study, storage = self.open_study()
         self._record_space(study, space)
+        if self.warm_start is not None:
+            warm_start(study, self.warm_start, space, self.config, self.metric_names)
         done = sum(t.state.is_finished() for t in budget_trials(study.get_trials(deepcopy=False)))
         log.info(
             "study %r in %s: %d of %d trials finished; sampler %s, pruner %s, directions %s",
@@ -397,7 +404,7 @@ class OptunaSweeperImpl(Sweeper):
         ids = [t._trial_id for t, _ in jobs]
         try:
             with Heartbeat(storage, ids, self.heartbeat_interval) if self.heartbeat_interval else _nothing():
-                results = self.launcher.launch([o for _, o in jobs], initial_job_idx=self.job_idx)
+                results = self._launch([o for _, o in jobs])
         except BaseException as exc:  # SIGTERM / SIGINT (or a launcher error): the batch's trials FAIL, with why
             for trial, _ in jobs:
                 with suppress(Exception):
@@ -413,6 +420,13 @@ class OptunaSweeperImpl(Sweeper):
                 log.error("trial %d: could not record the result: %s", trial.number, exc)
         return results
 
+    def _launch(self, job_overrides: list[list[str]]) -> Sequence[JobReturn]:
+        """The batch through the launcher: as one call, or one job per trial for the submitit launcher."""
+        assert self.launcher is not None
+        if cluster_jobs.submits_jobs(self.launcher):
+            return cluster_jobs.launch_each(self.launcher, job_overrides, self.job_idx)
+        return self.launcher.launch(job_overrides, initial_job_idx=self.job_idx)
+
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         """Record a job's outcome: COMPLETE with its value(s), PRUNED, or FAIL with the reason."""
         if ret.hydra_cfg is not None:
@@ -421,6 +435,9 @@ class OptunaSweeperImpl(Sweeper):
             exc = ret._return_value
             if isinstance(exc, optuna.TrialPruned):
                 self._finish(study, trial, TrialState.PRUNED, reason=str(exc))
+            elif isinstance(exc, cluster_jobs.JobLost):  # cancelled or killed, not its own error: its params run again
+                self._fail(study, trial, exc)
+                requeue(study, trial, self.max_retry)
             elif isinstance(exc, BrokenPipeError):  # the sweep's output is gone: every next trial would fail too
                 self._fail(study, trial, exc)
                 requeue(study, trial)
@@ -525,11 +542,12 @@ def quiet_optuna() -> Iterator[None]:
         yield
 
 
-def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+def requeue(study: optuna.Study, trial: optuna.Trial, max_retry: int | None = None) -> None:
     """Queue a failed trial's params again (as a stale trial is: Optuna's retry bookkeeping, so the retry takes
-    its place in the budget); used when the sweep was stopped by a signal, not by the trial's own error."""
+    its place in the budget); used when the sweep was stopped by a signal (no limit) or the trial's job was lost
+    (at most `max_retry` times), not when the trial failed by its own error."""
     frozen = study._storage.get_trial(trial._trial_id)
-    optuna.storages.RetryFailedTrialCallback(max_retry=None)(study, frozen)
+    optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)(study, frozen)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hydra_plugins.contrastive_sweeper.trial import OVER_BUDGET_ATTR
+from hydra_plugins.contrastive_sweeper.trial import OVER_BUDGET_ATTR, WARM_ATTR
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -22,9 +22,10 @@ def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
 
 
 def budget_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that count toward `n_trials`: all but re-queued stale ones and over-budget ones."""
+    """The trials that count toward `n_trials`: all but re-queued stale ones, over-budget ones and warm-start ones."""
     retried = retried_numbers(trials)
-    return [t for t in trials if t.number not in retried and not t.user_attrs.get(OVER_BUDGET_ATTR)]
+    skip = (OVER_BUDGET_ATTR, WARM_ATTR)
+    return [t for t in trials if t.number not in retried and not any(t.user_attrs.get(a) for a in skip)]
 
 
 def asks_left(trials: Sequence[FrozenTrial], n_trials: int) -> int:

@@ -38,6 +38,7 @@ class OptunaSweeperConf:
     grace_period: int | None = None
     max_retry: int | None = 2
     callbacks: dict[str, Any] = field(default_factory=dict)  # name -> `_target_` mapping of a SweepCallback
+    warm_start: Any = None  # recorded runs added as finished trials (_warm_start.py): files, study, match, metrics_key
 
     def __post_init__(self) -> None:
         self.n_trials = positive_int("hydra.sweeper.n_trials", self.n_trials)

@@ -40,6 +40,7 @@ OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory
 OVERRIDES_ATTR = "overrides"  # the job's overrides
 FAIL_ATTR = "fail_reason"  # why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
+WARM_ATTR = "warm_start"  # a recorded run added by the warm start ("<file>#<name>", "study:<name>#<n>"): never ran
 
 
 URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]+:)(?P<password>[^\s@'\"]+)(?P<at>@)")
