@@ -66,9 +66,13 @@ def need_int(value: Any, key: str, low: int | None = None, nullable: bool = Fals
     need(is_integer(value) and (low is None or value >= low), key, value, why)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: torch computes losses and weights in float32
+
+
 def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> None:
-    """A finite number for which `ok(value)` holds."""
+    """A number finite in float32 (1e39 is finite in Python, inf in torch) for which `ok(value)` holds."""
     need(is_number(value) and math.isfinite(value) and ok(value), key, value, why)
+    need(abs(value) <= FLOAT32_MAX, key, value, f"{why}; beyond float32's range (|x| <= 3.4e38): inf in torch")
 
 
 def need_alpha(value: Any, key: str, why: str = "must be a number in [0, 1]") -> None:

@@ -461,6 +461,11 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
         tags.append(RunTag("best_run_id", str(summary["best_mlflow_run_id"])))
     if summary.get("promoted_dir"):
         tags.append(RunTag("best_dir", str(summary["promoted_dir"])))
+    promotion = summary.get("promotion") or {}
+    if promotion.get("why"):
+        tags.append(RunTag("promotion", str(promotion["why"])[:5000]))
+    if promotion.get("unhealthy"):
+        tags.append(RunTag("unhealthy_trials", ",".join(map(str, promotion["unhealthy"]))))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     for path in artifacts:
         client.log_artifact(parent_run_id, str(path))
@@ -512,6 +517,10 @@ def register_best(
         return None
     client, _ = _client(tcfg)
     run_tags = client.get_run(run_id).data.tags if run_id else {}
+    if run_tags.get("health", "ok") != "ok":  # collapsed, zero loss or zero gradient: never a champion or candidate
+        why = f"not registered: run {run_id} is flagged health={run_tags['health']}"
+        log.warning("%s", why)
+        return {"name": name, "version": None, "alias": None, "why": why}
     tags = {"promoted_dir": str(Path(best_dir).resolve())}
     tags.update({k: str(run_tags[k]) for k in ("data_fingerprint", "eval_protocol") if run_tags.get(k)})
     if metric is not None and value is not None:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.cli import hydra_app, user_errors
 from contrastive.data import format_summary, prepare
 from contrastive.errors import ConfigError
-from contrastive.health import run_flags
+from contrastive.health import flag_names, run_flags
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
 from contrastive.utils import freeze_heap_once, remove_stale_staging, write_json
@@ -233,7 +233,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             value = result.objective["value"]
             tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
             tracking.log_metrics({"wall_time_s": wall_time_s}, prefix="train/")
-            tracking.set_tags({"health": ",".join(f.partition(":")[0] for f in flags) or "ok"})
+            tracking.set_tags({"health": flag_names(flags)})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")
