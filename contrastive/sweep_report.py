@@ -52,7 +52,7 @@ METRICS_ATTR = "metrics"  # fine-tuned metrics on the split
 BASELINE_ATTR = "baseline"  # the untuned baseline's metrics on the same split
 DELTA_ATTR = "delta"  # metric -> {"delta", "ci_low", "ci_high"} (fine-tuned - baseline)
 THRESHOLD_ATTR = "pair_threshold"  # the fine-tuned model's best-F1 cosine threshold
-HEALTH_ATTR = "health"  # the job's health flags (contrastive/health.py; [] when healthy): a flagged trial never promotes
+HEALTH_ATTR = "health"  # the job's health flags (contrastive/health.py; [] when healthy): flagged never promotes
 
 
 def result_attrs(metrics: Mapping[str, Any]) -> dict[str, Any]:

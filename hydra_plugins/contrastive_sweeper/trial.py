@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
+from hydra_plugins.contrastive_sweeper.masking import hide_passwords  # noqa: F401 - re-exported: its callers import it here
 from hydra_plugins.contrastive_sweeper.search_space import quote
 
 if TYPE_CHECKING:
@@ -40,15 +40,6 @@ OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory
 OVERRIDES_ATTR = "overrides"  # the job's overrides
 FAIL_ATTR = "fail_reason"  # why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
-
-
-URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]+:)(?P<password>[^\s@'\"]+)(?P<at>@)")
-
-
-def hide_passwords(text: str) -> str:
-    """`text` with the password of every URL (`scheme://user:password@host`) shown as `***`: configs, params and
-    logs carry the storage URL, and only the storage itself should hold its password."""
-    return URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
 
 
 class HidePasswords(logging.Filter):
