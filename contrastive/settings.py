@@ -518,9 +518,13 @@ class TrackingSettings:
     log_model: bool = True
     registered_model: str | None = "contrastive-qqp"
     parent_run_id: str | None = None  # set by the sweeper for trial jobs (child runs)
+    probe_timeout_s: float = (
+        5.0  # an http(s) server must answer its /health probe within this (contrastive/tracking.py)
+    )
 
     def __post_init__(self) -> None:
         need(bool(self.tracking_uri), "tracking.tracking_uri", self.tracking_uri, "must be a URI (sqlite:///...)")
+        need_finite(self.probe_timeout_s, "tracking.probe_timeout_s", "must be > 0", lambda v: v > 0)
         need(bool(self.experiment), "tracking.experiment", self.experiment, "must be a name")
         if self.enabled and self.tracking_uri.startswith("sqlite:///"):
             store = self.tracking_uri.removeprefix("sqlite:///")
@@ -597,7 +601,8 @@ class EvaluateSettings:
             "eval.interpolate mixes torch weights; use model.backend=torch",
         )
         if self.json:
-            need_writable(str(Path(self.json).parent), "json", self.json)
+            need(not Path(self.json).expanduser().is_dir(), "json", self.json, "is a directory; name a file to write")
+            need_writable(str(Path(self.json).expanduser().parent), "json", self.json)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from contrastive import PROJECT_ROOT
+from contrastive.errors import ConfigError
 from contrastive.utils import file_lock
 from hydra_plugins.contrastive_sweeper.trial import hide_passwords
 
@@ -54,8 +55,36 @@ def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+PROBE_TIMEOUT_S = 5.0  # conf/tracking's probe_timeout_s, for callers without a tracking config
+_answered: set[str] = set()  # servers that answered a probe in this process (probed once each)
+
+
+def require_server(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """An http(s) tracking server must answer one GET /health within `timeout_s`, else one ConfigError naming the
+    URI (MLflow's own client retries for minutes); other stores (sqlite, file) are not probed."""
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")) or tracking_uri in _answered:
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=float(timeout_s)):  # noqa: S310 - the configured server
+            pass
+    except urllib.error.HTTPError:
+        pass  # something answers (a proxy's 401/404...): MLflow's own calls say what is wrong
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"tracking.tracking_uri={hide_passwords(tracking_uri)!r}: no server answered within {timeout_s:g} s "
+            f"({reason}); start it, or point tracking.tracking_uri elsewhere (or tracking.enabled=false)"
+        ) from None
+    _answered.add(tracking_uri)
+
+
 def configure(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at the store and experiment (created with its artifacts beside a SQLite store); its id."""
+    require_server(tracking_uri)
     with store_lock(tracking_uri):
         mlflow.set_tracking_uri(tracking_uri)
         found = mlflow.get_experiment_by_name(experiment)
@@ -264,6 +293,7 @@ def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = N
     `cache_dir` (an alias is cached per version it points to), with the run's metrics.json beside it."""
     from contrastive.utils import write_dir_atomic
 
+    require_server(tracking_uri or default_tracking_uri())
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
     target = Path(cache_dir).expanduser() / _cache_key(uri)
 
@@ -306,6 +336,7 @@ def registry_champion(name: str | None, tracking_uri: str | None = None) -> str 
     uri = tracking_uri or default_tracking_uri()
     if not name or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
         return None
+    require_server(uri)
     try:
         MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:

@@ -171,6 +171,9 @@ def run(cfg: DictConfig) -> float | list[float]:
     from contrastive.model_card import fill_model_card
     from contrastive.training import fit, save_checkpoint
 
+    if settings.tracking.enabled:  # an unreachable server: one line now, not minutes of retries after the model loads
+        tracking.require_server(settings.tracking.tracking_uri, settings.tracking.probe_timeout_s)
+
     started = time.time()
     out = output_dir(settings)
     out.mkdir(parents=True, exist_ok=True)

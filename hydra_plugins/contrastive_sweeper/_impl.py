@@ -201,7 +201,14 @@ class OptunaSweeperImpl(Sweeper):
         """Create the study, or load it (resume / another process), with heartbeats and stale-trial retries."""
         url = self.resolved_storage()
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SweeperConfigError(
+                    f"hydra.sweeper.storage={job.hide_passwords(url)!r}: its directory {folder} cannot be created "
+                    f"({exc.strerror or exc})"
+                ) from None
         heartbeat: dict[str, Any] = {}
         with quiet_optuna():
             if self.heartbeat_interval:

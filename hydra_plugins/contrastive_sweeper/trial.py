@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna"  # the job config block the sweeper adds
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite write lock (several processes share one file)
+PG_CONNECT_TIMEOUT_S = 10  # give up connecting to a PostgreSQL storage after this
 
 # user attributes the sweeper records on a trial
 PRUNER_ATTR = "pruner"  # the pruner spec the job rebuilds
@@ -101,6 +102,15 @@ def address_overrides(storage: str, study_name: str, number: int) -> list[str]:
     ]
 
 
+def storage_error(url: str, exc: BaseException) -> SweeperConfigError:
+    """One line for a storage that cannot be opened (server down, wrong password, missing file or directory)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return SweeperConfigError(
+        f"hydra.sweeper.storage={hide_passwords(url)!r}: cannot open it ({hide_passwords(first)})"
+    )
+
+
 def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.RDBStorage:
     """An RDB storage for a SQLAlchemy URL; SQLite gets a long lock timeout for concurrent processes.
 
@@ -110,12 +120,14 @@ def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.R
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    if url.startswith("postgresql"):  # an unreachable host: one line after this, not a connect that never ends
+        engine_kwargs = {"connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
     for attempt in range(1, attempts + 1):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except (IntegrityError, OperationalError) as exc:
             if attempt == attempts:
-                raise
+                raise storage_error(url, exc) from None
             log.info("opening %s raced another process (%s); retrying", url.split("@")[-1], type(exc).__name__)
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
