@@ -465,8 +465,11 @@ class OptunaSweeperImpl(Sweeper):
         values: list[float] | None = None,
         reason: str | None = None,
     ) -> None:
-        """Tell Optuna the trial's final state, then the callbacks' `on_trial_end`."""
+        """Tell Optuna the trial's final state, then the callbacks' `on_trial_end`. A retry that completes drops the
+        fail reason it inherited from the failed trial it retries (Optuna copies the user attributes)."""
         try:
+            if state == TrialState.COMPLETE and trial.user_attrs.get(job.FAIL_ATTR):
+                trial.set_user_attr(job.FAIL_ATTR, None)
             study.tell(trial, values=values, state=state, skip_if_finished=True)
         except Exception as exc:  # noqa: BLE001 - e.g. another process already failed it as stale
             log.error("trial %d: could not record %s: %s", trial.number, state.name, exc)
