@@ -610,6 +610,7 @@ class AppLimits:
     max_chars: int = 1000
     max_questions: int = 5000
     max_upload_mb: float = 5.0
+    max_request_mb: float = 6.0  # an HTTP request body over this gets 413 before it is parsed
 
 
 @dataclass
@@ -666,6 +667,12 @@ class AppBlock:
         need_int(self.dedup_baseline_max, "app.dedup_baseline_max", 0)
         need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")
         need_finite(self.limits.max_upload_mb, "app.limits.max_upload_mb", "must be > 0", lambda v: v > 0)
+        need_finite(
+            self.limits.max_request_mb,
+            "app.limits.max_request_mb",
+            f"must be >= app.limits.max_upload_mb ({self.limits.max_upload_mb})",
+            lambda v: v >= self.limits.max_upload_mb,
+        )
         splits = self.corpus.splits
         need(
             self.corpus.path is not None or (splits is not None and len(splits) > 0),
