@@ -37,8 +37,10 @@ def run(cfg: DictConfig) -> EvalResult:
         print(SEEN_SPLIT_WARNING, file=sys.stderr, flush=True)
     from contrastive.data import prepare
     from contrastive.evaluation import Evaluator
-    from contrastive.model import backend_args, fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
     from contrastive.utils import write_json
+
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
 
     checkpoint, model_settings = settings.checkpoint, settings.model
     checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work

@@ -116,11 +116,21 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
 
 
+_cache_root: list[Path] = []  # the entry point's paths.cache_dir (use_cache_dir), where registry models go
+
+
+def use_cache_dir(cache_dir: str | os.PathLike) -> None:
+    """Download models named by an MLflow URI under `<cache_dir>/registry` (an entry point's paths.cache_dir)."""
+    _cache_root[:] = [Path(cache_dir).expanduser()]
+
+
 def registry_cache() -> Path:
-    """Where models named by an MLflow URI are downloaded: $CONTRASTIVE_REGISTRY_CACHE, else .cache/registry."""
+    """Where models named by an MLflow URI are downloaded: $CONTRASTIVE_REGISTRY_CACHE, else `registry/` in the
+    entry point's paths.cache_dir (use_cache_dir), else the project's .cache/registry."""
     from contrastive import PROJECT_ROOT
 
-    return Path(os.environ.get("CONTRASTIVE_REGISTRY_CACHE") or PROJECT_ROOT / ".cache" / "registry")
+    root = _cache_root[0] if _cache_root else PROJECT_ROOT / ".cache"
+    return Path(os.environ.get("CONTRASTIVE_REGISTRY_CACHE") or root / "registry")
 
 
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own cap on a header's size

@@ -368,8 +368,11 @@ def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = N
     `cache_dir` (an alias is cached per version it points to), with the run's metrics.json beside it."""
     from contrastive.utils import write_dir_atomic
 
-    require_server(tracking_uri or default_tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    store = tracking_uri or default_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"no MLflow store at {store} (set MLFLOW_TRACKING_URI to the store that holds it)")
+    require_server(store)
+    mlflow.set_tracking_uri(store)
     target = Path(cache_dir).expanduser() / _cache_key(uri)
 
     def fill(tmp: Path) -> None:

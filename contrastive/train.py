@@ -160,6 +160,9 @@ def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective (None on ranks > 0 of a multi-process job)."""
     settings = load_train(cfg)  # every config check, before any work
     from contrastive import distributed
+    from contrastive.model import use_cache_dir
+
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ name_or_path downloads there, not into the project
 
     distributed.init(settings.trainer.device)
     check_processes(settings, cfg)

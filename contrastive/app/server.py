@@ -47,9 +47,10 @@ def check_port(host: str, port: int | None) -> int:
 
 def create_app(settings: AppSettings):
     """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
-    from contrastive.model import backend_args, fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
 
     app = settings.app
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
     checkpoint = find_checkpoint(settings.checkpoint, settings.paths.output_root)
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
     baseline_name = str(settings.model.name_or_path)
