@@ -108,6 +108,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, entry, overrides, expected):
     assert len(errors) == 1 and expected.format(**fill) in errors[0], text[-3000:]
     assert "Traceback" not in text and "SECRET" not in text
     assert not any(line.startswith("serving:") for line in done.stdout.splitlines())  # nothing served, nothing trained
+    for path in (tmp_path / "out").rglob("*"):  # multirun.yaml and the rest: the password in no file (Seen 5)
+        assert not path.is_file() or b"SECRET" not in path.read_bytes(), path
+
+
+def test_a_diverged_single_run_is_one_line_and_exit_2(capsys):
+    """Seen: a loss that went non-finite ended a single run with a TrainingDiverged traceback."""
+    from contrastive.cli import user_errors
+    from contrastive.errors import TrainingDiverged
+
+    with pytest.raises(SystemExit) as stopped, user_errors():
+        raise TrainingDiverged("loss mnrl became inf (non-finite); lower trainer.lr?")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: loss mnrl became inf (non-finite); lower trainer.lr?\n"
 
 
 @pytest.mark.parametrize("password", ["wrong", ""])
@@ -173,3 +186,19 @@ def test_a_sweep_whose_only_trial_collapsed_promotes_and_registers_nothing(tmp_p
     assert "trial 0 not promoted" in parent.data.tags["promotion"] and parent.data.tags["unhealthy_trials"] == "0"
     child = next(r for r in client.search_runs([parent.info.experiment_id]) if r.data.tags.get("trial_number") == "0")
     assert child.data.tags["health"] != "ok"
+
+
+def test_the_server_probe_passes_a_live_mlflow_server_and_refuses_a_dead_one_in_one_line():
+    from contrastive import tracking
+    from contrastive.errors import ConfigError
+
+    live = os.environ.get("CONTRASTIVE_TEST_MLFLOW_URI")
+    if live is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the cluster tests: .ci/run must start .ci/cluster and export its env")
+        pytest.skip("no MLflow server: bash .ci/cluster up DIR && source DIR/env")
+    tracking.require_server(live, timeout_s=5)  # answers /health
+    dead = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(ConfigError) as err:
+        tracking.require_server(dead, timeout_s=2)
+    assert str(err.value).startswith(f"tracking.tracking_uri='{dead}': no server answered within 2 s")
