@@ -372,6 +372,7 @@ def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = N
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
         raise ValueError(f"no MLflow store at {store} (set MLFLOW_TRACKING_URI to the store that holds it)")
     require_server(store)
+    close_dead_runs(store)
     mlflow.set_tracking_uri(store)
     target = Path(cache_dir).expanduser() / _cache_key(uri)
 
@@ -415,6 +416,7 @@ def registry_champion(name: str | None, tracking_uri: str | None = None) -> str 
     if not name or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
         return None
     require_server(uri)
+    close_dead_runs(uri)  # the app's start on this store
     try:
         MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
