@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,8 @@ def run(cfg: DictConfig) -> float | list[float]:
     from contrastive.model import use_cache_dir
 
     use_cache_dir(settings.paths.cache_dir)  # a models:/ name_or_path downloads there, not into the project
+    if settings.tracking.enabled:  # and resolves in this run's store (unless $MLFLOW_TRACKING_URI names one)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking.tracking_uri)
 
     distributed.init(settings.trainer.device)
     check_processes(settings, cfg)
