@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from contrastive import stop
-from contrastive.errors import ConfigError, Interrupted, UserError
+from contrastive.errors import ConfigError, Interrupted, TrainingDiverged, UserError
 
 log = logging.getLogger("contrastive")
 
@@ -32,10 +32,11 @@ def in_multirun() -> bool:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a UserError as `error: <message>` and exit 2, unless a sweeper is waiting for the exception."""
+    """Print a UserError (or a diverged training: the settings made the loss non-finite) as `error: <message>` and
+    exit 2, unless a sweeper is waiting for the exception (it records the trial as failed)."""
     try:
         yield
-    except UserError as exc:
+    except (UserError, TrainingDiverged) as exc:
         if in_multirun():
             raise
         print(f"error: {exc}", file=sys.stderr, flush=True)

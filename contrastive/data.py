@@ -231,8 +231,20 @@ def validate(raw: pd.DataFrame, cfg: DataSettings) -> tuple[pd.DataFrame, dict[s
     frame = frame.reset_index(drop=True)
     stats["rows_kept"] = len(frame)
     if frame.empty:
-        raise DataError("data: no valid rows left after validation")
+        raise DataError(f"data: no valid rows left after validation ({empty_reason(stats, names)})")
     return frame, stats
+
+
+def empty_reason(stats: dict[str, int], names: dict[str, str]) -> str:
+    """Which rules removed every row (the validation counts), and the likely cause when every pair is a self-pair."""
+    dropped = {k: v for k, v in stats.items() if k.startswith("dropped_") and v}
+    said = ", ".join(f"{k.removeprefix('dropped_')}={v:,}" for k, v in dropped.items()) or "the file has no rows"
+    if stats.get("dropped_self_pair") and names["question1"] == names["question2"]:
+        said += (
+            f"; data.columns.question1 and data.columns.question2 both name column {names['question1']!r}, "
+            "so every pair is a question with itself"
+        )
+    return f"{stats.get('rows_read', 0):,} read, removed: {said}"
 
 
 # ---------------------------------------------------------------- identity and components

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,13 +24,23 @@ if TYPE_CHECKING:
 # missing checkpoint answer in a second.
 
 
+SEEN_SPLIT_WARNING = (
+    "warning: eval.split=train scores the pairs a checkpoint trained on this data has seen: "
+    "its metrics are not held-out (use eval.split=val or test)"
+)
+
+
 def run(cfg: DictConfig) -> EvalResult:
     """Load the data and the checkpoint, evaluate it beside the baseline, print the table, write `json`."""
     settings = load_evaluate(cfg)  # every config check, before any work
+    if settings.eval.split == "train":
+        print(SEEN_SPLIT_WARNING, file=sys.stderr, flush=True)
     from contrastive.data import prepare
     from contrastive.evaluation import Evaluator
-    from contrastive.model import backend_args, fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
     from contrastive.utils import write_json
+
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
 
     checkpoint, model_settings = settings.checkpoint, settings.model
     checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work

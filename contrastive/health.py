@@ -17,6 +17,15 @@ def no_gradient(history: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+def zero_mnrl(history: Sequence[Mapping[str, Any]]) -> str | None:
+    """A flag when every logged MNRL term is 0 (e.g. `loss.scale=1e38` saturates the softmax: nothing in-batch
+    is learned while the auxiliary loss still moves the weights, so `no_gradient` does not fire)."""
+    terms = [float(e["loss_mnrl"]) for e in history if e.get("loss_mnrl") is not None]
+    if terms and all(v == 0 for v in terms):
+        return f"zero_mnrl: all {len(terms)} logged MNRL losses are 0 (the in-batch ranking loss taught nothing)"
+    return None
+
+
 def collapsed(
     finetuned: Mapping[str, float], baseline: Mapping[str, float] | None, names: Sequence[str], drop: float
 ) -> list[str]:
@@ -35,7 +44,12 @@ def collapsed(
     return flags
 
 
+def flag_names(flags: Sequence[str]) -> str:
+    """The run's `health` tag: the flags' names joined by commas, `ok` when there are none."""
+    return ",".join(f.partition(":")[0] for f in flags) or "ok"
+
+
 def run_flags(history: Sequence[Mapping[str, Any]], result: Any, names: Sequence[str], drop: float) -> list[str]:
     """Every health flag of a finished run ([] when healthy)."""
-    flag = no_gradient(history)
-    return ([flag] if flag else []) + collapsed(result.finetuned, result.baseline, names, drop)
+    flags = [flag for flag in (no_gradient(history), zero_mnrl(history)) if flag]
+    return flags + collapsed(result.finetuned, result.baseline, names, drop)

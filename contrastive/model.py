@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -115,11 +116,57 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
 
 
+_cache_root: list[Path] = []  # the entry point's paths.cache_dir (use_cache_dir), where registry models go
+
+
+def use_cache_dir(cache_dir: str | os.PathLike) -> None:
+    """Download models named by an MLflow URI under `<cache_dir>/registry` (an entry point's paths.cache_dir)."""
+    _cache_root[:] = [Path(cache_dir).expanduser()]
+
+
 def registry_cache() -> Path:
-    """Where models named by an MLflow URI are downloaded: $CONTRASTIVE_REGISTRY_CACHE, else .cache/registry."""
+    """Where models named by an MLflow URI are downloaded: $CONTRASTIVE_REGISTRY_CACHE, else `registry/` in the
+    entry point's paths.cache_dir (use_cache_dir), else the project's .cache/registry."""
     from contrastive import PROJECT_ROOT
 
-    return Path(os.environ.get("CONTRASTIVE_REGISTRY_CACHE") or PROJECT_ROOT / ".cache" / "registry")
+    root = _cache_root[0] if _cache_root else PROJECT_ROOT / ".cache"
+    return Path(os.environ.get("CONTRASTIVE_REGISTRY_CACHE") or root / "registry")
+
+
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own cap on a header's size
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded (truncated, corrupt header, sizes that disagree), else None; reads
+    the header only (8-byte length, JSON), so a broken checkpoint is refused before any work."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{size} bytes: truncated (no header)"
+    with path.open("rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+            return f"header of {length:,} bytes in a {size:,}-byte file: corrupt or truncated"
+        try:
+            header = json.loads(fh.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "header is not valid JSON: corrupt"
+    if not isinstance(header, dict):
+        return "header is not a JSON object: corrupt"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "header lists a tensor without data_offsets: corrupt"
+    if 8 + length + end != size:
+        return f"tensors end at byte {8 + length + end:,} but the file has {size:,}: truncated or padded"
+    return None
+
+
+def check_weights(model_dir: str | os.PathLike, name: str) -> None:
+    """Every safetensors file of a local model directory loads (`safetensors_problem`), else one ModelError."""
+    for path in sorted(Path(model_dir).rglob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            raise ModelError(f"model.name_or_path: {name!r}: weights {path} unreadable ({problem})")
 
 
 def resolve_registry(uri: str) -> str:
@@ -142,13 +189,16 @@ def resolve_model(name_or_path: str) -> str:
         raise ModelError(f"model.name_or_path: empty value {name_or_path!r}")
     name = str(name_or_path)
     if name.startswith(("models:/", "runs:/")):
-        return resolve_registry(name)
+        local = resolve_registry(name)
+        check_weights(local, name)
+        return local
     if name in _PACKAGED_ALIASES:
         return str(packaged_model_dir())
     expanded = Path(name).expanduser()
     if expanded.exists():
         if not expanded.is_dir():
             raise ModelError(f"model.name_or_path: {name} is a file, expected a model directory")
+        check_weights(expanded, name)
         return str(expanded.resolve())
     if _looks_like_path(name):
         raise ModelError(f"model.name_or_path: path {name} does not exist")

@@ -68,9 +68,13 @@ def need_int(value: Any, key: str, low: int | None = None, nullable: bool = Fals
     need(is_integer(value) and (low is None or value >= low), key, value, why)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: torch computes losses and weights in float32
+
+
 def need_finite(value: Any, key: str, why: str, ok: Any = lambda v: True) -> None:
-    """A finite number for which `ok(value)` holds."""
+    """A number finite in float32 (1e39 is finite in Python, inf in torch) for which `ok(value)` holds."""
     need(is_number(value) and math.isfinite(value) and ok(value), key, value, why)
+    need(abs(value) <= FLOAT32_MAX, key, value, f"{why}; beyond float32's range (|x| <= 3.4e38): inf in torch")
 
 
 MAX_ALPHA = 2.0  # weight interpolation / task-vector scale: past 1 extrapolates along the fine-tuning direction
@@ -583,9 +587,13 @@ class TrackingSettings:
     log_model: bool = True
     registered_model: str | None = "contrastive-qqp"
     parent_run_id: str | None = None  # set by the sweeper for trial jobs (child runs)
+    probe_timeout_s: float = (
+        5.0  # an http(s) server must answer its /health probe within this (contrastive/tracking.py)
+    )
 
     def __post_init__(self) -> None:
         need(bool(self.tracking_uri), "tracking.tracking_uri", self.tracking_uri, "must be a URI (sqlite:///...)")
+        need_finite(self.probe_timeout_s, "tracking.probe_timeout_s", "must be > 0", lambda v: v > 0)
         need(bool(self.experiment), "tracking.experiment", self.experiment, "must be a name")
         if self.enabled and self.tracking_uri.startswith("sqlite:///"):
             store = self.tracking_uri.removeprefix("sqlite:///")
@@ -704,7 +712,8 @@ class EvaluateSettings:
             "eval.interpolate mixes torch weights; use model.backend=torch",
         )
         if self.json:
-            need_writable(str(Path(self.json).parent), "json", self.json)
+            need(not Path(self.json).expanduser().is_dir(), "json", self.json, "is a directory; name a file to write")
+            need_writable(str(Path(self.json).expanduser().parent), "json", self.json)
 
 
 @dataclass
@@ -797,6 +806,7 @@ class AppLimits:
     max_chars: int = 1000
     max_questions: int = 5000
     max_upload_mb: float = 5.0
+    max_request_mb: float = 6.0  # an HTTP request body over this gets 413 before it is parsed
 
 
 @dataclass
@@ -853,6 +863,12 @@ class AppBlock:
         need_int(self.dedup_baseline_max, "app.dedup_baseline_max", 0)
         need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")
         need_finite(self.limits.max_upload_mb, "app.limits.max_upload_mb", "must be > 0", lambda v: v > 0)
+        need_finite(
+            self.limits.max_request_mb,
+            "app.limits.max_request_mb",
+            f"must be >= app.limits.max_upload_mb ({self.limits.max_upload_mb})",
+            lambda v: v >= self.limits.max_upload_mb,
+        )
         splits = self.corpus.splits
         need(
             self.corpus.path is not None or (splits is not None and len(splits) > 0),

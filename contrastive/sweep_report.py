@@ -52,6 +52,7 @@ METRICS_ATTR = "metrics"  # fine-tuned metrics on the split
 BASELINE_ATTR = "baseline"  # the untuned baseline's metrics on the same split
 DELTA_ATTR = "delta"  # metric -> {"delta", "ci_low", "ci_high"} (fine-tuned - baseline)
 THRESHOLD_ATTR = "pair_threshold"  # the fine-tuned model's best-F1 cosine threshold
+HEALTH_ATTR = "health"  # the job's health flags (contrastive/health.py; [] when healthy): flagged never promotes
 
 
 def result_attrs(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +64,19 @@ def result_attrs(metrics: Mapping[str, Any]) -> dict[str, Any]:
         BASELINE_ATTR: metrics.get("baseline"),
         DELTA_ATTR: metrics.get("delta"),
         THRESHOLD_ATTR: finetuned.get("pair_threshold"),
+        HEALTH_ATTR: list(metrics.get("flags") or []),
     }
+
+
+def health_flags(trial: FrozenTrial) -> list[str]:
+    """The health flags its job recorded on a trial ([]: healthy, or recorded before health was)."""
+    return [str(f) for f in trial.user_attrs.get(HEALTH_ATTR) or []]
+
+
+def unhealthy_trials(study: optuna.Study) -> dict[int, list[str]]:
+    """COMPLETE trials whose job flagged the run (collapsed, zero loss, zero gradient): number -> flags."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {t.number: flags for t in complete if (flags := health_flags(t))}
 
 
 # ---------------------------------------------------------------- the sweeper callback
@@ -162,6 +175,7 @@ class SweepReport(SweepCallback):
         best, why = choose_trial(study, self.rule)
         summary = study_summary(study, info.n_trials, best)
         summary["promotion"] = {"rule": self.rule.describe(), "why": why}
+        summary["promotion"]["unhealthy"] = {str(n): flags for n, flags in unhealthy_trials(study).items()}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         figures = [
             p
@@ -273,12 +287,24 @@ class PromotionRule:
 
 
 def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial | None, str]:
-    """The trial `rule` promotes and a sentence saying why."""
+    """The trial `rule` promotes and a sentence saying why; a trial its job flagged unhealthy is never chosen."""
+    flagged = unhealthy_trials(study)
+    skipped = "; ".join(f"trial {n} not promoted: {'; '.join(flags)}" for n, flags in sorted(flagged.items()))
+    best, why = _choose_healthy(study, rule, set(flagged))
+    if best is None and flagged:
+        why = f"no healthy COMPLETE trial ({len(flagged)} flagged)"
+    return best, f"{why}; {skipped}" if skipped else why
+
+
+def _choose_healthy(study: optuna.Study, rule: PromotionRule, flagged: set[int]) -> tuple[FrozenTrial | None, str]:
+    """`choose_trial` among the trials not in `flagged`."""
     if not rule.pick:
-        best = best_trial(study)
+        best = best_trial(study, flagged)
         return best, rule.describe() if best else "no COMPLETE trial"
     scored = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number in flagged:
+            continue
         value = (t.user_attrs.get(METRICS_ATTR) or {}).get(rule.pick)
         if value is None:
             log.warning("trial %d: no %s recorded by its job; not a promotion candidate", t.number, rule.pick)
@@ -299,25 +325,19 @@ def choose_trial(study: optuna.Study, rule: PromotionRule) -> tuple[FrozenTrial 
     )
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial that ran (multi-objective: the Pareto-front trial best on the first objective);
-    warm-start trials (recorded runs, no model) are left out."""
+def best_trial(study: optuna.Study, skip: set[int] | frozenset[int] = frozenset()) -> FrozenTrial | None:
+    """The best COMPLETE trial that ran and is not in `skip` (multi-objective: the Pareto-front trial best on the
+    first objective, later objectives breaking ties, which keeps it on the front); warm-start trials (recorded runs,
+    no model) are left out."""
     complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get(WARM_ATTR)
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.number not in skip and not t.user_attrs.get(WARM_ATTR)
     ]
     if not complete:
         return None
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
-
-    def dominated(t: FrozenTrial) -> bool:
-        a = [s * v for s, v in zip(signs, t.values)]
-        return any(
-            all(x >= y for x, y in zip(b, a)) and b != a
-            for b in ([s * v for s, v in zip(signs, o.values)] for o in complete)
-        )
-
-    front = [t for t in complete if not dominated(t)]  # single objective: the trials tied at the best value
-    return max(front, key=lambda t: signs[0] * t.values[0])
+    return max(complete, key=lambda t: tuple(s * v for s, v in zip(signs, t.values, strict=False)))
 
 
 def unfinished_trials(study: optuna.Study) -> list[int]:

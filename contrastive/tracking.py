@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from contrastive import PROJECT_ROOT
+from contrastive.errors import ConfigError
 from contrastive.utils import file_lock
 from hydra_plugins.contrastive_sweeper.trial import hide_passwords
 
@@ -54,14 +55,117 @@ def store_lock(tracking_uri: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+PROBE_TIMEOUT_S = 5.0  # conf/tracking's probe_timeout_s, for callers without a tracking config
+_answered: set[str] = set()  # servers that answered a probe in this process (probed once each)
+
+
+def require_server(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """An http(s) tracking server must answer one GET /health within `timeout_s`, else one ConfigError naming the
+    URI (MLflow's own client retries for minutes); other stores (sqlite, file) are not probed."""
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")) or tracking_uri in _answered:
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=float(timeout_s)):  # noqa: S310 - the configured server
+            pass
+    except urllib.error.HTTPError:
+        pass  # something answers (a proxy's 401/404...): MLflow's own calls say what is wrong
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"tracking.tracking_uri={hide_passwords(tracking_uri)!r}: no server answered within {timeout_s:g} s "
+            f"({reason}); start it, or point tracking.tracking_uri elsewhere (or tracking.enabled=false)"
+        ) from None
+    _answered.add(tracking_uri)
+
+
+HOST_TAG, PID_TAG, PID_START_TAG = "host", "pid", "pid_start"  # run tags: the process that holds the run open
+DEAD_REASON = "its process {pid} on {host} died without closing the run (SIGKILL, out of memory, power)"
+_swept: set[str] = set()  # stores whose dead processes' runs this process closed already
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat), None where it cannot be read: with
+    the pid it names one process, so a reused pid is not taken for the run's."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags naming this process as a run's holder (host, pid, its start time)."""
+    import socket
+
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: str(process_start(pid))}
+
+
+def holder_alive(tags: Mapping[str, str]) -> bool:
+    """Whether the local process that a run's tags name still runs (False: it died; a reused pid is not it)."""
+    try:
+        pid = int(tags[PID_TAG])
+    except (KeyError, ValueError):
+        return True  # a run that names no process: not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    started = tags.get(PID_START_TAG)
+    return started in (None, "None") or process_start(pid) in (None, started)
+
+
+def close_dead_runs(tracking_uri: str) -> list[str]:
+    """End KILLED (tagged `state=KILLED` and the reason) every RUNNING run of this store whose process ran on this
+    host and is dead; once per store per process. Returns the ids it closed."""
+    import socket
+
+    from mlflow.entities import RunTag, ViewType
+
+    if tracking_uri in _swept:
+        return []
+    _swept.add(tracking_uri)
+    client, host = MlflowClient(tracking_uri=tracking_uri), socket.gethostname()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    closed: list[str] = []
+    for start in range(0, len(experiments), 100):
+        runs = client.search_runs(
+            experiments[start : start + 100],
+            filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'",
+            max_results=1000,
+        )
+        for found in runs:
+            tags = found.data.tags
+            if holder_alive(tags):
+                continue
+            why = DEAD_REASON.format(pid=tags.get(PID_TAG), host=host)
+            with contextlib.suppress(Exception):  # another process may close it at the same moment
+                client.log_batch(found.info.run_id, tags=[RunTag("state", "KILLED"), RunTag("error", why)])
+                client.set_terminated(found.info.run_id, "KILLED")
+                closed.append(found.info.run_id)
+    if closed:
+        log.warning("closed %d run(s) left RUNNING by dead processes: %s", len(closed), ", ".join(closed))
+    return closed
+
+
 def configure(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at the store and experiment (created with its artifacts beside a SQLite store); its id."""
+    """Point MLflow at the store and experiment (created with its artifacts beside a SQLite store); its id. The
+    first time in a process, the store's runs that dead local processes left RUNNING are closed KILLED."""
+    require_server(tracking_uri)
     with store_lock(tracking_uri):
         mlflow.set_tracking_uri(tracking_uri)
         found = mlflow.get_experiment_by_name(experiment)
-        if found:
-            return found.experiment_id
-        return mlflow.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+        experiment_id = found.experiment_id if found else None
+        if experiment_id is None:
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+    close_dead_runs(tracking_uri)
+    return experiment_id
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -211,7 +315,7 @@ def run(tcfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None =
         experiment_id=experiment_id,
         run_name=run_name,
         parent_run_id=parent or None,
-        tags={k: str(v) for k, v in (tags or {}).items()},
+        tags={k: str(v) for k, v in (tags or {}).items()} | owner_tags(),
     )
     try:
         yield active.info.run_id
@@ -264,7 +368,12 @@ def download_model(uri: str, cache_dir: str | Path, tracking_uri: str | None = N
     `cache_dir` (an alias is cached per version it points to), with the run's metrics.json beside it."""
     from contrastive.utils import write_dir_atomic
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    store = tracking_uri or default_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"no MLflow store at {store} (set MLFLOW_TRACKING_URI to the store that holds it)")
+    require_server(store)
+    close_dead_runs(store)
+    mlflow.set_tracking_uri(store)
     target = Path(cache_dir).expanduser() / _cache_key(uri)
 
     def fill(tmp: Path) -> None:
@@ -306,6 +415,8 @@ def registry_champion(name: str | None, tracking_uri: str | None = None) -> str 
     uri = tracking_uri or default_tracking_uri()
     if not name or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
         return None
+    require_server(uri)
+    close_dead_runs(uri)  # the app's start on this store
     try:
         MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -374,6 +485,7 @@ def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, An
     `settings` (study name, storage, sampler, pruner, search space...) become params; on a reopened run,
     only new keys are logged (MLflow params cannot change) and changed ones are listed in a tag.
     """
+    from mlflow.entities import RunTag
     from mlflow.exceptions import MlflowException
 
     client, experiment_id = _client(tcfg)
@@ -387,13 +499,14 @@ def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, An
             changed = sorted(k for k, v in settings.items() if k in old and old[k] != str(v)[:MAX_PARAM_LENGTH])
             log_params({k: v for k, v in settings.items() if k not in old}, run_id)
             client.update_run(run_id, status="RUNNING")
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])  # held by this process now
             if changed:
                 client.set_tag(run_id, "settings_changed_on_resume", ",".join(changed))
             return run_id
     run = client.create_run(
         experiment_id,
         run_name=f"sweep-{study_name}",
-        tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())},
+        tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())} | owner_tags(),
     )
     log_params(settings, run.info.run_id)
     return run.info.run_id
@@ -461,6 +574,11 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
         tags.append(RunTag("best_run_id", str(summary["best_mlflow_run_id"])))
     if summary.get("promoted_dir"):
         tags.append(RunTag("best_dir", str(summary["promoted_dir"])))
+    promotion = summary.get("promotion") or {}
+    if promotion.get("why"):
+        tags.append(RunTag("promotion", str(promotion["why"])[:5000]))
+    if promotion.get("unhealthy"):
+        tags.append(RunTag("unhealthy_trials", ",".join(map(str, promotion["unhealthy"]))))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     for path in artifacts:
         client.log_artifact(parent_run_id, str(path))
@@ -512,6 +630,10 @@ def register_best(
         return None
     client, _ = _client(tcfg)
     run_tags = client.get_run(run_id).data.tags if run_id else {}
+    if run_tags.get("health", "ok") != "ok":  # collapsed, zero loss or zero gradient: never a champion or candidate
+        why = f"not registered: run {run_id} is flagged health={run_tags['health']}"
+        log.warning("%s", why)
+        return {"name": name, "version": None, "alias": None, "why": why}
     tags = {"promoted_dir": str(Path(best_dir).resolve())}
     tags.update({k: str(run_tags[k]) for k in ("data_fingerprint", "eval_protocol") if run_tags.get(k)})
     if metric is not None and value is not None:
@@ -554,10 +676,13 @@ def close_lost_runs(tcfg: DictConfig, reasons: Mapping[str, str]) -> list[str]:
     closed = []
     for run_id, reason in reasons.items():
         try:
-            if client.get_run(run_id).info.status != "RUNNING":
+            found = client.get_run(run_id)
+            status, tagged = found.info.status, "trial_state" in found.data.tags
+            if status != "RUNNING" and (status != "KILLED" or tagged):  # KILLED untagged: closed by close_dead_runs
                 continue
             client.log_batch(run_id, tags=[RunTag("trial_state", "FAIL"), RunTag("trial_reason", reason[:5000])])
-            client.set_terminated(run_id, "KILLED")
+            if status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
         except MlflowException as exc:
             log.warning("could not close run %s: %s", run_id, exc)
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.cli import hydra_app, user_errors
 from contrastive.data import format_summary, prepare
 from contrastive.errors import ConfigError
-from contrastive.health import run_flags
+from contrastive.health import flag_names, run_flags
 from contrastive.pairs import require_positives
 from contrastive.settings import TrainSettings, load_train
 from contrastive.utils import freeze_heap_once, remove_stale_staging, write_json
@@ -160,6 +161,11 @@ def run(cfg: DictConfig) -> float | list[float]:
     """One job end to end; returns the objective (None on ranks > 0 of a multi-process job)."""
     settings = load_train(cfg)  # every config check, before any work
     from contrastive import distributed
+    from contrastive.model import use_cache_dir
+
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ name_or_path downloads there, not into the project
+    if settings.tracking.enabled:  # and resolves in this run's store (unless $MLFLOW_TRACKING_URI names one)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking.tracking_uri)
 
     distributed.init(settings.trainer.device)
     check_processes(settings, cfg)
@@ -170,6 +176,9 @@ def run(cfg: DictConfig) -> float | list[float]:
     from contrastive.model import fingerprint
     from contrastive.model_card import fill_model_card
     from contrastive.training import fit, save_checkpoint
+
+    if settings.tracking.enabled:  # an unreachable server: one line now, not minutes of retries after the model loads
+        tracking.require_server(settings.tracking.tracking_uri, settings.tracking.probe_timeout_s)
 
     started = time.time()
     out = output_dir(settings)
@@ -233,7 +242,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             value = result.objective["value"]
             tracking.log_metrics({"objective": value} if isinstance(value, float) else {})
             tracking.log_metrics({"wall_time_s": wall_time_s}, prefix="train/")
-            tracking.set_tags({"health": ",".join(f.partition(":")[0] for f in flags) or "ok"})
+            tracking.set_tags({"health": flag_names(flags)})
             tracking.log_artifact(out / "metrics.json")
             for fig in figures:
                 tracking.log_artifact(fig, "figures")

@@ -191,3 +191,76 @@ def test_the_queued_app_serves_50_concurrent_requests_and_a_dedup_without_errors
         assert all(len(r) == 5 for r in results[2::2])  # search: 5 hits each
     finally:
         demo.close()
+
+
+def test_this_process_download_dirs_go_at_shutdown():
+    """Seen: 67 contrastive-dedup-* temp dirs stayed after the app stopped. The app's shutdown removes its own."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from contrastive.app.ui import remove_csv_dirs, write_csv
+
+    remove_csv_dirs()  # earlier tests' downloads in this process
+    made = [Path(write_csv(pd.DataFrame({"q": [str(i)]}))).parent for i in range(3)]
+    assert all(d.is_dir() for d in made)
+    assert remove_csv_dirs() == 3 and not any(d.exists() for d in made)
+    assert remove_csv_dirs() == 0
+
+
+@pytest.mark.slow
+def test_bad_request_values_get_one_line_without_exception_text_and_big_bodies_get_413(tmp_path, caplog):
+    """Seen: k='abc' answered with "...Original error: TypeError...", a missing argument with a Textbox repr, a
+    traceback in the log per rejected slider value, and a 20 MB body parsed before being refused."""
+    import logging
+
+    import requests
+    from gradio_client import Client
+    from starlette.middleware import Middleware
+
+    from contrastive.app.server import BodyLimit
+
+    eng = engine(["How do I learn Python?", "How can I lose weight?"], ft=0.6, base=0.95)
+    demo = build_ui(eng, "# test")
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        ssr_mode=False,
+        app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=1_000_000)]},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client = Client(url + "/", verbose=False)
+        told = []
+        with caplog.at_level(logging.INFO, logger="contrastive.app"):
+            for args in (("lose weight", "abc"), ("lose weight", 10_000), ("lose weight", None)):
+                with pytest.raises(Exception) as err:  # noqa: PT011 - gradio_client's AppError
+                    client.predict(*args, api_name="/search")
+                told.append(str(err.value))
+            with pytest.raises(Exception) as err:  # noqa: PT011
+                client.predict({"not": "text"}, "B?", api_name="/compare")
+            told.append(str(err.value))
+        for message in told:
+            assert "Original error" not in message and "object at 0x" not in message and "Traceback" not in message
+        assert told[0] == "number of results: got 'abc'; must be a number", told[0]
+        assert told[1] == "number of results: got 10000; Value 10000 is greater than maximum value 50.", told[1]
+        assert told[3] == "Question 1: got a dict; missing, or not text", told[3]
+        rejected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
+        assert len(rejected) >= 3 and all("\n" not in m for m in rejected)
+
+        big = requests.post(url + "/gradio_api/call/search", data=b"x" * 2_000_000, timeout=30)
+        assert big.status_code == 413 and "request body over" in big.text
+
+        def chunks():
+            for _ in range(40):
+                yield b"y" * 100_000
+
+        streamed = requests.post(url + "/gradio_api/call/search", data=chunks(), timeout=30)
+        assert streamed.status_code == 413
+        ok = requests.post(url + "/gradio_api/call/search", json={"data": ["weight", 1]}, timeout=30)
+        assert ok.status_code == 200
+    finally:
+        demo.close()

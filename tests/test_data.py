@@ -219,9 +219,24 @@ def test_repeated_pairs_self_pairs_and_conflicts_counted():
     assert (frame["key1"] != frame["key2"]).all()
 
 
-def test_nothing_left_after_validation():
-    with pytest.raises(DataError, match="no valid rows left"):
+def test_nothing_left_after_validation_says_which_rule_removed_the_rows():
+    with pytest.raises(DataError) as err:
         validate(pd.DataFrame([("Same?", "same?", 1), ("", "x", 0)], columns=list(COLUMNS)), DATA)
+    assert str(err.value) == (
+        "data: no valid rows left after validation (2 read, removed: empty_question=1, self_pair=1)"
+    )
+
+
+def test_question2_mapped_to_question1s_column_is_named_as_the_cause():
+    """Seen: `data.columns.question2=question1` left no rows and the message did not say why."""
+    import dataclasses
+
+    same = dataclasses.replace(DATA, columns=dataclasses.replace(DATA.columns, question2="question1"))
+    rows = pd.DataFrame([("A?", "B?", 1), ("C?", "D?", 0)], columns=list(COLUMNS))
+    with pytest.raises(DataError) as err:
+        validate(rows, same)
+    assert "self_pair=2" in str(err.value)
+    assert "data.columns.question1 and data.columns.question2 both name column 'question1'" in str(err.value)
 
 
 # ---------------------------------------------------------------- source resolution

@@ -78,18 +78,59 @@ def test_fingerprint_of_packaged_model_is_stable():
     assert fingerprint(DEFAULT_MODEL_ID) == fingerprint("all-MiniLM-L6-v2") == PACKAGED_SHA256[:16]
 
 
+def safetensors_bytes(values: list[float]) -> bytes:
+    """A valid .safetensors file holding one float32 tensor `values` (header, then the data)."""
+    import json
+    import struct
+
+    data = struct.pack(f"<{len(values)}f", *values)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
+    return len(header).to_bytes(8, "little") + header + data
+
+
 def test_fingerprint_of_local_dir_follows_its_weights(tmp_path):
     model_dir = tmp_path / "ckpt"
     (model_dir / "0_Transformer").mkdir(parents=True)
     nested = model_dir / "0_Transformer" / "model.safetensors"
-    nested.write_bytes(b"weights v1")
+    v1, v2 = safetensors_bytes([1.0]), safetensors_bytes([2.0, 3.0])
+    nested.write_bytes(v1)
     assert weights_file(model_dir) == nested
-    assert fingerprint(str(model_dir)) == hashlib.sha256(b"weights v1").hexdigest()[:16]
+    assert fingerprint(str(model_dir)) == hashlib.sha256(v1).hexdigest()[:16]
     top = model_dir / "model.safetensors"
-    top.write_bytes(b"weights v2, longer")
+    top.write_bytes(v2)
     assert weights_file(model_dir) == top  # the top-level file wins
-    assert fingerprint(str(model_dir)) == hashlib.sha256(b"weights v2, longer").hexdigest()[:16]
+    assert fingerprint(str(model_dir)) == hashlib.sha256(v2).hexdigest()[:16]
     assert fingerprint(str(model_dir)) == fingerprint(str(model_dir))
+
+
+def test_broken_safetensors_are_refused_before_any_work(tmp_path):
+    """Seen: a truncated model.safetensors or a corrupt header ended evaluate (and the app) in a traceback."""
+    from contrastive.errors import ModelError
+    from contrastive.model import resolve_model, safetensors_problem
+
+    good = safetensors_bytes([1.0, 2.0])
+    cases = {
+        "ok": good,
+        "truncated": good[:-3],
+        "padded": good + b"\0",
+        "tiny": b"abc",
+        "huge_header": (10**12).to_bytes(8, "little") + good[8:],
+        "not_json": (4).to_bytes(8, "little") + b"{{{{",
+        "no_offsets": (9).to_bytes(8, "little") + b'{"w": {}}',
+    }
+    found = {}
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(content)
+        found[name] = safetensors_problem(path)
+    assert found["ok"] is None
+    assert all(found[name] for name in cases if name != "ok"), found
+    assert "truncated" in found["truncated"] and "corrupt" in found["huge_header"]
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(good[:-3])
+    with pytest.raises(ModelError, match=r"weights .*model.safetensors unreadable \(tensors end at byte"):
+        resolve_model(str(ckpt))
 
 
 def test_weights_sha256_sees_rewritten_files(tmp_path):

@@ -412,6 +412,8 @@ def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_retries_it(
     counted = budget.budget_trials(trials)
     assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
     assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params
+    assert before[2].user_attrs.get("fail_reason")  # the retry inherited the failed trial's reason (Optuna copies it)
+    assert trials[2].user_attrs.get("fail_reason") is None  # completed: the stale reason is dropped
 
 
 def test_a_jobs_config_gets_the_storage_without_its_password_and_the_job_still_connects(tmp_path, monkeypatch):

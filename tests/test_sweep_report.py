@@ -190,7 +190,77 @@ def test_result_attrs_are_what_a_job_records():
         "baseline": {"mrr_at_10": 0.8},
         "delta": {"mrr_at_10": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15}},
         "pair_threshold": 0.61,
+        "health": [],
     }
+    flagged = sweep_report.result_attrs(metrics | {"flags": ["collapsed: mrr_at_10 0.1 vs 0.9"]})
+    assert flagged["health"] == ["collapsed: mrr_at_10 0.1 vs 0.9"]
+
+
+def _flagged_study(tmp_path: Path, flags: dict[int, str]) -> optuna.Study:
+    """`_study_with_metrics` where the jobs of the trials in `flags` had their runs flagged by the health check."""
+
+    def record(trial: optuna.Trial, out: Path) -> None:
+        if trial.number in flags:
+            trial.set_user_attr("health", [flags[trial.number]])
+
+    return _study_with_metrics(tmp_path, before_tell=record)
+
+
+def test_a_flagged_trial_is_never_chosen_and_the_reason_says_so(tmp_path):
+    default = sweep_report.PromotionRule.from_spec(None)
+    assert sweep_report.choose_trial(_study_with_metrics(), default)[0].number == 0
+    study = _flagged_study(tmp_path / "a", {0: "collapsed: mrr_at_10 0.1249 vs the baseline's 1.0000"})
+    best, why = sweep_report.choose_trial(study, default)
+    assert best.number == 2 and "trial 0 not promoted: collapsed: mrr_at_10 0.1249" in why
+    picky = sweep_report.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.05})
+    assert sweep_report.choose_trial(_study_with_metrics(), picky)[0].number == 0
+    study = _flagged_study(tmp_path / "b", {0: "zero_mnrl: all 4 logged MNRL losses are 0"})
+    best, why = sweep_report.choose_trial(study, picky)  # the closest-to-floor fallback skips flagged trials too
+    assert best.number == 2 and "trial 0 not promoted: zero_mnrl" in why
+    every = {n: "no_gradient: all 4 logged losses and gradient norms are 0" for n in range(3)}
+    best, why = sweep_report.choose_trial(_flagged_study(tmp_path / "c", every), default)
+    assert best is None and why.startswith("no healthy COMPLETE trial (3 flagged)")
+
+
+def test_a_one_trial_sweep_that_collapsed_promotes_and_registers_nothing(tmp_path):
+    """Seen: a collapsed 1-trial sweep became best/ and the registry's @best. Now: no best/, no version, and the
+    summary and the parent run say why."""
+    from mlflow.tracking import MlflowClient
+
+    from contrastive import tracking
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tcfg = OmegaConf.create({"enabled": True, "tracking_uri": store, "experiment": "x", "registered_model": "m"})
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    out = tmp_path / "trial_0"
+    (out / "model").mkdir(parents=True)
+    with tracking.run(tcfg, "trial 0", {"health": "collapsed"}) as run_id:
+        pass
+    flags = ["collapsed: mrr_at_10 0.1249 vs the baseline's 1.0000 (more than eval.collapse_drop=0.1 below)"]
+    metrics = {"objective": {"name": "mrr_at_10", "value": 0.1249}, "finetuned": {"mrr_at_10": 0.1249}}
+    for key, value in sweep_report.result_attrs(metrics | {"flags": flags}).items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("output_dir", str(out))
+    trial.set_user_attr("mlflow_run_id", run_id)
+    study.tell(trial, 0.1249)
+    report = sweep_report.SweepReport(tracking=tcfg)
+    sweep_dir = tmp_path / "sweep"
+    info = SweepInfo("s", "sqlite://", ["maximize"], 1, 1, "optuna.samplers.RandomSampler", 0, "none", sweep_dir)
+    report.on_sweep_start(study, info)
+    report.on_sweep_end(study, info)
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["promoted_dir"] is None and not (sweep_dir / "best").exists()
+    assert summary["promotion"]["unhealthy"] == {"0": flags}
+    assert "trial 0 not promoted: collapsed" in summary["promotion"]["why"]
+    client = MlflowClient(tracking_uri=store)
+    assert client.search_registered_models() == [] or not client.search_model_versions("name='m'")
+    parent = client.get_run(report.parent_run_id)
+    assert "trial 0 not promoted: collapsed" in parent.data.tags["promotion"]
+    assert parent.data.tags["unhealthy_trials"] == "0"
+    # and the registry refuses a flagged run whoever asks
+    assert tracking.register_best(tcfg, run_id, out, "mrr_at_10", 0.1249)["alias"] is None
+    assert not client.search_model_versions("name='m'")
 
 
 def test_report_at_the_end_reads_the_study_not_the_trials_files(tmp_path):

@@ -190,3 +190,58 @@ def test_config_params_hide_url_passwords(store):
     cfg = _cfg(store)
     cfg.optuna = {"storage": "postgresql://sweeper:hunter2@db/optuna"}
     assert tracking.config_params(cfg)["optuna.storage"] == "postgresql://sweeper:***@db/optuna"
+
+
+# ---------------------------------------------------------------- runs left RUNNING by dead processes
+HOLD_RUN = """
+import os, signal, sys, time
+from omegaconf import OmegaConf
+from contrastive import tracking
+tcfg = OmegaConf.create({"enabled": True, "tracking_uri": sys.argv[1], "experiment": "t"})
+with tracking.run(tcfg, sys.argv[2]) as run_id:
+    print(run_id, flush=True)
+    if sys.argv[2] == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` (or the OOM killer) would, mid-run
+    time.sleep(120)
+"""
+
+
+def _hold_run(store: str, name: str):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_RUN, store, name], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.mark.slow
+def test_runs_record_their_process_and_a_start_closes_dead_processes_runs(store):
+    """Seen: a SIGKILL'd training run stayed RUNNING forever. Now any next start on the store ends it KILLED with
+    the reason, and leaves a live process's run alone."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    killed, killed_id = _hold_run(store, "killed")
+    killed.wait(timeout=60)
+    client = MlflowClient(tracking_uri=store)
+    assert client.get_run(killed_id).info.status == "RUNNING"
+    tags = client.get_run(killed_id).data.tags
+    assert tags["host"] == socket.gethostname() and tags["pid"] == str(killed.pid) and tags["pid_start"]
+    live, live_id = _hold_run(store, "live")  # the next start on the store (train, sweep, registry use)
+    try:
+        dead = client.get_run(killed_id)
+        assert dead.info.status == "KILLED" and dead.data.tags["state"] == "KILLED"
+        assert dead.data.tags["error"].startswith(f"its process {killed.pid} on {socket.gethostname()} died")
+        assert tracking.close_dead_runs(store) == []  # here too: the live process's run stays open
+        assert client.get_run(live_id).info.status == "RUNNING"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_reused_pid_is_not_taken_for_the_runs_process():
+    mine = tracking.owner_tags()
+    assert tracking.holder_alive(mine)
+    assert not tracking.holder_alive(mine | {"pid_start": "1"})  # same pid, another start: the run's process died
+    assert tracking.holder_alive({})  # a run that names no process is not judged

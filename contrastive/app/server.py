@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
 from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
-from contrastive.app.ui import CSS, build_ui, header_markdown, threshold_label
+from contrastive.app.ui import CSS, build_ui, header_markdown, remove_csv_dirs, threshold_label
 from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
 from contrastive.settings import AppSettings, load_app
@@ -47,9 +47,10 @@ def check_port(host: str, port: int | None) -> int:
 
 def create_app(settings: AppSettings):
     """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
-    from contrastive.model import backend_args, fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
 
     app = settings.app
+    use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
     checkpoint = find_checkpoint(settings.checkpoint, settings.paths.output_root)
     thresholds = load_thresholds(checkpoint.path, float(app.fallback_threshold))
     baseline_name = str(settings.model.name_or_path)
@@ -114,6 +115,44 @@ def create_app(settings: AppSettings):
     return build_ui(engine, header, examples=examples), engine
 
 
+class BodyLimit:
+    """ASGI middleware: an HTTP request whose body exceeds `max_bytes` gets 413 before anything parses it (by its
+    Content-Length at once, else as soon as the streamed body passes the limit)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def refuse(self, send: Any) -> None:
+        body = f"request body over {self.max_bytes:,} bytes (app.limits.max_request_mb)".encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self.refuse(send)
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLarge:
+            await self.refuse(send)
+
+
+class BodyTooLarge(Exception):
+    """A streamed request body passed `BodyLimit.max_bytes`."""
+
+
 def configure_queue(demo: Any, queue: Any) -> Any:
     """Gradio's request queue from `app.queue`: at most max_size waiting (more are refused at once), `concurrency`
     running per kind of request (search, dedup, ...), so one long dedup does not hold up searches."""
@@ -128,8 +167,12 @@ def serve(settings: AppSettings) -> None:
     port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
     demo, _ = create_app(settings)
     configure_queue(demo, app.queue)
+    from starlette.middleware import Middleware
+
+    limit = int(float(app.limits.max_request_mb) * 1_000_000)
     try:
         demo.launch(
+            app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=limit)]},
             server_name=str(app.host),
             server_port=port,
             share=bool(app.share),
@@ -146,7 +189,11 @@ def serve(settings: AppSettings) -> None:
     except OSError as exc:  # taken between the check and the launch
         raise ConfigError(f"app.port={port}: cannot listen on {app.host}:{port} ({str(exc).splitlines()[0]})") from None
     print(f"app: http://{app.host}:{port}", flush=True)
-    demo.block_thread()
+    try:
+        demo.block_thread()
+    finally:  # Ctrl-C, SIGTERM (unwound by contrastive.cli) or a crash: this process's download dirs go
+        remove_csv_dirs()
+        demo.close()
 
 
 def main() -> None:

@@ -239,7 +239,52 @@ def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A request value as a message may show it: its repr, cut short; an object without a useful repr by type."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def guard_inputs(demo: Any) -> int:
+    """Every number, slider and text box of `demo` refuses a value it cannot take (a text for a number, a missing
+    argument, a number out of range) with a one-line toast naming the field, logged as one line: Gradio's own
+    message holds exception text and object reprs, and its log a traceback per rejected value. How many guarded."""
+    import gradio as gr
+
+    kinds = (gr.Slider, gr.Number, gr.Textbox)
+    guarded = 0
+    for block in list(demo.blocks.values()):
+        if not isinstance(block, kinds) or getattr(block, "_guarded", False):
+            continue
+        name = block.label or block.elem_id or type(block).__name__.lower()
+        text = isinstance(block, gr.Textbox)
+
+        def preprocess(
+            payload: Any, inner: Callable[[Any], Any] = block.preprocess, name: str = name, text: bool = text
+        ):
+            if text:
+                ok = payload is None or isinstance(payload, str)
+            else:
+                ok = payload is None or (isinstance(payload, (int, float)) and not isinstance(payload, bool))
+            why = "missing, or not text" if text else "must be a number"
+            try:
+                if ok:
+                    return inner(payload)
+            except gr.Error as exc:
+                why = str(exc.message)
+            except Exception:  # noqa: BLE001 - Gradio's own check failed on the value: said in one line below
+                pass
+            log.info("rejected %s: got %s; %s", name, _shown(payload), why)
+            raise gr.Error(f"{name}: got {_shown(payload)}; {why}", title="Input problem", print_exception=False)
+
+        block.preprocess = preprocess
+        block._guarded = True
+        guarded += 1
+    return guarded
+
+
 CSV_PREFIX = "contrastive-dedup-"
+_csv_dirs: set[Path] = set()  # download directories this process made: removed at shutdown (remove_csv_dirs)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with these as a formula
 
 
@@ -261,11 +306,23 @@ def remove_stale_csv_dirs(max_age_s: float = 3600.0) -> int:
     return removed
 
 
+def remove_csv_dirs() -> int:
+    """Delete every download directory this process made (the app's shutdown); how many went."""
+    removed = 0
+    for folder in list(_csv_dirs):
+        shutil.rmtree(folder, ignore_errors=True)
+        _csv_dirs.discard(folder)
+        removed += 1
+    return removed
+
+
 def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv", max_age_s: float = 3600.0) -> str:
     """Write a table, formula-safe, to a fresh temporary directory (served by Gradio from the system temp dir);
     earlier downloads' directories older than `max_age_s` are removed first."""
     remove_stale_csv_dirs(max_age_s)
-    path = Path(tempfile.mkdtemp(prefix=CSV_PREFIX)) / name
+    folder = Path(tempfile.mkdtemp(prefix=CSV_PREFIX))
+    _csv_dirs.add(folder)
+    path = folder / name
     table.map(spreadsheet_safe).to_csv(path, index=False)
     return str(path)
 
@@ -508,4 +565,5 @@ def build_ui(
                 api_name="dedup",
                 api_description="Groups of duplicates at the threshold, each question's row (both models) and the CSV.",
             )
+    guard_inputs(demo)
     return demo

@@ -206,7 +206,14 @@ class OptunaSweeperImpl(Sweeper):
         """Create the study, or load it (resume / another process), with heartbeats and stale-trial retries."""
         url = self.resolved_storage()
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SweeperConfigError(
+                    f"hydra.sweeper.storage={job.hide_passwords(url)!r}: its directory {folder} cannot be created "
+                    f"({exc.strerror or exc})"
+                ) from None
         heartbeat: dict[str, Any] = {}
         with quiet_optuna():
             if self.heartbeat_interval:
@@ -475,8 +482,11 @@ class OptunaSweeperImpl(Sweeper):
         values: list[float] | None = None,
         reason: str | None = None,
     ) -> None:
-        """Tell Optuna the trial's final state, then the callbacks' `on_trial_end`."""
+        """Tell Optuna the trial's final state, then the callbacks' `on_trial_end`. A retry that completes drops the
+        fail reason it inherited from the failed trial it retries (Optuna copies the user attributes)."""
         try:
+            if state == TrialState.COMPLETE and trial.user_attrs.get(job.FAIL_ATTR):
+                trial.set_user_attr(job.FAIL_ATTR, None)
             study.tell(trial, values=values, state=state, skip_if_finished=True)
         except Exception as exc:  # noqa: BLE001 - e.g. another process already failed it as stale
             log.error("trial %d: could not record %s: %s", trial.number, state.name, exc)

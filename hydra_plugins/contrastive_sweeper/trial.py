@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
+from hydra_plugins.contrastive_sweeper.masking import hide_passwords  # noqa: F401 - re-exported: its callers import it here
 from hydra_plugins.contrastive_sweeper.search_space import quote
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna"  # the job config block the sweeper adds
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite write lock (several processes share one file)
+PG_CONNECT_TIMEOUT_S = 10  # give up connecting to a PostgreSQL storage after this
 
 # user attributes the sweeper records on a trial
 PRUNER_ATTR = "pruner"  # the pruner spec the job rebuilds
@@ -41,15 +42,6 @@ OVERRIDES_ATTR = "overrides"  # the job's overrides
 FAIL_ATTR = "fail_reason"  # why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
 WARM_ATTR = "warm_start"  # a recorded run added by the warm start ("<file>#<name>", "study:<name>#<n>"): never ran
-
-
-URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]+:)(?P<password>[^\s@'\"]+)(?P<at>@)")
-
-
-def hide_passwords(text: str) -> str:
-    """`text` with the password of every URL (`scheme://user:password@host`) shown as `***`: configs, params and
-    logs carry the storage URL, and only the storage itself should hold its password."""
-    return URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
 
 
 class HidePasswords(logging.Filter):
@@ -111,6 +103,15 @@ def address_overrides(storage: str, study_name: str, number: int) -> list[str]:
     ]
 
 
+def storage_error(url: str, exc: BaseException) -> SweeperConfigError:
+    """One line for a storage that cannot be opened (server down, wrong password, missing file or directory)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return SweeperConfigError(
+        f"hydra.sweeper.storage={hide_passwords(url)!r}: cannot open it ({hide_passwords(first)})"
+    )
+
+
 def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.RDBStorage:
     """An RDB storage for a SQLAlchemy URL; SQLite gets a long lock timeout for concurrent processes.
 
@@ -120,12 +121,14 @@ def rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> optuna.storages.R
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    if url.startswith("postgresql"):  # an unreachable host: one line after this, not a connect that never ends
+        engine_kwargs = {"connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
     for attempt in range(1, attempts + 1):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except (IntegrityError, OperationalError) as exc:
             if attempt == attempts:
-                raise
+                raise storage_error(url, exc) from None
             log.info("opening %s raced another process (%s); retrying", url.split("@")[-1], type(exc).__name__)
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
