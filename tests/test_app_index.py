@@ -11,9 +11,9 @@ import pytest
 from app_helpers import bag_of_words
 
 from contrastive.app.index import BackgroundIndex, build_index, corpus_texts
+from contrastive.app.settings import load_app
 from contrastive.errors import ConfigError, DataError
 from contrastive.search import CorpusIndex
-from contrastive.settings import load_app
 
 
 # ---------------------------------------------------------------- the default corpus

@@ -8,8 +8,8 @@ import pytest
 from conftest import compose_config
 
 from contrastive.app.server import free_port
+from contrastive.app.settings import load_app
 from contrastive.errors import ConfigError
-from contrastive.settings import load_app
 
 
 # ---------------------------------------------------------------- config

@@ -165,7 +165,7 @@ def test_the_queued_app_serves_50_concurrent_requests_and_a_dedup_without_errors
     from gradio_client import Client
 
     from contrastive.app.server import configure_queue
-    from contrastive.settings import AppQueue
+    from contrastive.app.settings import AppQueue
 
     corpus = [f"How do I learn topic {i}?" for i in range(200)]
     demo = build_ui(engine(corpus), "# load", examples=Examples([["A?", "B?"]], ["A?"], ["A?\nB?"]))

@@ -1,4 +1,4 @@
-"""The bench's config (conf/bench.yaml), its typed schema (settings.BenchSettings) and its entry point. The
+"""The bench's config (conf/bench.yaml), its typed schema (bench.settings.BenchSettings) and its entry point. The
 sections' helpers are tested in tests/test_bench_<section>.py; no timings are asserted anywhere."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 from conftest import compose_config
 
 from contrastive import CONF_DIR, PROJECT_ROOT, bench
+from contrastive.bench.settings import BENCH_SECTIONS, BenchSettings, load_bench
 from contrastive.errors import ConfigError
-from contrastive.settings import BENCH_SECTIONS, BenchSettings, as_dict, load_bench
+from contrastive.settings import as_dict
 
 
 def test_bench_config_composes_and_resolves():

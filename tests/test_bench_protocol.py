@@ -7,7 +7,7 @@ from conftest import compose_config
 
 from contrastive.bench.common import load_inputs
 from contrastive.bench.protocol import section
-from contrastive.settings import load_bench
+from contrastive.bench.settings import load_bench
 
 
 def test_the_protocol_rows_on_the_fixture(tmp_path):

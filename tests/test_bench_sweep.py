@@ -9,8 +9,8 @@ from conftest import compose_config
 
 from contrastive import utils
 from contrastive.bench.common import load_inputs
+from contrastive.bench.settings import load_bench
 from contrastive.bench.sweep import section, trial_setup_child
-from contrastive.settings import load_bench
 
 
 def test_trial_setup_child_runs_the_jobs_setup_twice_on_the_fixture():

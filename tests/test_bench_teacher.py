@@ -6,9 +6,9 @@ from __future__ import annotations
 from conftest import compose_config
 
 from contrastive.bench.common import load_inputs
+from contrastive.bench.settings import load_bench
 from contrastive.bench.teacher import section
 from contrastive.evaluation import split_questions
-from contrastive.settings import load_bench
 
 
 def test_the_teacher_rows_on_the_fixture(tmp_path):

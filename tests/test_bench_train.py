@@ -9,8 +9,8 @@ import torch
 from conftest import compose_config
 
 from contrastive.bench.common import EncoderShape, batch_flops
+from contrastive.bench.settings import load_bench
 from contrastive.bench.train import CountingCollator, epoch_padding, our_settings, rep_ratios
-from contrastive.settings import load_bench
 
 MINILM = EncoderShape(linear_params=6 * (4 * 384 * 384 + 2 * 384 * 1536), layers=6, hidden=384)
 

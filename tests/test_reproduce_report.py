@@ -7,7 +7,7 @@ import json
 
 from contrastive import PROJECT_ROOT
 from contrastive.reproduce import report
-from contrastive.settings import ReproduceTargets
+from contrastive.reproduce.settings import ReproduceTargets
 
 
 def _delta(d: float, low: float, high: float) -> dict:

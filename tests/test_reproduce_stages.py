@@ -10,7 +10,7 @@ from conftest import compose_config
 
 from contrastive.errors import ConfigError
 from contrastive.reproduce import stages
-from contrastive.settings import AblationRow, load_reproduce
+from contrastive.reproduce.settings import AblationRow, load_reproduce
 
 ROWS = [
     AblationRow(name="a", label="A", set=["loss.aux_weight=0", "batch.size=32"], from_best=[]),
@@ -109,7 +109,7 @@ def test_fresh_start_sets_the_last_run_aside(tmp_path):
 
 def test_merge_rows_must_name_rows_with_a_model_of_their_own():
     from contrastive.cli import compose_config as compose
-    from contrastive.settings import load_reproduce
+    from contrastive.reproduce.settings import load_reproduce
 
     cfg = compose(["reproduce.merge.rows=[labeled_negatives,aux_joint]"], "reproduce")
     assert list(load_reproduce(cfg).reproduce.merge.rows) == ["labeled_negatives", "aux_joint"]

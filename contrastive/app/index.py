@@ -19,7 +19,8 @@ from contrastive.search import CorpusIndex, Limits, corpus_fingerprint, read_que
 
 if TYPE_CHECKING:
     from contrastive.app.engine import Embed
-    from contrastive.settings import AppCorpus, DataSettings
+    from contrastive.app.settings import AppCorpus
+    from contrastive.settings import DataSettings
 
 log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 

@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
 from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
+from contrastive.app.settings import AppSettings, load_app
 from contrastive.app.ui import CSS, build_ui, header_markdown, remove_csv_dirs, threshold_label
 from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
-from contrastive.settings import AppSettings, load_app
 
 log = logging.getLogger("contrastive.app")  # one logger for the whole app package
 

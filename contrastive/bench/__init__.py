@@ -32,8 +32,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from contrastive.bench.settings import BENCH_SECTIONS, BenchSettings, load_bench
 from contrastive.cli import hydra_app, user_errors
-from contrastive.settings import BENCH_SECTIONS, BenchSettings, as_dict, load_bench
+from contrastive.settings import as_dict
 
 SECTIONS = tuple(name for name in BENCH_SECTIONS if name != "peak")  # the sections that return rows
 

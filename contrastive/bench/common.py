@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contrastive.bench.settings import BenchSettings
+
 # The evaluation API the bench scores with (one place to repoint when it moves).
 from contrastive.evaluation import (
     build_eval_set,
@@ -28,7 +30,7 @@ from contrastive.evaluation import (
     scoring_args,
 )
 from contrastive.model import encode
-from contrastive.settings import BenchSettings, DataSettings, EvalSettings, ModelSettings
+from contrastive.settings import DataSettings, EvalSettings, ModelSettings
 
 Row = dict[str, Any]
 

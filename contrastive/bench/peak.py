@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from contrastive.bench.common import Inputs, Row, note, torch_threads
-from contrastive.settings import BenchPeak
+from contrastive.bench.settings import BenchPeak
 
 
 def matmul_gflops(size: int, reps: int, threads: int | None = None) -> float:

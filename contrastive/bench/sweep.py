@@ -34,12 +34,13 @@ from contrastive.bench.common import (
     torch_threads,
     val_subset,
 )
+from contrastive.bench.settings import BenchSweep
 from contrastive.bench.train import our_settings, our_trainer
 
 # The evaluation API the objective is scored with, and the sweeper's job side (one place to repoint each).
 from contrastive.evaluation import pair_metrics, pair_scores, retrieval_per_query, scoring_args
 from contrastive.model import encode
-from contrastive.settings import BenchSweep, EvalSettings
+from contrastive.settings import EvalSettings
 from contrastive.utils import freeze_heap_once
 from hydra_plugins.contrastive_sweeper.trial import Reporter, build_pruner
 

@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 
 from contrastive.cli import hydra_app, user_errors
 from contrastive.errors import ConfigError
-from contrastive.settings import ReproduceSettings, load_reproduce, load_train
+from contrastive.reproduce.settings import ReproduceSettings, load_reproduce
+from contrastive.settings import load_train
 
 
 def check_config(cfg: DictConfig) -> ReproduceSettings:

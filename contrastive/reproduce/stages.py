@@ -4,7 +4,7 @@ The sweep (`python -m contrastive.train -m +sweeps=<config>`), one training run 
 (`python -m contrastive.train ...`, scored on the test split with distractors) and the final model on the test
 split's own corpus (`python -m contrastive.evaluate ...`), each with its own log in the work dir. A rerun
 resumes: the Optuna study resumes, and a row whose run dir holds a metrics.json made with the same overrides is
-read instead of retrained. `run` takes the typed settings (contrastive.settings.ReproduceSettings) and hands the
+read instead of retrained. `run` takes the typed settings (contrastive.reproduce.settings.ReproduceSettings) and hands the
 numbers to `contrastive.reproduce.report`.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from contrastive.errors import ConfigError, UserError
 from contrastive.reproduce import report
-from contrastive.settings import AblationRow, ReproduceBlock, ReproduceSettings
+from contrastive.reproduce.settings import AblationRow, ReproduceBlock, ReproduceSettings
 
 log = logging.getLogger("contrastive.reproduce")
 
