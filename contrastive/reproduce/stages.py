@@ -4,8 +4,8 @@ The sweep (`python -m contrastive.train -m +sweeps=<config>`), one training run 
 (`python -m contrastive.train ...`, scored on the test split with distractors) and the final model on the test
 split's own corpus (`python -m contrastive.evaluate ...`), each with its own log in the work dir. A rerun
 resumes: the Optuna study resumes, and a row whose run dir holds a metrics.json made with the same overrides is
-read instead of retrained. `run` takes the typed settings (contrastive.reproduce.settings.ReproduceSettings) and hands the
-numbers to `contrastive.reproduce.report`.
+read instead of retrained. `run` takes the typed settings (contrastive.reproduce.settings.ReproduceSettings) and
+hands the numbers to `contrastive.reproduce.report`.
 """
 
 from __future__ import annotations
