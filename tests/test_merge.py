@@ -110,7 +110,7 @@ def test_merge_entry_point_writes_a_normal_checkpoint_naming_its_ingredients(tmp
     assert record["method"] == "greedy" and record["ingredients"] == [str(a), str(b)]
     assert record["kept"] and len(record["greedy_steps"]) == 2 and "finetuned" in record
     card = (out / "README.md").read_text()
-    assert "## Merge" in card and str(a) in card and "merge:greedy" in card
+    assert "## Merge" in card and str(a) in card and str(b) in card and "| weight |" in card
     loaded = SentenceTransformer(str(out), device="cpu")  # no project code needed
     assert loaded.encode(["How do I learn Python?"]).shape == (1, 384)
     far = _checkpoint(minilm, tmp_path / "far", 3.0, 3)
