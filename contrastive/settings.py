@@ -622,7 +622,7 @@ class TeacherSettings:
 
     name_or_path: str = MISSING
     max_length: int = 128
-    orders: str = "both"
+    orders: str = "random"
     max_pairs: int | None = None
     epochs: float = 1.0
     lr: float = 3.0e-5
