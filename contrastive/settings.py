@@ -221,6 +221,7 @@ class MiningSettings:
     cache_dir: str = MISSING
     sample_rows: int = 200
     seed: int = 0
+    pool_pairs: int | None = None  # cap on the train-split pairs whose questions are mined over; None: all
 
     def __post_init__(self) -> None:
         need_int(self.num_negatives, "loss.mining.num_negatives", 1)
@@ -241,6 +242,7 @@ class MiningSettings:
             need_finite(self.max_score, "loss.mining.max_score", "must be null or in [-1, 1]", lambda v: -1 <= v <= 1)
         need_int(self.batch_size, "loss.mining.batch_size", 1)
         need_int(self.sample_rows, "loss.mining.sample_rows", 0)
+        need_int(self.pool_pairs, "loss.mining.pool_pairs", 1, nullable=True)
         need_int(self.seed, "loss.mining.seed")
 
 
@@ -458,6 +460,7 @@ class EvalSettings:
     map_k: int = 100
     distractors: str = "none"
     max_distractors: int | None = None
+    max_pairs: int | None = None  # cap on the eval split's pairs (whole linked groups); None: the whole split
     n_boot: int = 1000
     ci: float = 0.95
     seed: int = 0
@@ -479,6 +482,7 @@ class EvalSettings:
         need_int(self.n_boot, "eval.n_boot", 0)
         need_finite(self.ci, "eval.ci", "must be in (0, 1)", lambda v: 0 < v < 1)
         need_int(self.max_distractors, "eval.max_distractors", 0, nullable=True)
+        need_int(self.max_pairs, "eval.max_pairs", 1, nullable=True)
         need_int(self.intermediate_max_pairs, "eval.intermediate_max_pairs", 1, nullable=True)
         spec = self.distractors
         need(bool(spec), "eval.distractors", spec, "choose none, train or a file path")

@@ -78,7 +78,8 @@ def job_overrides() -> list[str]:
 
 def eval_protocol(ev) -> str:
     """What makes two runs' metrics comparable: the split, cut-offs and distractors of the evaluation."""
-    return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}"
+    capped = f",max_pairs={ev.max_pairs}" if ev.max_pairs else ""  # uncapped runs keep their old protocol string
+    return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}{capped}"
 
 
 def interpolation_extra(entries: dict, alpha: float | None) -> dict:

@@ -27,7 +27,7 @@ def training_datasets(
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """The train split, capped by `data.max_pairs`, as named datasets for the Trainer.
 
-    With mined negatives (`loss.negatives` mined / both) they are mined over the whole train split by `model`,
+    With mined negatives (`loss.negatives` mined / both) they are mined over `mining_pool` by `model`,
     which must still be untuned (None: the model group's, loaded on a cache miss); the filters' counts join the
     sizes (`mining_*`) and `out`, when given, gets the seeded sample (mining.SAMPLE_FILE)."""
     from datasets import Dataset
@@ -39,7 +39,7 @@ def training_datasets(
         from contrastive.mining import mine_for_training, write_sample
 
         with main_first():  # multi-process: rank 0 mines and fills the cache, the other ranks read it
-            mined = mine_for_training(data.splits["train"], train, settings, model)
+            mined = mine_for_training(mining_pool(data, settings), train, settings, model)
         if out is not None and is_main():
             cfg = settings.loss.mining
             write_sample(mined, Path(out) / SAMPLE_FILE, int(cfg.sample_rows), int(cfg.seed))
@@ -66,6 +66,16 @@ def training_datasets(
             "cut short or dropped); lower it, or raise data.max_pairs"
         )
     return {name: Dataset.from_pandas(df, preserve_index=False) for name, df in frames.items()}, sizes
+
+
+def mining_pool(data: PreparedData, settings: TrainSettings) -> Any:
+    """The train-split pairs mined over: with data.max_pairs set, capped at `loss.mining.pool_pairs` (at least
+    data.max_pairs): a seeded set of whole linked groups that holds the training pairs (cap_pairs keeps a prefix of
+    one order); else the whole split (an uncapped run trains on all of it, so it mines over all of it)."""
+    cap, budget = settings.loss.mining.pool_pairs, settings.data.max_pairs
+    if not cap or not budget:
+        return data.splits["train"]
+    return cap_pairs(data.splits["train"], max(int(cap), int(budget)), settings.data.split.seed)
 
 
 def is_joint(settings: TrainSettings) -> bool:
