@@ -36,7 +36,9 @@ def test_a_capped_eval_set_keeps_whole_groups_and_names_the_cap_in_its_protocol(
     assert _pair_ids(cap_pairs(val, 20, int(ev.seed))) == {
         (es.keys[a], es.keys[b], int(y)) for (a, b), y in zip(es.pair_rows.tolist(), es.pair_labels.tolist())
     }
-    sub = intermediate_subset(eval_config(tmp_path, "eval.max_pairs=20", "eval.intermediate_max_pairs=10").eval, fixture_data)
+    sub = intermediate_subset(
+        eval_config(tmp_path, "eval.max_pairs=20", "eval.intermediate_max_pairs=10").eval, fixture_data
+    )
     assert set(sub.keys) <= set(es.keys) and len(sub.pair_labels) <= 10
 
 
