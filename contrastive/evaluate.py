@@ -28,13 +28,15 @@ def run(cfg: DictConfig) -> EvalResult:
     settings = load_evaluate(cfg)  # every config check, before any work
     from contrastive.data import prepare
     from contrastive.evaluation import Evaluator
-    from contrastive.model import backend_args, fingerprint, load_model
+    from contrastive.model import backend_args, fingerprint, load_model, named_key
     from contrastive.utils import write_json
 
     checkpoint, model_settings = settings.checkpoint, settings.model
-    checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
+    with named_key("checkpoint"):
+        checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
     data = prepare(settings.data)
-    model = load_model(checkpoint, model_settings.max_seq_length, settings.device, **backend_args(model_settings))
+    with named_key("checkpoint"):
+        model = load_model(checkpoint, model_settings.max_seq_length, settings.device, **backend_args(model_settings))
     untuned = settings.eval.baseline and checkpoint_fp == fingerprint(model_settings.name_or_path)
     evaluator = Evaluator(settings.eval, model_settings, data, settings.device)
     result = evaluator.run(model, untuned=untuned)

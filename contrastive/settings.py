@@ -420,8 +420,15 @@ class TrainerSettings:
     logging_steps: int = 10
     dataloader_workers: int = 0
     device: str | None = None
+    save_every: int = 200  # optimiser steps between resumable checkpoints (run dir's trainer/); 0: none
+    save_keep: int = 2  # checkpoints kept (the newest)
+    resume: str | None = None  # null | auto (this run dir's newest checkpoint) | a run dir, trainer/ or checkpoint-N
 
     def __post_init__(self) -> None:
+        need_int(self.save_every, "trainer.save_every", 0)
+        need_int(self.save_keep, "trainer.save_keep", 1)
+        if self.resume not in (None, "auto"):
+            need(Path(self.resume).expanduser().is_dir(), "trainer.resume", self.resume, "no such directory (or auto)")
         need_finite(self.lr, "trainer.lr", "must be > 0", lambda v: v > 0)
         need_finite(self.max_grad_norm, "trainer.max_grad_norm", "must be > 0", lambda v: v > 0)
         need_finite(self.epochs, "trainer.epochs", "must be > 0", lambda v: v > 0)
@@ -598,6 +605,38 @@ class EvaluateSettings:
         )
         if self.json:
             need_writable(str(Path(self.json).parent), "json", self.json)
+
+
+EXPORT_FORMATS = ("onnx", "onnx-int8")
+
+
+@dataclass
+class ExportSettings:
+    """conf/export.yaml: write a checkpoint's ONNX files into its own onnx/ folder."""
+
+    model: ModelSettings = MISSING
+    paths: PathSettings = MISSING
+    checkpoint: str = MISSING
+    format: str = "onnx-int8"
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        need_choice(self.format, "format", EXPORT_FORMATS)
+        need_bool(self.check, "check")
+        path = Path(self.checkpoint).expanduser()
+        need(
+            path.is_dir(),
+            "checkpoint",
+            self.checkpoint,
+            "not a directory (a saved SentenceTransformer: a run's model/)",
+        )
+        need(
+            (path / "modules.json").is_file(),
+            "checkpoint",
+            self.checkpoint,
+            "no modules.json: not a SentenceTransformer",
+        )
+        need_writable(str(path / "onnx"), "checkpoint", self.checkpoint)
 
 
 @dataclass
@@ -794,6 +833,7 @@ TOP_SCHEMAS: dict[str, type] = {
     "evaluate": EvaluateSettings,
     "app": AppSettings,
     "reproduce": ReproduceSettings,
+    "export": ExportSettings,
 }
 
 
@@ -850,6 +890,13 @@ def load_evaluate(cfg: DictConfig) -> EvaluateSettings:
 def load_app(cfg: DictConfig) -> AppSettings:
     """The settings of the app (conf/app.yaml)."""
     return load(cfg, AppSettings)
+
+
+def load_export(cfg: DictConfig) -> ExportSettings:
+    """The settings of the export entry point (conf/export.yaml)."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint: missing; pass checkpoint=<a saved model dir, e.g. a run's model/> (see --help)")
+    return load(cfg, ExportSettings)
 
 
 def load_reproduce(cfg: DictConfig) -> ReproduceSettings:
