@@ -118,7 +118,7 @@ def test_bad_config_fails_before_training(tmp_path):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert lines[-1].startswith("error: " + key), proc.stderr
         assert "Traceback" not in proc.stderr
-        assert not (tmp_path / "run" / "model").exists()
+        assert not (tmp_path / "run").exists()  # a refused run leaves no (empty) run directory
 
 
 def _losses(tmp_path: Path, name: str) -> list[float]:
