@@ -524,6 +524,7 @@ class TrackingSettings:
     experiment: str = "contrastive"
     log_model: bool = True
     registered_model: str | None = "contrastive-qqp"
+    system_metrics: bool = True  # MLflow system metrics (CPU, memory, disk, GPU) on training runs
     parent_run_id: str | None = None  # set by the sweeper for trial jobs (child runs)
 
     def __post_init__(self) -> None:

@@ -180,7 +180,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     (out / "config.yaml").write_text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)))  # also uploaded
     data, model, evaluator = job_inputs(settings)
     tags = {
-        "git_commit": tracking.git_commit(),
+        tracking.GIT_COMMIT_TAG: tracking.git_commit(),  # MLflow's own tag (it sets none for `python -m`)
         "data_fingerprint": data.fingerprint,
         "model_fingerprint": fingerprint(settings.model.name_or_path),
         "output_dir": str(out),

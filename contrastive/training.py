@@ -311,7 +311,7 @@ def fit(
 
     trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
     if settings.tracking.enabled:
-        tracking.log_params({f"data/{k}": v for k, v in sizes.items()})  # constants: params, not charts
+        tracking.log_params({f"data.{k}": v for k, v in sizes.items()})  # constants: params, not charts
         if uses_mining(settings.loss) and (sample := out / SAMPLE_FILE).is_file():
             tracking.log_artifact(sample, "mining")  # what the mined negatives teach, readable
     print("training examples: " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)

@@ -85,14 +85,15 @@ def test_train_cli_end_to_end(tmp_path):
     assert expected <= set(info["params"])  # every resolved config value
     names = {"finetuned/mrr_at_10", "baseline/mrr_at_10", "delta/mrr_at_10", "ci/mrr_at_10/low", "train/loss"}
     assert names <= set(info["metrics"]) and not any("." in m for m in info["metrics"])  # one namespace style
-    assert not any(m.startswith("data/") for m in info["metrics"])  # counts are params, not charts
-    assert info["params"]["data/train_pairs_used"] and info["params"]["data/eval_n_queries"]
+    assert not any(m.startswith("data") for m in info["metrics"])  # counts are params, not charts
+    assert info["params"]["data.train_pairs_used"] and info["params"]["data.eval_n_queries"]
+    assert not any("/" in p for p in info["params"])  # one param naming style: dotted, as the config keys
     assert info["tags"]["mlflow.runName"].startswith("data=fixture,trainer.max_steps=4")  # what changed
     assert info["tags"]["eval_protocol"].startswith("split=val,k=10")
     loss_steps = [step for step, _ in tracking.metric_history(metrics["mlflow_run_id"], "train/loss")]
     assert len(loss_steps) >= 4 and len(loss_steps) == len(set(loss_steps))  # one point per logged step
     assert len(tracking.metric_history(metrics["mlflow_run_id"], "intermediate/objective")) >= 1
-    assert info["tags"]["data_fingerprint"] and info["tags"]["git_commit"] is not None
+    assert info["tags"]["data_fingerprint"] and info["tags"]["mlflow.source.git.commit"] is not None
     arts = info["artifacts"]
     assert "config.yaml" in arts and "metrics.json" in arts and "data_summary.json" in arts
     assert any(a.startswith("figures/") and a.endswith(".png") for a in arts)
