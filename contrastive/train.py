@@ -223,7 +223,16 @@ def run(cfg: DictConfig) -> float | list[float]:
             reporter.record(**result_attrs(doc))
         umap = settings.eval.umap
         figures = viz.write_figures(out / "figures", result, data, umap) if umap.enabled else []
-        fill_model_card(model, settings.model, settings.loss, data, result, trained["datasets"])  # its README.md
+        fill_model_card(  # its README.md
+            model,
+            settings.model,
+            settings.loss,
+            data,
+            result,
+            trained["datasets"],
+            trained["losses"],
+            str(out / "model"),
+        )
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
             tracking.log_loss_history(trained["history"])

@@ -328,4 +328,5 @@ def fit(
         "steps": trainer.state.global_step,
         "intermediate": callback.history,
         "datasets": list(trainer.dataset_names),
+        "losses": list(trainer.loss.values()) if isinstance(trainer.loss, dict) else [trainer.loss],
     }

@@ -269,16 +269,29 @@ def test_fixture_run_model_card(fixture_run, fixture_data):
     assert "## Evaluation" in card
     header = next(line for line in card.splitlines() if line.startswith("| Metric"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["Metric", "fine-tuned", "baseline", "delta [95% CI]"]
-    ft, base, delta = metrics["finetuned"], metrics["baseline"], metrics["delta"]["pair_threshold"]
-    row = next(line for line in card.splitlines() if line.startswith("| pair_threshold "))
+    ft, base, delta = metrics["finetuned"], metrics["baseline"], metrics["delta"]["pair_ap"]
+    row = next(line for line in card.splitlines() if line.startswith("| pair_ap "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == [
-        "pair_threshold",
-        f"{ft['pair_threshold']:.4f}",
-        f"{base['pair_threshold']:.4f}",
+        "pair_ap",
+        f"{ft['pair_ap']:.4f}",
+        f"{base['pair_ap']:.4f}",
         f"{delta['delta']:+.4f} [{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]",
     ]
     assert "| **mrr_at_10**" in card  # the objective, in bold
+    assert "pair_threshold" not in card  # a cut-off the evaluation found, not a metric
+    # what sentence-transformers' own card carries, filled truly
+    assert "\nlicense: apache-2.0\n" in card and "\ndatasets:\n- nyu-mll/glue\n" in card
+    # MNRL's citation as the library's own loss gives it (InfoNCE, van den Oord et al., for query_to_doc)
+    assert "@misc{oord2019representationlearningcontrastivepredictive," in card
+    assert "sentence_transformers_model_id" not in card
+    assert f'SentenceTransformer("{fixture_run / "model"}")' in card
+    import yaml
+
+    widget = yaml.safe_load(card.split("---")[1])["widget"]
+    for example in widget:
+        assert example["source_sentence"] not in example["sentences"]
+        assert len(set(example["sentences"])) == len(example["sentences"])
 
 
 @pytest.mark.slow
