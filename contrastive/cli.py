@@ -30,16 +30,38 @@ def in_multirun() -> bool:
         return False
 
 
+def remove_refused_run_dir() -> None:
+    """A single run refused before any work leaves no run directory: Hydra's job dir goes when it holds only
+    Hydra's own files (.hydra/, the job's log), and so does its date folder when that is left empty."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    own = {".hydra", f"{hc.job.name}.log"}
+    if not out.is_dir() or any(p.name not in own for p in out.iterdir()):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        out.parent.rmdir()  # only when empty: other runs of that day stay
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Print a UserError (or a diverged training: the settings made the loss non-finite) as `error: <message>` and
-    exit 2, unless a sweeper is waiting for the exception (it records the trial as failed)."""
+    exit 2, unless a sweeper is waiting for the exception (it records the trial as failed); a refused run leaves no
+    empty run directory behind."""
     try:
         yield
     except (UserError, TrainingDiverged) as exc:
         if in_multirun():
             raise
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        remove_refused_run_dir()
         raise SystemExit(2) from None
 
 

@@ -37,15 +37,17 @@ def run(cfg: DictConfig) -> EvalResult:
         print(SEEN_SPLIT_WARNING, file=sys.stderr, flush=True)
     from contrastive.data import prepare
     from contrastive.evaluation import Evaluator
-    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
+    from contrastive.model import backend_args, fingerprint, load_model, named_key, use_cache_dir
     from contrastive.utils import write_json
 
     use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
 
     checkpoint, model_settings = settings.checkpoint, settings.model
-    checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
+    with named_key("checkpoint"):
+        checkpoint_fp = fingerprint(checkpoint)  # a missing directory fails here, before any work
     data = prepare(settings.data)
-    model = load_model(checkpoint, model_settings.max_seq_length, settings.device, **backend_args(model_settings))
+    with named_key("checkpoint"):
+        model = load_model(checkpoint, model_settings.max_seq_length, settings.device, **backend_args(model_settings))
     untuned = settings.eval.baseline and checkpoint_fp == fingerprint(model_settings.name_or_path)
     evaluator = Evaluator(settings.eval, model_settings, data, settings.device)
     result = evaluator.run(model, untuned=untuned)

@@ -43,6 +43,16 @@ class Examples:
     teacher: Any = None
 
 
+def mining_pool(data: PreparedData, settings: Any) -> pd.DataFrame:
+    """The train-split pairs mined over: with data.max_pairs set, capped at `loss.mining.pool_pairs` (at least
+    data.max_pairs): a seeded set of whole linked groups that holds the training pairs (cap_pairs keeps a prefix of
+    one order); else the whole split (an uncapped run trains on all of it, so it mines over all of it)."""
+    cap, budget = settings.loss.mining.pool_pairs, settings.data.max_pairs
+    if not cap or not budget:
+        return data.splits["train"]
+    return cap_pairs(data.splits["train"], max(int(cap), int(budget)), settings.data.split.seed)
+
+
 def teacher_for(settings: Any, pool: pd.DataFrame) -> Any:
     """The run's teacher (trained once, cached; rank 0 first under several processes), or None when no lever
     asks for it."""
@@ -115,8 +125,8 @@ def with_targets(frames: dict[str, pd.DataFrame], settings: Any, teacher: Any) -
 def build(data: PreparedData, settings: Any, model: Any = None) -> Examples:
     """The run's training examples (module docstring); `model`, still untuned, encodes for mining and silver
     candidates on a cache miss (None: the model group's, loaded then)."""
-    pool = data.splits["train"]
-    teacher = teacher_for(settings, pool)
+    teacher = teacher_for(settings, data.splits["train"])  # the whole split's labels (teacher.max_pairs caps it)
+    pool = mining_pool(data, settings)  # mined over, silver candidates drawn from
     encoder = mining.untuned_encoder(settings, model)
 
     def embeddings(corpus: mining.Corpus) -> np.ndarray:

@@ -7,12 +7,13 @@ into the model directory. Training always runs torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,21 @@ def resolve_registry(uri: str) -> str:
         raise ModelError(f"model.name_or_path: cannot fetch {uri} from {store}: {first}") from exc
 
 
+@contextlib.contextmanager
+def named_key(key: str) -> Iterator[None]:
+    """Model errors inside name the key the user typed (`checkpoint=...`), not `model.name_or_path`."""
+    try:
+        yield
+    except ModelError as exc:
+        text = str(exc)
+        if key == MODEL_KEY or not text.startswith(MODEL_KEY + ":"):
+            raise
+        raise ModelError(key + text[len(MODEL_KEY) :]) from exc
+
+
+MODEL_KEY = "model.name_or_path"
+
+
 def resolve_model(name_or_path: str) -> str:
     """Map `model.name_or_path` to what SentenceTransformer should load: a local directory or a hub id (an
     MLflow `models:/` or `runs:/` URI becomes the local directory it is downloaded to)."""
@@ -280,7 +296,7 @@ def load_model(
     if max_seq_length:
         model.max_seq_length = int(max_seq_length)
     if backend != "torch":
-        path = onnx_file(model, Path(cache_dir).expanduser() / fingerprint(name_or_path), backend)
+        path = onnx_file(model, onnx_dir(resolved, name_or_path, cache_dir), backend)
         use_onnx(model, path)
     return model
 
@@ -398,6 +414,31 @@ def quantize_onnx(source: Path, path: Path) -> Path:
         logging.getLogger().setLevel(quiet)
     os.replace(tmp, path)
     return path
+
+
+ONNX_STAMP = "weights.sha256"  # in a model dir's onnx/: the weights the files there were exported from
+
+
+def onnx_dir(resolved: str, name_or_path: str, cache_dir: str | os.PathLike | None, own: bool = False) -> Path:
+    """Where a model's ONNX files live: its own `onnx/` folder (sentence-transformers' place for them) when it is a
+    local directory outside the installed packages that can be written to (or `own`: always), else
+    `cache_dir/<weights fingerprint>`. Files in an `onnx/` exported from other weights (the stamp disagrees) are
+    removed, so they are exported again."""
+    import sys
+
+    weights = fingerprint(name_or_path)
+    local = Path(resolved)
+    installed = any(local.resolve().is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix})
+    if not own and (not local.is_dir() or installed or not os.access(local, os.W_OK)):
+        return Path(cache_dir).expanduser() / weights
+    folder = local / "onnx"
+    stamp = folder / ONNX_STAMP
+    if folder.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != weights):
+        for stale in folder.glob("model*.onnx"):
+            stale.unlink()
+    folder.mkdir(exist_ok=True)
+    stamp.write_text(weights + "\n")
+    return folder
 
 
 def onnx_file(model, directory: Path, backend: str) -> Path:

@@ -27,6 +27,9 @@ DATASET_WORDS = {  # the Trainer's dataset names (contrastive.pairs) in words
     "mnrl_both": "QQP triplets: question, its duplicate, a labelled non-duplicate and mined non-duplicates",
     "aux_pairs": "QQP labelled pairs: two questions and the duplicate label",
 }
+LICENSE = "apache-2.0"  # the base model's (sentence-transformers/all-MiniLM-L6-v2)
+NOT_METRICS = ("pair_threshold",)  # a setting the evaluation found (the best-F1 cut-off), not a score
+QQP_HUB_ID = "nyu-mll/glue"  # GLUE's QQP (config qqp): data.source=hub's, and the source of the shared file
 AUX_LOSSES = {"cosine": "CosineSimilarityLoss", "cosent": "CoSENTLoss", "online_contrastive": "OnlineContrastiveLoss"}
 ST_LOSSES = "sentence_transformers.sentence_transformer.losses."
 
@@ -118,7 +121,7 @@ def describe_datasets(datasets: list[dict[str, Any]], loss: LossSettings, data: 
 def evaluation_columns(result: Any, base_model: str, fingerprint: str) -> dict[Evaluator, dict[str, Any]]:
     """fine-tuned | baseline | delta [CI] per metric, as the card's grouped evaluation table."""
     ft, base, delta = result.finetuned, result.baseline, result.delta or {}
-    names = [n for n in ft if n not in COUNT_KEYS]
+    names = [n for n in ft if n not in COUNT_KEYS and n not in NOT_METRICS]
     config = {"split": result.split, **{n[2:]: int(ft[n]) for n in COUNT_KEYS if n in ft}}
     config |= {"data_fingerprint": fingerprint, "baseline": base_model, "bootstrap": result.n_boot, "ci": result.ci}
     primary = result.objective.get("name") if isinstance(result.objective.get("name"), str) else None
@@ -154,6 +157,26 @@ def name_datasets(datasets: list[dict[str, Any]], names: Sequence[str]) -> None:
         datasets[0]["name"] = names[0]
 
 
+def library_losses(losses: Sequence[Any]) -> list[Any]:
+    """The sentence-transformers losses inside the training losses (contrastive.losses' wrappers unwrapped), whose
+    `citation` the card's BibTeX section lists, as the library does for the losses it is handed."""
+    found: dict[int, Any] = {}
+    for loss in losses:
+        for module in loss.modules():
+            if type(module).__module__.startswith("sentence_transformers") and hasattr(type(module), "citation"):
+                found.setdefault(id(module), module)
+    return list(found.values())
+
+
+def clean_widget(card: Any) -> None:
+    """The widget's examples without repeats: each candidate once, never the source sentence itself."""
+    for entry in card.widget:
+        if "source_sentence" in entry:
+            source = entry["source_sentence"]
+            entry["sentences"] = [s for s in dict.fromkeys(entry.get("sentences", [])) if s != source]
+    card.widget = [e for e in card.widget if "source_sentence" not in e or e["sentences"]]
+
+
 def fill_model_card(
     model: Any,
     model_cfg: ModelSettings,
@@ -161,10 +184,20 @@ def fill_model_card(
     data: PreparedData,
     result: Any,
     dataset_names: Sequence[str] = (),
+    losses: Sequence[Any] = (),
+    model_id: str | None = None,
 ) -> None:
     """Fill `model.model_card_data` from the run (call after training, before saving); `dataset_names`: the
-    training datasets the Trainer got (contrastive.training.fit's `datasets`)."""
+    training datasets the Trainer got (contrastive.training.fit's `datasets`), `losses` its losses (their
+    citations), `model_id` what the usage snippet loads (the saved checkpoint's path)."""
     card = model.model_card_data
+    card.license = LICENSE
+    card.datasets = [QQP_HUB_ID]  # front matter `datasets:`
+    if model_id:
+        card.model_id = model_id  # the usage snippet's SentenceTransformer("...") instead of a placeholder
+    if losses:
+        card.set_losses(library_losses(losses))
+    clean_widget(card)
     name_datasets(card.train_datasets, dataset_names)
     base = str(model_cfg.name_or_path)
     card.local_files_only = True  # no Hub look-ups while saving

@@ -263,6 +263,7 @@ class MiningSettings:
     cache_dir: str = MISSING
     sample_rows: int = 200
     seed: int = 0
+    pool_pairs: int | None = None  # cap on the train-split pairs whose questions are mined over; None: all
 
     def __post_init__(self) -> None:
         need_int(self.num_negatives, "loss.mining.num_negatives", 1)
@@ -286,6 +287,7 @@ class MiningSettings:
         need_int(self.teacher_depth, "loss.mining.teacher_depth", self.num_negatives + 1)
         need_int(self.batch_size, "loss.mining.batch_size", 1)
         need_int(self.sample_rows, "loss.mining.sample_rows", 0)
+        need_int(self.pool_pairs, "loss.mining.pool_pairs", 1, nullable=True)
         need_int(self.seed, "loss.mining.seed")
 
 
@@ -484,8 +486,15 @@ class TrainerSettings:
     logging_steps: int = 10
     dataloader_workers: int = 0
     device: str | None = None
+    save_every: int = 200  # optimiser steps between resumable checkpoints (run dir's trainer/); 0: none
+    save_keep: int = 2  # checkpoints kept (the newest)
+    resume: str | None = None  # null | auto (this run dir's newest checkpoint) | a run dir, trainer/ or checkpoint-N
 
     def __post_init__(self) -> None:
+        need_int(self.save_every, "trainer.save_every", 0)
+        need_int(self.save_keep, "trainer.save_keep", 1)
+        if self.resume not in (None, "auto"):
+            need(Path(self.resume).expanduser().is_dir(), "trainer.resume", self.resume, "no such directory (or auto)")
         need_finite(self.lr, "trainer.lr", "must be > 0", lambda v: v > 0)
         need_finite(self.max_grad_norm, "trainer.max_grad_norm", "must be > 0", lambda v: v > 0)
         need_finite(self.epochs, "trainer.epochs", "must be > 0", lambda v: v > 0)
@@ -531,6 +540,7 @@ class EvalSettings:
     map_k: int = 100
     distractors: str = "none"
     max_distractors: int | None = None
+    max_pairs: int | None = None  # cap on the eval split's pairs (whole linked groups); None: the whole split
     n_boot: int = 1000
     ci: float = 0.95
     seed: int = 0
@@ -552,6 +562,7 @@ class EvalSettings:
         need_int(self.n_boot, "eval.n_boot", 0)
         need_finite(self.ci, "eval.ci", "must be in (0, 1)", lambda v: 0 < v < 1)
         need_int(self.max_distractors, "eval.max_distractors", 0, nullable=True)
+        need_int(self.max_pairs, "eval.max_pairs", 1, nullable=True)
         need_int(self.intermediate_max_pairs, "eval.intermediate_max_pairs", 1, nullable=True)
         spec = self.distractors
         need(bool(spec), "eval.distractors", spec, "choose none, train or a file path")
@@ -586,6 +597,7 @@ class TrackingSettings:
     experiment: str = "contrastive"
     log_model: bool = True
     registered_model: str | None = "contrastive-qqp"
+    system_metrics: bool = True  # MLflow system metrics (CPU, memory, disk, GPU) on training runs
     parent_run_id: str | None = None  # set by the sweeper for trial jobs (child runs)
     probe_timeout_s: float = (
         5.0  # an http(s) server must answer its /health probe within this (contrastive/tracking.py)
@@ -716,6 +728,38 @@ class EvaluateSettings:
             need_writable(str(Path(self.json).expanduser().parent), "json", self.json)
 
 
+EXPORT_FORMATS = ("onnx", "onnx-int8")
+
+
+@dataclass
+class ExportSettings:
+    """conf/export.yaml: write a checkpoint's ONNX files into its own onnx/ folder."""
+
+    model: ModelSettings = MISSING
+    paths: PathSettings = MISSING
+    checkpoint: str = MISSING
+    format: str = "onnx-int8"
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        need_choice(self.format, "format", EXPORT_FORMATS)
+        need_bool(self.check, "check")
+        path = Path(self.checkpoint).expanduser()
+        need(
+            path.is_dir(),
+            "checkpoint",
+            self.checkpoint,
+            "not a directory (a saved SentenceTransformer: a run's model/)",
+        )
+        need(
+            (path / "modules.json").is_file(),
+            "checkpoint",
+            self.checkpoint,
+            "no modules.json: not a SentenceTransformer",
+        )
+        need_writable(str(path / "onnx"), "checkpoint", self.checkpoint)
+
+
 @dataclass
 class TeacherAppSettings:
     """conf/teacher.yaml: train (or fetch from its cache) the teacher and score it beside the untuned bi-encoder."""
@@ -818,6 +862,7 @@ TOP_SCHEMAS: dict[str, type] = {
     "evaluate": EvaluateSettings,
     "teacher": TeacherAppSettings,
     "merge": MergeAppSettings,
+    "export": ExportSettings,
 }
 
 
@@ -887,6 +932,13 @@ def load_merge(cfg: DictConfig) -> MergeAppSettings:
     if OmegaConf.is_missing(cfg, "checkpoints"):
         raise ConfigError("checkpoints: missing; pass checkpoints=[DIR_A,DIR_B,...] (see conf/merge.yaml)")
     return load(cfg, MergeAppSettings)
+
+
+def load_export(cfg: DictConfig) -> ExportSettings:
+    """The settings of the export entry point (conf/export.yaml)."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint: missing; pass checkpoint=<a saved model dir, e.g. a run's model/> (see --help)")
+    return load(cfg, ExportSettings)
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

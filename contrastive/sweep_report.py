@@ -463,8 +463,9 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
-    ax.set_ylabel("objective")
-    ax.set_title(f"{study.study_name}: objective by trial")
+    name = objective_names(study)[0]
+    ax.set_ylabel(f"{name} ({study.directions[0].name.lower()})")  # the metric, as on the Pareto figure's axes
+    ax.set_title(f"{study.study_name}: {name} by trial")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -548,8 +549,8 @@ def plot_importances(study: optuna.Study, path: Path) -> Path | None:
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(7, 1 + 0.5 * len(names)))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set_xlabel("importance (normalized; Optuna's default evaluator)")
-    ax.set_title(f"{study.study_name}: parameter importances")
+    ax.set_xlabel(f"importance for {objective_names(study)[0]} (normalized; Optuna's default evaluator)")
+    ax.set_title(f"{study.study_name}: parameter importances ({objective_names(study)[0]})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

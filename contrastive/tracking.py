@@ -231,8 +231,8 @@ def interpolation_metrics(entries: Mapping[str, Mapping[str, Any]]) -> dict:
 
 
 def eval_sizes(finetuned: Mapping[str, Any]) -> dict[str, Any]:
-    """The eval set's sizes (`n_queries`, `n_corpus`, `n_pairs`) as `data/eval_<name>` params."""
-    return {f"data/eval_{k}": v for k, v in (finetuned or {}).items() if str(k).startswith("n_")}
+    """The eval set's sizes (`n_queries`, `n_corpus`, `n_pairs`) as `data.eval_<name>` params."""
+    return {f"data.eval_{k}": v for k, v in (finetuned or {}).items() if str(k).startswith("n_")}
 
 
 def log_data(summary: Mapping[str, Any], fingerprint: str, name: str = "qqp") -> None:
@@ -251,7 +251,7 @@ def log_data(summary: Mapping[str, Any], fingerprint: str, name: str = "qqp") ->
 
         source = HTTPDatasetSource(origin)
     mlflow.log_input(MetaDataset(source, name=name, digest=fingerprint[:36]), context="training")
-    log_params({f"data/{k}": v for k, v in summary.items() if k != "source"})
+    log_params({f"data.{k}": v for k, v in summary.items() if k != "source"})
 
 
 def log_dict(obj: Any, name: str) -> None:
@@ -315,7 +315,8 @@ def run(tcfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None =
         experiment_id=experiment_id,
         run_name=run_name,
         parent_run_id=parent or None,
-        tags={k: str(v) for k, v in (tags or {}).items()} | owner_tags(),
+        tags={k: str(v) for k, v in (tags or {}).items() if v is not None} | owner_tags(),
+        log_system_metrics=bool(getattr(tcfg, "system_metrics", False)),  # CPU, memory, disk (GPU) every 10 s
     )
     try:
         yield active.info.run_id
@@ -503,10 +504,24 @@ def start_sweep_run(tcfg: DictConfig, study_name: str, settings: Mapping[str, An
             if changed:
                 client.set_tag(run_id, "settings_changed_on_resume", ",".join(changed))
             return run_id
+    space = ", ".join(str(k).removeprefix("space.") for k in settings if str(k).startswith("space."))
+    note = (
+        f"Optuna sweep `{study_name}` of `python -m contrastive.train`: each trial is a child run (params, metrics "
+        "beside the untuned baseline, figures, model); this run holds the study's settings, summary.json, the "
+        f"objective / Pareto / importance figures and the promoted trial.{' Searched: ' + space + '.' if space else ''}"
+    )
     run = client.create_run(
         experiment_id,
         run_name=f"sweep-{study_name}",
-        tags={"sweep": "true", "study_name": study_name, "git_commit": str(git_commit())} | owner_tags(),
+        tags={
+            "sweep": "true",
+            "study_name": study_name,
+            GIT_COMMIT_TAG: str(git_commit()),
+            "mlflow.note.content": note,  # the run's description in the UI
+            "mlflow.source.name": "contrastive.train (Optuna sweep)",
+            "mlflow.source.type": "LOCAL",
+        }
+        | owner_tags(),
     )
     log_params(settings, run.info.run_id)
     return run.info.run_id
@@ -610,6 +625,28 @@ def champion_verdict(current: Any, candidate: Mapping[str, str], metric: str | N
     return False, f"{metric} {float(mine):.4f} does not beat champion v{current.version} ({float(theirs):.4f})"
 
 
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag (the UI links it); set by us for `python -m` runs
+REGISTERED_DESCRIPTION = (
+    "all-MiniLM-L6-v2 fine-tuned on Quora Question Pairs with contrastive learning (MNRL + an auxiliary pair loss) "
+    "by the contrastive project's sweeps; alias `best` is the champion (moved only by a higher promotion metric on "
+    "the same data and eval protocol), `candidate` the latest challenger. Each version's description and tags carry "
+    "its metrics beside the untuned baseline."
+)
+
+
+def version_description(metrics: Mapping[str, float], run_tags: Mapping[str, str]) -> str:
+    """A model version's description: its val metrics beside the untuned baseline's, and the protocol."""
+    rows = []
+    for key in sorted(k for k in metrics if k.startswith("finetuned/")):
+        name = key.removeprefix("finetuned/")
+        base, delta = metrics.get(f"baseline/{name}"), metrics.get(f"delta/{name}")
+        if name == "pair_threshold" or base is None or delta is None:
+            continue  # a threshold is a setting the run found, not a score
+        rows.append(f"{name} {metrics[key]:.4f} (baseline {base:.4f}, {delta:+.4f})")
+    protocol = run_tags.get("eval_protocol", "?")
+    return "Fine-tuned vs untuned all-MiniLM-L6-v2 on " + protocol + ": " + "; ".join(rows) if rows else ""
+
+
 def register_best(
     tcfg: DictConfig | None,
     run_id: str | None,
@@ -639,7 +676,7 @@ def register_best(
     if metric is not None and value is not None:
         tags[METRIC_TAG + metric] = repr(float(value))
     with contextlib.suppress(MlflowException):  # it may exist already
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=REGISTERED_DESCRIPTION)
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -653,7 +690,10 @@ def register_best(
         source = _version_source(client, run_id, best_dir)
         # a logged model (`models:/m-<id>`) is named by its id too: a tracking server refuses the source without it
         model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
-        version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id)
+        description = version_description(client.get_run(run_id).data.metrics if run_id else {}, run_tags)
+        version = client.create_model_version(
+            name, source, run_id=run_id, tags=tags, model_id=model_id, description=description
+        )
     wins, why = champion_verdict(current, tags, metric)
     alias = CHAMPION if wins else CHALLENGER
     client.set_registered_model_alias(name, alias, version.version)

@@ -79,7 +79,8 @@ def job_overrides() -> list[str]:
 
 def eval_protocol(ev) -> str:
     """What makes two runs' metrics comparable: the split, cut-offs and distractors of the evaluation."""
-    return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}"
+    capped = f",max_pairs={ev.max_pairs}" if ev.max_pairs else ""  # uncapped runs keep their old protocol string
+    return f"split={ev.split},k={ev.k},map_k={ev.map_k},distractors={ev.distractors},max={ev.max_distractors}{capped}"
 
 
 def interpolation_extra(entries: dict, alpha: float | None) -> dict:
@@ -188,7 +189,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     (out / "config.yaml").write_text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)))  # also uploaded
     data, model, evaluator = job_inputs(settings)
     tags = {
-        "git_commit": tracking.git_commit(),
+        tracking.GIT_COMMIT_TAG: tracking.git_commit(),  # MLflow's own tag (it sets none for `python -m`)
         "data_fingerprint": data.fingerprint,
         "model_fingerprint": fingerprint(settings.model.name_or_path),
         "output_dir": str(out),
@@ -231,7 +232,16 @@ def run(cfg: DictConfig) -> float | list[float]:
             reporter.record(**result_attrs(doc))
         umap = settings.eval.umap
         figures = viz.write_figures(out / "figures", result, data, umap) if umap.enabled else []
-        fill_model_card(model, settings.model, settings.loss, data, result, trained["datasets"])  # its README.md
+        fill_model_card(  # its README.md
+            model,
+            settings.model,
+            settings.loss,
+            data,
+            result,
+            trained["datasets"],
+            trained["losses"],
+            str(out / "model"),
+        )
         checkpoint = save_checkpoint(model, out) if settings.save_model else None
         if run_id:
             tracking.log_loss_history(trained["history"])

@@ -80,7 +80,9 @@ def training_args(settings: TrainSettings, out: Path, sampler: Callable):
         data_seed=int(tr.seed),
         logging_steps=int(tr.logging_steps),
         logging_first_step=True,
-        save_strategy="no",
+        save_strategy="steps" if tr.save_every else "no",  # resumable checkpoints (trainer.resume)
+        save_steps=int(tr.save_every) or 500,
+        save_total_limit=int(tr.save_keep),
         eval_strategy="no",
         report_to="none",
         use_cpu=device == "cpu",
@@ -184,6 +186,55 @@ def stop_callback():
     return StopCallback()
 
 
+def checkpoint_callback():
+    """A TrainerCallback that skips the Trainer's save at the last step: the run saves its model itself, then drops
+    the resumable checkpoints (`trainer.save_every` ones stay while training runs)."""
+    from transformers import TrainerCallback
+
+    class LastStepNoSave(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    return LastStepNoSave()
+
+
+def newest_checkpoint(folder: Path) -> str | None:
+    """The newest complete `checkpoint-N` under `folder` (its trainer_state.json, written last, is there): a
+    process killed while saving leaves a partial one, which is skipped."""
+    steps = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        tail = path.name.removeprefix("checkpoint-")
+        if tail.isdigit() and (path / "trainer_state.json").is_file():
+            steps.append((int(tail), path))
+    return str(max(steps)[1]) if steps else None
+
+
+def resume_checkpoint(resume: str | None, out: Path) -> str | None:
+    """The Trainer checkpoint `trainer.resume` names: None (start fresh), `auto` (this run dir's newest, None when
+    it has none), or a directory: a checkpoint-N itself, a run dir (its trainer/) or a trainer/ dir (its newest)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = newest_checkpoint(out / "trainer")
+        log.info("trainer.resume=auto: %s", f"resuming from {found}" if found else "no checkpoint, starting fresh")
+        return found
+    path = Path(resume).expanduser()
+    if (path / "trainer_state.json").is_file():
+        return str(path)
+    found = newest_checkpoint(path / "trainer") or newest_checkpoint(path)
+    if not found:
+        raise ConfigError(f"trainer.resume={resume!r}: no complete checkpoint-N there (nor under its trainer/)")
+    return found
+
+
+def drop_checkpoints(out: Path) -> None:
+    """The run completed: its resumable checkpoints (trainer/) are no longer needed (the model is saved apart)."""
+    import shutil
+
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+
+
 def save_checkpoint(model, out: Path) -> Path:
     """Save to a temporary directory, then rename: a crash never leaves a half model under `model/`."""
     return write_dir_atomic(out / "model", lambda tmp: model.save(str(tmp)))
@@ -219,9 +270,9 @@ def build_trainer(
         args=training_args(settings, out, sampler),
         train_dataset=next(iter(datasets.values())) if single else datasets,
         loss=next(iter(losses.values())) if single else losses,
-        callbacks=[tracking.MlflowLossCallback(), callback, stop_callback()]
+        callbacks=[tracking.MlflowLossCallback(), callback, stop_callback(), checkpoint_callback()]
         if settings.tracking.enabled
-        else [callback, stop_callback()],
+        else [callback, stop_callback(), checkpoint_callback()],
     )
     trainer.dataset_names = list(datasets)  # the model card names a lone dataset by it (the Trainer does not)
     return trainer, sizes, sampler, callback
@@ -240,13 +291,17 @@ def fit(
 
     trainer, sizes, sampler, callback = build_trainer(model, settings, data, out, score, reporter)
     if settings.tracking.enabled:
-        tracking.log_params({f"data/{k}": v for k, v in sizes.items()})  # constants: params, not charts
+        tracking.log_params({f"data.{k}": v for k, v in sizes.items()})  # constants: params, not charts
         for name, file in SAMPLE_FILES.items():  # what the mined negatives and silver pairs teach, readable
             if (sample := out / file).is_file():
                 tracking.log_artifact(sample, name)
     shown = (f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in sizes.items())  # the teacher's id: a str
     print("training examples: " + ", ".join(shown), flush=True)
-    trainer.train()
+    checkpoint = resume_checkpoint(settings.trainer.resume, out)
+    if checkpoint:
+        print(f"resuming from {checkpoint}", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    drop_checkpoints(out)
     history = [e for e in trainer.state.log_history if "loss" in e]
     return {
         "history": history,
@@ -255,4 +310,5 @@ def fit(
         "steps": trainer.state.global_step,
         "intermediate": callback.history,
         "datasets": list(trainer.dataset_names),
+        "losses": list(trainer.loss.values()) if isinstance(trainer.loss, dict) else [trainer.loss],
     }

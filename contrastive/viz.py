@@ -278,9 +278,13 @@ def write_figures(out_dir: str | Path, result: EvalResult, data: PreparedData, u
     """The run's figures from an evaluation result (its eval set and embeddings) and the eval group's `umap`."""
     es = result.eval_set
     metrics = {side: m for side, m in (("baseline", result.baseline), ("finetuned", result.finetuned)) if m}
+    keys = np.asarray(es.keys, dtype=object)
+    pairs = pd.DataFrame(  # the pairs scored (the split's, or its eval.max_pairs cap), as corpus keys
+        {"key1": keys[es.pair_rows[:, 0]], "key2": keys[es.pair_rows[:, 1]], "label": es.pair_labels}
+    )
     return render_figures(
         out_dir,
-        data.splits[es.split],
+        pairs,
         es.keys,
         result.embeddings,
         metrics,

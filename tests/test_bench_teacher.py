@@ -29,7 +29,8 @@ def test_the_teacher_rows_on_the_fixture(tmp_path):
     assert [r["row"] for r in rows] == ["8a", "8b"] and rows[0]["target"] == "<= 30 min"
     t = record["teacher"]
     train = inp.data.splits["train"]
-    assert t["train"]["pairs"] == 24 and t["train"]["steps"] == 3 and t["train"]["full_pairs"] == len(train)  # orders=random
+    assert t["train"]["pairs"] == 24 and t["train"]["steps"] == 3
+    assert t["train"]["full_pairs"] == len(train)  # teacher.orders=random: each pair once
     assert t["score"]["pairs"] == 30 and t["score"]["rate"] > 0
     assert t["silver_candidates_max"] == 2 * len(split_questions(train))
     assert isinstance(rows[1]["met"], bool) and "pairs/s" in rows[1]["quality"]

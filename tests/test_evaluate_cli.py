@@ -71,3 +71,12 @@ def test_cli_on_the_fixture(tmp_path):
     assert doc["split"] == "test" and doc["model"] == str(packaged_model_dir())
     assert 0 < doc["finetuned"]["mrr_at_10"] <= 1 and doc["finetuned"] == doc["baseline"]
     assert list((tmp_path / "cache").glob("test-*.npy"))
+
+
+def test_an_unregistered_checkpoint_uri_names_the_key_the_user_typed(tmp_path):
+    proc = evaluate_cli(
+        "checkpoint=models:/nothing-here@best", "data=fixture", f"paths.output_root={tmp_path}", timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: checkpoint: cannot fetch models:/nothing-here@best")

@@ -80,6 +80,8 @@ def test_a_rows_training_overrides_are_the_stamp_a_rerun_compares():
         "data=fixture",
         "trainer.max_steps=3",
         "data.max_pairs=null",
+        "loss.mining.pool_pairs=null",
+        "eval.max_pairs=null",
         "batch.size=64",
         "eval.split=test",
         "eval.distractors=train",

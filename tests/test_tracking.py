@@ -92,7 +92,7 @@ def test_eval_metrics_one_namespace_style():
         "ci/mrr_at_10/low": 0.05,
         "ci/mrr_at_10/high": 0.15,
     }
-    assert tracking.eval_sizes(finetuned) == {"data/eval_n_queries": 48}
+    assert tracking.eval_sizes(finetuned) == {"data.eval_n_queries": 48}
 
 
 def test_artifacts_beside_the_sqlite_store_and_data_as_input(store, tmp_path):
@@ -104,7 +104,7 @@ def test_artifacts_beside_the_sqlite_store_and_data_as_input(store, tmp_path):
     run = mlflow.get_run(run_id)
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     assert (tmp_path / "mlartifacts").is_dir()
-    assert run.data.params["data/train_pairs"] == "180" and not run.data.metrics
+    assert run.data.params["data.train_pairs"] == "180" and not run.data.metrics
     assert run.inputs.dataset_inputs[0].dataset.digest == "f" * 36
 
 

@@ -85,14 +85,15 @@ def test_train_cli_end_to_end(tmp_path):
     assert expected <= set(info["params"])  # every resolved config value
     names = {"finetuned/mrr_at_10", "baseline/mrr_at_10", "delta/mrr_at_10", "ci/mrr_at_10/low", "train/loss"}
     assert names <= set(info["metrics"]) and not any("." in m for m in info["metrics"])  # one namespace style
-    assert not any(m.startswith("data/") for m in info["metrics"])  # counts are params, not charts
-    assert info["params"]["data/train_pairs_used"] and info["params"]["data/eval_n_queries"]
+    assert not any(m.startswith("data") for m in info["metrics"])  # counts are params, not charts
+    assert info["params"]["data.train_pairs_used"] and info["params"]["data.eval_n_queries"]
+    assert not any("/" in p for p in info["params"])  # one param naming style: dotted, as the config keys
     assert info["tags"]["mlflow.runName"].startswith("data=fixture,trainer.max_steps=4")  # what changed
     assert info["tags"]["eval_protocol"].startswith("split=val,k=10")
     loss_steps = [step for step, _ in tracking.metric_history(metrics["mlflow_run_id"], "train/loss")]
     assert len(loss_steps) >= 4 and len(loss_steps) == len(set(loss_steps))  # one point per logged step
     assert len(tracking.metric_history(metrics["mlflow_run_id"], "intermediate/objective")) >= 1
-    assert info["tags"]["data_fingerprint"] and info["tags"]["git_commit"] is not None
+    assert info["tags"]["data_fingerprint"] and info["tags"]["mlflow.source.git.commit"] is not None
     arts = info["artifacts"]
     assert "config.yaml" in arts and "metrics.json" in arts and "data_summary.json" in arts
     assert any(a.startswith("figures/") and a.endswith(".png") for a in arts)
@@ -118,7 +119,7 @@ def test_bad_config_fails_before_training(tmp_path):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert lines[-1].startswith("error: " + key), proc.stderr
         assert "Traceback" not in proc.stderr
-        assert not (tmp_path / "run" / "model").exists()
+        assert not (tmp_path / "run").exists()  # a refused run leaves no (empty) run directory
 
 
 def _losses(tmp_path: Path, name: str) -> list[float]:
@@ -288,16 +289,29 @@ def test_fixture_run_model_card(fixture_run, fixture_data):
     assert "## Evaluation" in card
     header = next(line for line in card.splitlines() if line.startswith("| Metric"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["Metric", "fine-tuned", "baseline", "delta [95% CI]"]
-    ft, base, delta = metrics["finetuned"], metrics["baseline"], metrics["delta"]["pair_threshold"]
-    row = next(line for line in card.splitlines() if line.startswith("| pair_threshold "))
+    ft, base, delta = metrics["finetuned"], metrics["baseline"], metrics["delta"]["pair_ap"]
+    row = next(line for line in card.splitlines() if line.startswith("| pair_ap "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == [
-        "pair_threshold",
-        f"{ft['pair_threshold']:.4f}",
-        f"{base['pair_threshold']:.4f}",
+        "pair_ap",
+        f"{ft['pair_ap']:.4f}",
+        f"{base['pair_ap']:.4f}",
         f"{delta['delta']:+.4f} [{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]",
     ]
     assert "| **mrr_at_10**" in card  # the objective, in bold
+    assert "pair_threshold" not in card  # a cut-off the evaluation found, not a metric
+    # what sentence-transformers' own card carries, filled truly
+    assert "\nlicense: apache-2.0\n" in card and "\ndatasets:\n- nyu-mll/glue\n" in card
+    # MNRL's citation as the library's own loss gives it (InfoNCE, van den Oord et al., for query_to_doc)
+    assert "@misc{oord2019representationlearningcontrastivepredictive," in card
+    assert "sentence_transformers_model_id" not in card
+    assert f'SentenceTransformer("{fixture_run / "model"}")' in card
+    import yaml
+
+    widget = yaml.safe_load(card.split("---")[1])["widget"]
+    for example in widget:
+        assert example["source_sentence"] not in example["sentences"]
+        assert len(set(example["sentences"])) == len(example["sentences"])
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def check_port(host: str, port: int | None) -> int:
 
 def create_app(settings: AppSettings):
     """Everything but the server: find and load the models, read thresholds, start indexing, build the UI."""
-    from contrastive.model import backend_args, fingerprint, load_model, use_cache_dir
+    from contrastive.model import backend_args, fingerprint, load_model, named_key, use_cache_dir
 
     app = settings.app
     use_cache_dir(settings.paths.cache_dir)  # a models:/ checkpoint downloads there, not into the project
@@ -71,7 +71,8 @@ def create_app(settings: AppSettings):
     if checkpoint.path is None:
         served, served_name, embed_baseline = baseline, baseline_name, None
     else:
-        served, served_name = load_model(checkpoint.path, None, device, **backend), checkpoint.path
+        with named_key("checkpoint"):  # an error names the key the user typed
+            served, served_name = load_model(checkpoint.path, None, device, **backend), checkpoint.path
         embed_baseline = encoder(baseline, int(app.batch_size))
     embed = encoder(served, int(app.batch_size))
     served_fp = fingerprint(served_name)

@@ -111,6 +111,18 @@ def build_eval_set(
     )
 
 
+def split_frame(ev: Any, data: PreparedData, split: str) -> pd.DataFrame:
+    """The split's labeled pairs, capped at `ev.max_pairs` (seeded whole linked groups, as data.max_pairs caps
+    train) when set."""
+    frame = data.splits[split]
+    cap = getattr(ev, "max_pairs", None)
+    if not cap or len(frame) <= cap:
+        return frame
+    from contrastive.pairs import cap_pairs  # imports torch
+
+    return cap_pairs(frame, int(cap), int(ev.seed))
+
+
 def eval_set_for(ev: Any, data: PreparedData, split: str | None = None) -> EvalSet:
     """The evaluation set the eval group `ev` describes (ev.split unless `split`), distractors included."""
     split = split or ev.split
@@ -119,10 +131,13 @@ def eval_set_for(ev: Any, data: PreparedData, split: str | None = None) -> EvalS
     frame = data.splits[split]
     if frame.empty:
         raise DataError(f"eval.split={split!r}: the split holds no pairs")
+    frame = split_frame(ev, data, split)
     spec = str(ev.distractors)
     exclude = set(frame["key1"]) | set(frame["key2"])
     extra = distractor_questions(spec, data, exclude, ev.max_distractors, int(ev.seed))
     protocol = {"distractors": spec, "max_distractors": ev.max_distractors, "seed": int(ev.seed)}
+    if getattr(ev, "max_pairs", None):  # only when capped: an uncapped run keeps its cache key
+        protocol["max_pairs"] = int(ev.max_pairs)
     if spec not in ("none", "train"):
         protocol["distractors_sha256"] = sha256_hex(Path(spec).expanduser().read_bytes())
     return build_eval_set(frame, split, extra, protocol)
@@ -135,5 +150,5 @@ def intermediate_subset(ev: Any, data: PreparedData, split: str | None = None) -
 
     split = split or ev.split
     cap = int(ev.intermediate_max_pairs)
-    frame = cap_pairs(data.splits[split], cap, int(ev.seed))
+    frame = cap_pairs(split_frame(ev, data, split), cap, int(ev.seed))
     return build_eval_set(frame, split, None, {"distractors": "none", "subset_pairs": cap})

@@ -163,6 +163,8 @@ def row_args(rp: ReproduceBlock, run_dir: Path, name: str, overrides: Sequence[s
         *rp.data,
         *rp.extra,
         f"data.max_pairs={budget}",
+        "loss.mining.pool_pairs=null",  # the budget caps training only: mining and the test protocol see all
+        "eval.max_pairs=null",
         *overrides,
         *test_protocol(rp),
         f"hydra.run.dir={run_dir}",
