@@ -24,6 +24,7 @@ def _declared() -> dict[str, str]:
 def test_every_entry_point_is_a_declared_installed_script():
     declared = _declared()
     assert {"contrastive-train", "contrastive-evaluate", "contrastive-app", "contrastive-export"} <= set(declared)
+    assert {"contrastive-teacher", "contrastive-merge"} <= set(declared)
     for name, target in declared.items():
         module, _, attr = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attr)), name
