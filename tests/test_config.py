@@ -18,7 +18,7 @@ from contrastive.cli import config_error_line
 from contrastive.data import prepare
 from contrastive.errors import ConfigError
 
-GROUPS = ("model", "data", "loss", "batch", "trainer", "eval", "tracking", "paths")
+GROUPS = ("model", "data", "loss", "batch", "trainer", "eval", "tracking", "paths", "teacher")
 
 
 def _compose(*overrides: str) -> DictConfig:

@@ -109,7 +109,7 @@ def test_examples_seen_count_every_process_and_only_rank_0_evaluates(monkeypatch
     from contrastive.training import objective_callback
 
     settings = train_settings("batch.size=8", "trainer.eval_steps=2", "trainer.eval_every_examples=0")
-    state = SimpleNamespace(global_step=2, max_steps=10)
+    state = SimpleNamespace(global_step=2, max_steps=10, num_train_epochs=1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     main = objective_callback(lambda: 0.5, settings, None, log_to_mlflow=False)

@@ -39,7 +39,7 @@ def test_missing_checkpoint_is_one_line_exit_2(tmp_path):
     proc = evaluate_cli(f"checkpoint={tmp_path}/no/such/model", "data=fixture", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     err = proc.stderr.strip()
-    assert err.startswith("error: model.name_or_path") and "does not exist" in err and "\n" not in err
+    assert err.startswith("error: checkpoint: ") and "does not exist" in err and "\n" not in err
 
 
 def test_run_raises_model_error_for_a_missing_dir(tmp_path):

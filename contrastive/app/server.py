@@ -134,24 +134,26 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self.refuse(send)
-        seen = 0
+        seen, refused = 0, False
 
-        async def counted() -> Any:
-            nonlocal seen
+        async def counted() -> Any:  # the app reads the body through this; past the limit it is told the client left
+            nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge()
-            return message
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await self.refuse(send)  # answered here: the app may catch what its body read raises (a 400)
+            return {"type": "http.disconnect"} if refused else message
+
+        async def guarded(message: Any) -> None:  # nothing the app sends after the 413 reaches the client
+            if not refused:
+                await send(message)
 
         try:
-            await self.app(scope, counted, send)
-        except BodyTooLarge:
-            await self.refuse(send)
-
-
-class BodyTooLarge(Exception):
-    """A streamed request body passed `BodyLimit.max_bytes`."""
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not refused:
+                raise
 
 
 def configure_queue(demo: Any, queue: Any) -> Any:

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.contrastive_sweeper._errors import SweeperConfigError
 from hydra_plugins.contrastive_sweeper.search_space import SearchSpace
-from hydra_plugins.contrastive_sweeper.trial import WARM_ATTR
+from hydra_plugins.contrastive_sweeper.trial import TRIAL_KEY, WARM_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def record_params(
         if str(value) != str(fixed):
             raise Skip(f"{name} is not the fixed {fixed}")
     for name, value in given.items():
-        if name in space.distributions or name in space.fixed or any(fnmatch.fnmatch(name, p) for p in ignore):
+        if name.startswith(f"{TRIAL_KEY}.") or name in space.distributions or name in space.fixed:
+            continue  # which trial of which study (the sweeper's address) is bookkeeping, not a setting
+        if any(fnmatch.fnmatch(name, p) for p in ignore):
             continue
         if str(value) != str(_default(defaults, name)):
             raise Skip(f"{name} differs from the sweep's")
