@@ -915,11 +915,16 @@ def load_train(cfg: DictConfig) -> TrainSettings:
     return load(cfg, TrainSettings)
 
 
+def load_requiring(cfg: DictConfig, schema: type, key: str, hint: str) -> Any:
+    """`load`, after a one-line ConfigError when the entry point's required top-level `key` was not given."""
+    if OmegaConf.is_missing(cfg, key):
+        raise ConfigError(f"{key}: missing; pass {hint}")
+    return load(cfg, schema)
+
+
 def load_evaluate(cfg: DictConfig) -> EvaluateSettings:
     """The settings of the evaluate entry point (conf/evaluate.yaml)."""
-    if OmegaConf.is_missing(cfg, "checkpoint"):
-        raise ConfigError("checkpoint: missing; pass checkpoint=<checkpoint dir or hub id> (see --help)")
-    return load(cfg, EvaluateSettings)
+    return load_requiring(cfg, EvaluateSettings, "checkpoint", "checkpoint=<checkpoint dir or hub id> (see --help)")
 
 
 def load_teacher(cfg: DictConfig) -> TeacherAppSettings:
@@ -929,16 +934,13 @@ def load_teacher(cfg: DictConfig) -> TeacherAppSettings:
 
 def load_merge(cfg: DictConfig) -> MergeAppSettings:
     """The settings of the merge entry point (conf/merge.yaml)."""
-    if OmegaConf.is_missing(cfg, "checkpoints"):
-        raise ConfigError("checkpoints: missing; pass checkpoints=[DIR_A,DIR_B,...] (see conf/merge.yaml)")
-    return load(cfg, MergeAppSettings)
+    return load_requiring(cfg, MergeAppSettings, "checkpoints", "checkpoints=[DIR_A,DIR_B,...] (see conf/merge.yaml)")
 
 
 def load_export(cfg: DictConfig) -> ExportSettings:
     """The settings of the export entry point (conf/export.yaml)."""
-    if OmegaConf.is_missing(cfg, "checkpoint"):
-        raise ConfigError("checkpoint: missing; pass checkpoint=<a saved model dir, e.g. a run's model/> (see --help)")
-    return load(cfg, ExportSettings)
+    hint = "checkpoint=<a saved model dir, e.g. a run's model/> (see --help)"
+    return load_requiring(cfg, ExportSettings, "checkpoint", hint)
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -118,3 +118,26 @@ def test_merge_entry_point_writes_a_normal_checkpoint_naming_its_ingredients(tmp
     assert refused.returncode == 2 and "models of different bases are not merged" in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in refused.stderr and not (tmp_path / "x").exists()
+
+
+def test_merge_settings_refuse_what_cannot_be_merged_in_one_line():
+    from conftest import compose_config
+
+    from contrastive.errors import ConfigError
+    from contrastive.settings import load_merge
+
+    cases = [
+        ((), "checkpoints: missing; pass checkpoints=[DIR_A,DIR_B,...]"),
+        (("checkpoints=[a]",), "checkpoints=['a']: a uniform soup needs two checkpoints or more"),
+        (("checkpoints=[a,a]", "merge.method=greedy"), "checkpoints=['a', 'a']: names repeat"),
+        (("checkpoints=[a,b]", "merge.lam=2.5", "merge.method=task_arithmetic"), "merge.lam=2.5: must be a number"),
+        (("checkpoints=[a,b]", "merge.weights=[1]"), "merge.weights=[1.0]: must give one weight per checkpoint (2)"),
+        (("checkpoints=[a,b]", "merge.method=ties", "merge.weights=[1,2]"), "merge.weights=[1.0, 2.0]: only merge"),
+        (("checkpoints=[a,b]", "merge.method=soup"), "merge.method='soup': choose one of"),
+    ]
+    for overrides, start in cases:
+        with pytest.raises(ConfigError) as err:
+            load_merge(compose_config("merge", *overrides))
+        assert str(err.value).startswith(start) and "\n" not in str(err.value), str(err.value)
+    ok = load_merge(compose_config("merge", "checkpoints=[a]", "merge.method=task_arithmetic", "merge.lam=1.5"))
+    assert ok.merge.lam == 1.5 and list(ok.checkpoints) == ["a"]
