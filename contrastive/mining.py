@@ -59,7 +59,7 @@ from contrastive.errors import DataError
 from contrastive.evaluation.cache import cache_path, cached_embeddings
 from contrastive.evaluation.eval_sets import split_questions
 from contrastive.topk import blocked_top_k
-from contrastive.utils import json_digest, sha256_hex, write_atomic, write_json, write_text_atomic
+from contrastive.utils import json_digest, sha256_hex, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -432,8 +432,3 @@ def untuned_encoder(settings: Any, model: Any = None) -> tuple[Callable[[list[st
         return encode(loaded[0], texts, int(settings.loss.mining.batch_size))
 
     return encode_texts, {"weights": fingerprint(m.name_or_path), "max_seq_length": m.max_seq_length}
-
-
-def write_sample(mined: Mined, path: str | Path, n_rows: int, seed: int) -> Path:
-    """The seeded sample (Mined.sample) as CSV, written atomically."""
-    return write_text_atomic(path, mined.sample(n_rows, seed).to_csv(index=False))

@@ -269,7 +269,7 @@ def write_card(teacher: Teacher, entry: dict[str, Any] | None) -> Path:
     data = teacher.model.model_card_data
     data.language, data.license = ["en"], "apache-2.0"
     data.model_name = "QQP duplicate-question cross-encoder (contrastive teacher)"
-    teacher.model.save_pretrained(str(teacher.path))  # rewrites README.md from the card data (weights unchanged)
+    teacher.model._create_model_card(str(teacher.path))  # README.md from the card data (the library's writer)
     card = teacher.path / "README.md"
     if entry is not None:
         card.write_text(card.read_text() + "\n## Scored by contrastive\n\n```\n" + format_metrics(entry) + "\n```\n")
