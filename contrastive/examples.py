@@ -84,6 +84,14 @@ def with_silver(pool: pd.DataFrame, settings: Any, teacher: Any, embeddings: Cal
     return silver.build_silver(pool, cfg, teacher.score, embeddings)
 
 
+def silver_for_budget(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A seeded `fraction` of the silver rows: a run whose data.max_pairs keeps that fraction of the labeled pairs
+    keeps the same silver-to-gold ratio (a 6,000-pair sweep trial is not swamped by the whole split's silver)."""
+    if fraction >= 1 or not len(frame):
+        return frame
+    return frame.iloc[silver.seeded_subset(len(frame), int(round(len(frame) * fraction)), seed + 2)]
+
+
 def mined_negatives(pool: pd.DataFrame, frame: pd.DataFrame, settings: Any, encoder: tuple, teacher: Any):
     """The mined negatives of `frame`'s positives over `pool` (None unless asked), denoised by the teacher when
     loss.mining.teacher_max is set."""
@@ -142,7 +150,12 @@ def build(data: PreparedData, settings: Any, model: Any = None) -> Examples:
         extra = silver_frame.drop(columns=["silver", "teacher_score"])
         pool = silver.merge_components(pd.concat([pool, extra], ignore_index=True))
     labeled, silver_frame = pool.iloc[:n_labeled], pool.iloc[n_labeled:]
-    train = pd.concat([cap_pairs(labeled, settings.data.max_pairs, settings.data.split.seed), silver_frame])
+    capped = cap_pairs(labeled, settings.data.max_pairs, settings.data.split.seed)
+    silver_frame = silver_for_budget(silver_frame, len(capped) / max(n_labeled, 1), int(settings.data.silver.seed))
+    if silver_stats:
+        silver_stats["silver_used"] = len(silver_frame)
+        silver_stats["silver_used_positive"] = int((silver_frame["label"] == 1).sum())
+    train = pd.concat([capped, silver_frame])
     train = train.reset_index(drop=True)
     mined = mined_negatives(pool, train, settings, encoder, teacher)
     frames, sizes = build_examples(

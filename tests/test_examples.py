@@ -83,6 +83,17 @@ def test_silver_pairs_join_the_training_pairs_and_merge_components(tmp_path, fix
     )
 
 
+def test_a_capped_run_keeps_the_silver_to_gold_ratio_of_the_whole_split(tmp_path, fixture_data, minilm, stub_teacher):
+    overrides = ("data.silver.enabled=true", "data.silver.neighbours=3", "data.silver.negative_max=0.5")
+    whole = examples.build(fixture_data, _settings(tmp_path, *overrides), minilm).sizes
+    half = whole["train_pairs_used"] // 2
+    capped_run = (*overrides, f"data.max_pairs={half}", "loss.mining.pool_pairs=null")  # silver from the whole split
+    capped = examples.build(fixture_data, _settings(tmp_path, *capped_run), minilm).sizes
+    assert capped["silver_positive"] + capped["silver_negative"] == whole["silver_used"]  # the same silver scored
+    ratio = capped["train_pairs_used"] / whole["train_pairs_used"]
+    assert capped["silver_used"] == round(whole["silver_used"] * ratio) < whole["silver_used"]
+
+
 def test_teacher_labels_replace_the_gold_ones_on_the_auxiliary_pairs(tmp_path, fixture_data, minilm, stub_teacher):
     built = examples.build(fixture_data, _settings(tmp_path, "loss.aux_labels=teacher", "loss.aux=cosent"), minilm)
     rows = built.frames["mnrl_mined"]
