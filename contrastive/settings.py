@@ -284,6 +284,8 @@ class MiningSettings:
             need_finite(self.max_score, "loss.mining.max_score", "must be null or in [-1, 1]", lambda v: -1 <= v <= 1)
         if self.teacher_max is not None:
             need_finite(self.teacher_max, "loss.mining.teacher_max", "must be null or in [0, 1]", lambda v: 0 <= v <= 1)
+            if self.teacher_max >= 1:  # a filter that drops nothing is no filter: nothing scored, the same run as null
+                self.teacher_max = None
         need_int(self.teacher_depth, "loss.mining.teacher_depth", self.num_negatives + 1)
         need_int(self.batch_size, "loss.mining.batch_size", 1)
         need_int(self.sample_rows, "loss.mining.sample_rows", 0)

@@ -466,3 +466,10 @@ def test_evaluate_interpolation_needs_torch_weights():
     with pytest.raises(ConfigError, match=r"^model.backend='onnx': eval.interpolate mixes torch weights"):
         load_evaluate(cfg)
     assert load_evaluate(compose_config("evaluate", "checkpoint=x", "eval.interpolate=[0.5]")).eval.interpolate == [0.5]
+
+
+def test_a_teacher_filter_of_1_drops_nothing_and_reads_as_no_filter():
+    """teacher_max=1 keeps every candidate: the same settings as null (no teacher, no scoring, the same run)."""
+    one = train_settings("loss.mining.teacher_max=1.0")
+    assert one.loss.mining.teacher_max is None and one == train_settings()
+    assert train_settings("loss.mining.teacher_max=0.6").loss.mining.teacher_max == 0.6
