@@ -183,7 +183,7 @@ class SilverSettings:
     positive_min: float = 0.9
     negative_max: float | None = 0.1
     share: float = 1.0
-    max_candidates: int | None = None
+    max_candidates: int | None = 60000
     sample_rows: int = 200
     seed: int = 0
 
@@ -773,6 +773,7 @@ class TeacherAppSettings:
     tracking: TrackingSettings = MISSING
     paths: PathSettings = MISSING
     run_name: str | None = None
+    json: str | None = None
 
     def __post_init__(self) -> None:
         need_split_share(self.data, self.eval.split, "is the split the teacher is scored on")

@@ -17,8 +17,9 @@ pairs, ``data.silver``) and gives soft targets (``loss.aux=margin_mse``, ``loss.
 It sees the TRAIN split only (val and test questions never reach it), so it never leaks labels into evaluation.
 Cached under ``teacher.cache_dir`` as ``teacher-<digest>/``: the model, ``teacher.json`` (its cache key, training
 record and, once scored, its metrics), keyed by the base weights' fingerprint, the train pairs' fingerprint and
-every setting that changes the model; a sweep trains it once. Scores of a list of pairs are cached beside it
-(``scores-<digest>.npy``, keyed by the teacher and the pairs), so the mining filter and the silver pairs score once.
+every setting that changes the model; a sweep trains it once. Every pair it scores is kept beside it
+(``pairs-<digest>-<orders>.npz``: a 64-bit hash of the ordered pair -> its score), so a pair is scored once whatever
+list it comes in: the mining filter of runs whose positives differ (silver shares, budgets) scores only new pairs.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ import pandas as pd
 
 from contrastive.cli import hydra_app, user_errors
 from contrastive.data import fingerprint_frame
-from contrastive.evaluation.cache import cached_embeddings
 from contrastive.pairs import cap_pairs, labeled_pairs
-from contrastive.utils import file_lock, json_digest, sha256_hex, write_dir_atomic, write_json
+from contrastive.utils import file_lock, json_digest, seeded_hash, write_atomic, write_dir_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,29 @@ def predict(model: Any, first: Sequence[str], second: Sequence[str], batch_size:
     return (scores + run(second, first)) / 2 if symmetric else scores
 
 
+def pair_hashes(first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+    """A 64-bit hash of each ordered pair (first[i], second[i])."""
+    return np.fromiter(
+        (seeded_hash(f"{a}\x1f{b}", 0) for a, b in zip(first, second)), dtype=np.uint64, count=len(first)
+    )
+
+
+def read_store(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A pair store's sorted hashes and their scores (empty when it does not exist yet)."""
+    if not path.is_file():
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["hashes"], npz["scores"]
+
+
+def lookup(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """The position of each hash in `sorted_hashes`, -1 where it is absent."""
+    at = np.searchsorted(sorted_hashes, hashes)
+    hit = at < len(sorted_hashes)
+    hit[hit] = sorted_hashes[at[hit]] == hashes[hit]
+    return np.where(hit, at, -1)
+
+
 @dataclass
 class Teacher:
     """A trained teacher: the CrossEncoder, its settings and cache folder, and what `teacher.json` records."""
@@ -167,17 +190,36 @@ class Teacher:
         """The teacher's id: its cache folder's digest."""
         return self.path.name.removeprefix("teacher-")
 
+    @property
+    def store(self) -> Path:
+        """The file of every pair this teacher has scored in this mode (one order, or both orders' mean)."""
+        return self.path.parent / f"pairs-{self.digest}-{'both' if self.cfg.symmetric else 'one'}.npz"
+
     def score(self, first: Sequence[str], second: Sequence[str]) -> np.ndarray:
-        """P(duplicate) of each pair, from the scores cache when it holds this list of pairs."""
-        listed = sha256_hex("\x1e".join(f"{a}\x1f{b}" for a, b in zip(first, second)))
-        key = {"split": "scores", "teacher": self.digest, "pairs": listed, "symmetric": bool(self.cfg.symmetric)}
-        path = self.path.parent / f"scores-{json_digest(key)}.npy"
-        batch, symmetric = int(self.cfg.score_batch_size), bool(self.cfg.symmetric)
-        scores, hit = cached_embeddings(
-            path, key, len(first), lambda: predict(self.model, first, second, batch, symmetric)[:, None]
-        )
-        log.info("teacher: %d pair scores (%s)", len(first), "cached" if hit else "scored")
-        return np.asarray(scores[:, 0], dtype=np.float32)
+        """P(duplicate) of each pair: pairs in the store are read, the others scored once and added to it."""
+        hashes = pair_hashes(first, second)
+        known_h, known_s = read_store(self.store)
+        found = lookup(known_h, hashes)
+        new_h, first_at = np.unique(hashes[found < 0], return_index=True)
+        if len(new_h):
+            rows = np.nonzero(found < 0)[0][first_at]
+            scored = predict(
+                self.model,
+                [first[i] for i in rows],
+                [second[i] for i in rows],
+                int(self.cfg.score_batch_size),
+                bool(self.cfg.symmetric),
+            )
+            with file_lock(self.store.with_suffix(".lock")):  # others may have added pairs meanwhile: merge
+                known_h, known_s = read_store(self.store)
+                keep = lookup(known_h, new_h) < 0
+                known_h = np.concatenate([known_h, new_h[keep]])
+                known_s = np.concatenate([known_s, scored[keep]])
+                order = np.argsort(known_h)
+                known_h, known_s = known_h[order], known_s[order]
+                write_atomic(self.store, lambda h: np.savez(h, hashes=known_h, scores=known_s))
+        log.info("teacher: %d pair scores (%d new)", len(hashes), len(new_h))
+        return known_s[lookup(known_h, hashes)].astype(np.float32)
 
     def record(self, **entries: Any) -> None:
         """Add entries (e.g. its metrics) to `teacher.json`."""
@@ -311,6 +353,11 @@ def run(cfg: Any) -> dict[str, Any]:
             tracking.log_artifact(card)
     print(format_metrics(entry), flush=True)
     print(f"teacher: {teacher.path} ({'cache hit' if teacher.cache_hit else 'trained'})", flush=True)
+    if settings.json:
+        from contrastive.utils import write_json
+
+        record = {"digest": teacher.digest, "path": str(teacher.path), "training": teacher.info.get("training")}
+        write_json(entry | record, Path(settings.json).expanduser().resolve())
     return entry
 
 

@@ -121,3 +121,21 @@ def test_collect_figures_copies_the_sweeps_and_the_final_runs_pngs(tmp_path):
     names = report.collect_figures(sweep, final, tmp_path / "results" / "figures")
     assert names == ["pareto_front.png", "umap_pairs.png"]
     assert (tmp_path / "results" / "figures" / "umap_pairs.png").read_bytes() == b"u"
+
+
+def test_the_teacher_line_gives_its_test_ap_the_students_gap_and_the_cold_cache_time():
+    results = {
+        "teacher": {
+            "digest": "abcdef0123456789",
+            "teacher": {"pair_ap": 0.85},
+            "baseline": {"pair_ap": 0.78},
+            "delta": {"pair_ap": _delta(0.07, 0.06, 0.08)},
+            "training": {"steps": 1825, "seconds": 1500.0},
+        },
+        "final": {"distractors": {"finetuned": {"pair_ap": 0.81}}},
+        "ablation": [{"metrics": {"wall_time_s": 1200.0}}],
+    }
+    (line,) = [x for x in report.teacher_lines(results) if x]
+    assert "`abcdef012345`" in line and "1825 steps, 25 min" in line and "test pair AP 0.8500 vs 0.7800" in line
+    assert "gap of +0.0400" in line and "the teacher's 25 min before the run's own 20 min" in line
+    assert report.teacher_lines({"final": results["final"]}) == []  # no teacher lever: no line

@@ -119,3 +119,25 @@ def test_merge_rows_must_name_rows_with_a_model_of_their_own():
         with pytest.raises(ConfigError) as err:
             load_reproduce(compose([f"reproduce.merge.rows=[{bad}]"], "reproduce"))
         assert str(err.value).startswith(f"reproduce.merge.rows[0]='{bad}'") and "\n" not in str(err.value)
+
+
+def test_the_teacher_stage_runs_only_for_a_final_row_that_uses_the_teacher():
+    rp = load_reproduce(compose_config("reproduce", 'reproduce.data=["data=fixture"]')).reproduce
+    assert not stages.uses_teacher(rp, ["loss.negatives=mined"])
+    assert not stages.uses_teacher(rp, ["loss.mining.teacher_max=1.0"])  # a filter of 1 drops nothing: no teacher
+    assert stages.uses_teacher(rp, ["loss.mining.teacher_max=0.6"])
+    assert stages.uses_teacher(rp, ["data.silver.enabled=true"])
+    assert stages.uses_teacher(rp, ["loss.combine=joint", "loss.aux=margin_mse"])
+    extra = [
+        "trainer.device=cpu",
+        "paths.cache_dir=/c",
+        "trainer.lr=1e-5",
+        "teacher.epochs=2",
+        "tracking.tracking_uri=x",
+    ]
+    assert stages.teacher_overrides(extra) == [
+        "teacher.device=cpu",
+        "paths.cache_dir=/c",
+        "teacher.epochs=2",
+        "tracking.tracking_uri=x",
+    ]

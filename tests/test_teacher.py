@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,8 +111,12 @@ def test_the_teacher_entry_point_prints_its_table_and_logs_a_run(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("contrastive").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["kind"] == "teacher" and "teacher/pair_ap" in runs[0].data.metrics
-    again = run_module("contrastive.teacher", *args, timeout=600)
+    again = run_module("contrastive.teacher", *args, "eval.split=test", f"json={tmp_path}/t.json", timeout=600)
     assert again.returncode == 0 and "(cache hit)" in again.stdout
+    scored = json.loads((tmp_path / "t.json").read_text())  # what make reproduce's teacher stage reads
+    assert scored["split"] == "test" and scored["n_pairs"] > 0
+    assert {"pair_ap", "pair_best_f1"} <= set(scored["teacher"]) and scored["training"]["steps"] > 0
+    assert scored["delta"]["pair_ap"]["ci_low"] is not None and Path(scored["path"]).name.endswith(scored["digest"])
 
 
 @pytest.mark.slow
@@ -138,3 +143,36 @@ def test_a_training_run_distils_the_teacher_and_denoises_its_negatives(tmp_path)
     metrics = json.loads(next((tmp_path / "out").rglob("metrics.json")).read_text())
     assert metrics["training"]["steps"] == 3 and metrics["training"]["sizes"]["teacher_cache_hit"] == 0
     assert "'loss_aux_margin_mse'" in done.stdout and "'loss_mnrl'" in done.stdout  # the Trainer's logged terms
+
+
+class CountingModel:
+    """A CrossEncoder's predict() stand-in: a score per pair from its text, recording every pair it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def predict(self, pairs, batch_size, show_progress_bar):
+        self.asked.extend(pairs)
+        return np.array([(len(a) * 7 + len(b)) % 100 / 100 for a, b in pairs], dtype=np.float32)
+
+
+def test_the_pair_store_scores_each_pair_once_whatever_list_it_comes_in(tmp_path):
+    from types import SimpleNamespace
+
+    from contrastive.teacher import Teacher
+
+    cfg = SimpleNamespace(symmetric=True, score_batch_size=4)
+    model = CountingModel()
+    teacher = Teacher(model, cfg, tmp_path / "teacher-abc")
+    first = teacher.score(["a", "bb", "a"], ["ccc", "d", "ccc"])  # the repeated pair is scored once
+    assert len(model.asked) == 2 * 2  # two unique pairs, both orders
+    np.testing.assert_allclose(first[0], ((7 + 3) + (21 + 1)) / 200, atol=1e-6)
+    assert first[0] == first[2]
+    again = Teacher(CountingModel(), cfg, tmp_path / "teacher-abc")  # a new process: reads the store
+    second = again.score(["bb", "eeee"], ["d", "a"])
+    assert again.model.asked == [("eeee", "a"), ("a", "eeee")]  # only the new pair
+    assert second[0] == first[1]
+    one_order = Teacher(CountingModel(), SimpleNamespace(symmetric=False, score_batch_size=4), tmp_path / "teacher-abc")
+    one_order.score(["a"], ["ccc"])  # another scoring mode: its own store
+    assert one_order.model.asked == [("a", "ccc")] and teacher.store != one_order.store
+    assert len(teacher.score([], [])) == 0

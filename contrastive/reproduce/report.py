@@ -113,6 +113,7 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
             f"val; kept: {kept}), test: MRR@10 + distractors {fmt_delta(m['delta']['mrr_at_10'])}, pair AP "
             f"{fmt_delta(m['delta']['pair_ap'])}.",
         ]
+    lines += teacher_lines(results)
     lines += trial_table(sweep, results.get("objectives", []), results["sweep_pairs"])
     names = results.get("objectives", [])
     for i, ranked in results.get("importances", {}).items():
@@ -123,6 +124,28 @@ def render_markdown(results: Mapping[str, Any], figures_prefix: str = "figures/"
         ]
     lines += [""] + [f"![{Path(f).stem}]({figures_prefix}{f})" for f in results["figures"]]
     return "\n".join(lines) + "\n"
+
+
+def teacher_lines(results: Mapping[str, Any]) -> list[str]:
+    """The teacher's own pair AP on the test split beside the untuned bi-encoder and the final student (the student's
+    gap to it is the headroom left), and what a cold teacher cache adds to the first `make train`."""
+    t = results.get("teacher")
+    if not t:
+        return []
+    student = results["final"]["distractors"]["finetuned"]["pair_ap"]
+    trained = t.get("training") or {}
+    minutes = f"{trained['seconds'] / 60:.0f} min" if trained.get("seconds") else "an unknown time"
+    row = results["ablation"][-1]["metrics"].get("wall_time_s")  # the final row's run (train + eval)
+    own = f" before the run's own {row / 60:.0f} min (train + eval, warm caches)" if row else ""
+    return [
+        "",
+        f"Teacher (the cross-encoder `{str(t['digest'])[:12]}` every teacher lever used, trained once on the train "
+        f"split's pairs: {trained.get('steps', '?')} steps, {minutes} here): test pair AP "
+        f"{fmt_metric(t['teacher']['pair_ap'])} vs {fmt_metric(t['baseline']['pair_ap'])} for the untuned "
+        f"bi-encoder ({fmt_delta(t['delta']['pair_ap'])}); the final model's {fmt_metric(student)} leaves a gap of "
+        f"{t['teacher']['pair_ap'] - student:+.4f} to it. `make train` (this recipe) with a cold teacher cache: the "
+        f"teacher's {minutes}{own}.",
+    ]
 
 
 def pareto_numbers(trials: Sequence[Mapping[str, Any]]) -> set[int]:

@@ -259,6 +259,52 @@ def merge_stage(rp: ReproduceBlock, work: Path, final_model: Path) -> dict[str, 
     }
 
 
+def teacher_overrides(extra: Sequence[str]) -> list[str]:
+    """The `reproduce.extra` overrides that conf/teacher.yaml knows; `trainer.device` becomes `teacher.device`."""
+    out = []
+    for item in extra:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if key == "trainer.device":
+            out.append(f"teacher.device={value}")
+        elif key.split(".", 1)[0] in ("model", "data", "eval", "paths", "teacher", "tracking", "hydra"):
+            out.append(str(item))
+    return out
+
+
+def uses_teacher(rp: ReproduceBlock, overrides: Sequence[str]) -> bool:
+    """Whether a row's training asks for the teacher (a loss lever or silver pairs)."""
+    from contrastive.cli import compose_config
+    from contrastive.settings import load_train
+
+    s = load_train(compose_config([*rp.data, *rp.extra, *overrides]))
+    return bool(s.loss.uses_teacher or s.data.silver.enabled)
+
+
+def teacher_stage(rp: ReproduceBlock, work: Path, final_overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The rows' teacher (the same cached cross-encoder) scored on the test split's labeled pairs beside the untuned
+    bi-encoder (python -m contrastive.teacher), with its training record; None when the final row uses no teacher."""
+    if not uses_teacher(rp, final_overrides):
+        return None
+    out = work / "teacher_test.json"
+    args = [*rp.data, *teacher_overrides(rp.extra), f"eval.split={rp.test.split}", f"eval.n_boot={rp.test.n_boot}"]
+    stamp = work / "teacher_test_overrides.json"
+    if not (out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == args):
+        run_stage(
+            [
+                "-m",
+                "contrastive.teacher",
+                *args,
+                f"json={out}",
+                "run_name=reproduce-teacher",
+                f"hydra.run.dir={work / 'teacher'}",
+            ],
+            work / "logs" / "teacher_test.log",
+        )
+        stamp.write_text(json.dumps(args))
+    scored = json.loads(out.read_text())
+    return {k: scored.get(k) for k in ("digest", "split", "n_pairs", "teacher", "baseline", "delta", "training")}
+
+
 def set_aside(work: Path) -> Path | None:
     """Start over without losing the last run: move `work` to `<work>.previous` (replacing an older one)."""
     if not work.exists():
@@ -366,6 +412,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
     own_s = time.perf_counter() - clock
     final = {"own_corpus": own, "distractors": rows[-1]["metrics"]}
     merged = merge_stage(rp, work, final_dir / "model")
+    teacher = teacher_stage(rp, work, all_overrides[-1])
     sweep_pairs, objectives = sweep_facts(settings.paths.root_dir, rp.sweep.config)
     results = {
         "command": command,
@@ -400,6 +447,7 @@ def run(settings: ReproduceSettings, command: str) -> dict[str, Any]:
         "targets": report.targets(final["distractors"], rp.targets),
         "ablation": rows,
         **({"merge": merged} if merged else {}),
+        **({"teacher": teacher} if teacher else {}),
         "importances": importances(study),
     }
     results["figures"] = report.collect_figures(work / "sweep", final_dir, out / "figures")
