@@ -171,8 +171,10 @@ def describe(settings: Any, record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """Load the ingredients, merge, score beside the baseline, save, card, log."""
+def run(cfg: Any, objective: Callable[[Any], float] | None = None) -> dict[str, Any]:
+    """Load the ingredients, merge, score beside the baseline, save, card, log; the record, with the checkpoint's
+    `output_dir` and `mlflow_run_id`. `objective` (an EvalResult -> float, higher better) is what greedy keeps an
+    ingredient by; default: `merge.metric` on eval.split."""
     from contrastive.settings import load_merge
 
     settings = load_merge(cfg)  # every config check, before any work
@@ -180,6 +182,7 @@ def run(cfg: Any) -> dict[str, Any]:
     from contrastive.data import prepare
     from contrastive.evaluation import Evaluator
     from contrastive.model import load_model
+    from contrastive.train import eval_protocol
 
     names = [str(c) for c in settings.checkpoints]
     max_len = settings.model.max_seq_length
@@ -194,7 +197,8 @@ def run(cfg: Any) -> dict[str, Any]:
 
     def score(state: State) -> float:
         load_state(template, state)
-        return float(evaluator.run(template).finetuned[settings.merge.metric])
+        result = evaluator.run(template)
+        return float(objective(result)) if objective else float(result.finetuned[settings.merge.metric])
 
     merged, kept, steps = merge_states(settings, base, states, score)
     load_state(template, merged)
@@ -231,6 +235,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "merge_method": settings.merge.method,
         "ingredients": ",".join(names)[:5000],
         "data_fingerprint": data.fingerprint,
+        "eval_protocol": eval_protocol(settings.eval),  # what the registry compares a promoted merge on
         "output_dir": str(out),
         "git_commit": tracking.git_commit(),
     }
@@ -251,7 +256,7 @@ def run(cfg: Any) -> dict[str, Any]:
             tracking.log_artifact(out / "README.md")
     print(result.table(), flush=True)
     print(f"merged {len(kept)} of {len(names)} ingredient(s) ({settings.merge.method}) -> {out}", flush=True)
-    return record
+    return record | {"output_dir": str(out), "mlflow_run_id": run_id}
 
 
 @hydra_app("merge")

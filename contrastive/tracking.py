@@ -594,9 +594,44 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
         tags.append(RunTag("promotion", str(promotion["why"])[:5000]))
     if promotion.get("unhealthy"):
         tags.append(RunTag("unhealthy_trials", ",".join(map(str, promotion["unhealthy"]))))
+    soup = summary.get("soup") or {}
+    if soup:
+        soup_metrics, soup_tags = soup_summary(soup)
+        metrics += [Metric(k, float(v), now, 0) for k, v in soup_metrics.items()]
+        tags += [RunTag(k, v[:5000]) for k, v in soup_tags.items()]
+        known = client.get_run(parent_run_id).data.params  # params cannot change: a resumed sweep keeps the first
+        log_params({k: v for k, v in soup_params(soup).items() if k not in known}, parent_run_id)
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     for path in artifacts:
         client.log_artifact(parent_run_id, str(path))
+
+
+def soup_summary(soup: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """A sweep soup's (summary.json `soup`) metrics on the parent run, `soup/finetuned/<m>`, `soup/delta/<m>`...,
+    and its tags: the ingredients with their weights, whether it was promoted and why."""
+    val = (soup.get("val") or {}).get("soup") or {}
+    named = eval_metrics(val.get("finetuned") or {}, {}, val.get("delta") or {})
+    metrics = {f"soup/{k}": float(v) for k, v in named.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    ingredients = ", ".join(
+        f"trial {i['trial']} (weight {i['weight']:.3g})"
+        if isinstance(i.get("weight"), float)
+        else f"trial {i['trial']}"
+        for i in soup.get("ingredients") or []
+    )
+    tags = {
+        "soup_ingredients": ingredients or ", ".join(f"trial {n}" for n in soup.get("candidates") or []),
+        "soup_kept_trials": ",".join(map(str, soup.get("kept_trials") or [])),
+        "soup_promoted": str(bool(soup.get("promoted"))).lower(),
+        "soup_why": str(soup.get("why") or ""),
+    }
+    if soup.get("mlflow_run_id"):
+        tags["soup_run_id"] = str(soup["mlflow_run_id"])
+    return metrics, tags
+
+
+def soup_params(soup: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep soup's settings as parent-run params: method, top_k, the metric it must beat the best trial on."""
+    return {f"soup.{k}": soup.get(k) for k in ("method", "top_k", "metric")}
 
 
 def _version_source(client: MlflowClient, run_id: str | None, best_dir: str | Path) -> str:

@@ -144,3 +144,20 @@ def minilm():
     from contrastive.model import DEFAULT_MODEL_ID, load_model
 
     return load_model(DEFAULT_MODEL_ID, max_seq_length=128, device="cpu")
+
+
+def perturbed_checkpoint(model: Any, path: Path, scale: float, seed: int) -> Path:
+    """`model` with a small seeded perturbation of every weight matrix, saved as a checkpoint at `path` (a stand-in
+    for a fine-tune of it: merges and soups accept it as one of the same base)."""
+    import copy
+
+    import torch
+
+    copied = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in copied.parameters():
+            if p.dim() == 2:
+                p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=gen))
+    copied.save(str(path))
+    return path

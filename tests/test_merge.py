@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_module
+from conftest import perturbed_checkpoint, run_module
 
 from contrastive.errors import ModelError
 from contrastive.merge import check_same_base, greedy, task_arithmetic, ties, uniform, weights_of
@@ -73,26 +73,12 @@ def test_models_of_another_base_or_shape_are_refused_in_one_line():
         check_same_base(base, [{"v": torch.zeros(4)}], ["D"], 0.25)
 
 
-def _checkpoint(minilm, path, scale: float, seed: int):
-    """The packaged model with a small seeded perturbation of every weight matrix, saved as a checkpoint."""
-    import copy
-
-    model = copy.deepcopy(minilm)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=gen))
-    model.save(str(path))
-    return path
-
-
 @pytest.mark.slow
 def test_merge_entry_point_writes_a_normal_checkpoint_naming_its_ingredients(tmp_path, minilm):
     from sentence_transformers import SentenceTransformer
 
-    a = _checkpoint(minilm, tmp_path / "a", 0.01, 1)
-    b = _checkpoint(minilm, tmp_path / "b", 0.02, 2)
+    a = perturbed_checkpoint(minilm, tmp_path / "a", 0.01, 1)
+    b = perturbed_checkpoint(minilm, tmp_path / "b", 0.02, 2)
     out = tmp_path / "merged"
     common = (
         "data=fixture",
@@ -113,7 +99,7 @@ def test_merge_entry_point_writes_a_normal_checkpoint_naming_its_ingredients(tmp
     assert "## Merge" in card and str(a) in card and str(b) in card and "| weight |" in card
     loaded = SentenceTransformer(str(out), device="cpu")  # no project code needed
     assert loaded.encode(["How do I learn Python?"]).shape == (1, 384)
-    far = _checkpoint(minilm, tmp_path / "far", 3.0, 3)
+    far = perturbed_checkpoint(minilm, tmp_path / "far", 3.0, 3)
     refused = run_module("contrastive.merge", f"checkpoints=[{a},{far}]", f"output={tmp_path}/x", *common, timeout=300)
     assert refused.returncode == 2 and "models of different bases are not merged" in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]

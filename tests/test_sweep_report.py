@@ -79,6 +79,7 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
         "+sweeps=fixture_tiny",
         f"paths.output_root={out}",
         f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra.sweeper.callbacks.report.promote.soup.enabled=true",  # and a soup of both trials at the end
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -103,7 +104,16 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     best = study.best_trial
     promoted = sweep_dir / "best"
     assert (promoted / "model.safetensors").is_file()
-    assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    soup = summary["soup"]  # made, scored on the trials' val protocol, promoted only if it beat the best trial
+    assert soup["candidates"] == [best.number, 1 - best.number] and (sweep_dir / "soup" / "merge.json").is_file()
+    assert [i["path"] for i in soup["ingredients"]] == [
+        str(sweep_dir / f"trial_{n}" / "model") for n in soup["candidates"]
+    ]
+    soup_mrr = soup["val"]["soup"]["finetuned"]["mrr_at_10"]
+    assert soup["promoted"] == (len(soup["kept_trials"]) > 1 and soup_mrr > best.value), soup["why"]
+    if not soup["promoted"]:  # the fixture's trials reach MRR@10 1.0, which no soup beats
+        assert json.loads((promoted / "metrics.json").read_text())["objective"]["value"] == pytest.approx(best.value)
 
     from contrastive import tracking
 
@@ -114,8 +124,15 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
     assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
     assert "param_importances.png" in parent["artifacts"]
-    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert (
+        parent["tags"]["soup_promoted"] == str(soup["promoted"]).lower()
+        and "trial 0" in parent["tags"]["soup_ingredients"]
+    )
     assert summary["registered"]["name"] == "contrastive-fixture" and summary["registered"]["alias"] == "best"
+    from mlflow.tracking import MlflowClient
+
+    (version,) = MlflowClient(tracking_uri=uri).search_model_versions("name='contrastive-fixture'")
+    assert version.run_id == (soup["mlflow_run_id"] if soup["promoted"] else best.user_attrs["mlflow_run_id"])
     assert not (tmp_path / "mlruns").exists() and (out / "mlartifacts").is_dir()  # artifacts beside the store
 
 
@@ -414,3 +431,184 @@ def test_promotion_fetches_the_model_from_mlflow_when_another_machine_ran_the_tr
     assert client.get_model_version_by_alias("elsewhere-model", "best").run_id == run_id
     assert study.user_attrs[sweep_report.PROMOTED_ATTR]["run_id"] == run_id
     assert [p.name for p in sweep_dir.iterdir() if p.name.startswith(".")] == []  # no download left behind
+
+
+# ---------------------------------------------------------------- a soup at the end
+def _val(mrr: float, ap_delta: float) -> dict[str, Any]:
+    """A model's val result as the rule reads it: fine-tuned MRR@10 and the pair AP delta vs the baseline."""
+    return {"finetuned": {"mrr_at_10": mrr}, "delta": {"pair_ap": {"delta": ap_delta}}}
+
+
+def test_the_soup_takes_the_promotion_only_when_it_beats_the_best_trial_on_the_rule():
+    rule = sweep_report.PromotionRule.from_spec({"pick": "mrr_at_10", "floor_metric": "pair_ap", "floor_delta": 0.0})
+    verdict = sweep_report.soup_verdict
+    wins, why = verdict(rule, "mrr_at_10", _val(0.95, 0.01), _val(0.93, 0.02))
+    assert wins and why == "the soup's mrr_at_10 0.9500 beats the best trial's 0.9300"
+    wins, why = verdict(rule, "mrr_at_10", _val(0.93, 0.01), _val(0.93, 0.02))  # a tie keeps the single trial
+    assert not wins and why == "the soup's mrr_at_10 0.9300 does not beat the best trial's 0.9300"
+    wins, why = verdict(rule, "mrr_at_10", _val(0.99, -0.01), _val(0.93, 0.02))  # higher MRR, but below the floor
+    assert not wins and why == "the soup's pair_ap delta -0.0100 is below the floor +0"
+    wins, why = verdict(rule, "mrr_at_10", _val(0.90, 0.01), _val(0.93, -0.02))  # the trial was the fallback
+    assert wins and "the best trial did not" in why
+    loose = sweep_report.PromotionRule.from_spec({"pick": "mrr_at_10"})
+    assert verdict(loose, "mrr_at_10", _val(0.99, -0.5), _val(0.93, 0.0))[0]  # no floor: the metric alone
+    lower_better = sweep_report.PromotionRule.from_spec(None)  # the first objective, minimized
+    assert verdict(lower_better, "loss", {"finetuned": {"loss": 0.2}}, {"finetuned": {"loss": 0.3}}, sign=-1)[0]
+    # greedy's score on the same rule: below the floor ranks below any soup above it, whatever its MRR
+    above = sweep_report.rule_score(rule, "mrr_at_10", 1, **_val(0.50, 0.0))
+    below = sweep_report.rule_score(rule, "mrr_at_10", 1, **_val(0.99, -0.01))
+    assert above == 0.50 and below < above
+
+
+def test_the_soup_ingredients_are_the_top_trials_by_the_rule():
+    study = _study_with_metrics()  # (mrr, ap): 0 (0.92, 0.72), 1 (0.89, 0.80), 2 (0.91, 0.75) vs 0.90 / 0.70
+    rule = sweep_report.PromotionRule.from_spec({"pick": "pair_ap", "floor_metric": "mrr_at_10", "floor_delta": 0.0})
+    assert [t.number for t in sweep_report.ranked_trials(study, rule)] == [2, 0, 1]  # trial 1 is below the floor
+    assert sweep_report.ranked_trials(study, rule)[0].number == sweep_report.choose_trial(study, rule)[0].number
+    by_ap = sweep_report.PromotionRule.from_spec({"pick": "pair_ap"})
+    assert [t.number for t in sweep_report.ranked_trials(study, by_ap)] == [1, 2, 0]
+    default = sweep_report.PromotionRule.from_spec(None)
+    assert [t.number for t in sweep_report.ranked_trials(study, default)] == [0, 2, 1]  # first objective first
+
+
+def test_the_soup_settings_refuse_bad_values_in_one_line():
+    rule = sweep_report.PromotionRule.from_spec({"soup": {"enabled": True, "top_k": 2, "method": "uniform"}})
+    assert rule.soup == sweep_report.SoupSpec(enabled=True, top_k=2, method="uniform")
+    assert sweep_report.PromotionRule.from_spec(None).soup.enabled is False
+    cases = [
+        ({"top_k": 1}, "hydra.sweeper.callbacks.report.promote.soup.top_k=1: must be an integer >= 2"),
+        (
+            {"method": "ties"},
+            "hydra.sweeper.callbacks.report.promote.soup.method='ties': choose one of greedy, uniform",
+        ),
+        ({"enabled": "yes"}, "hydra.sweeper.callbacks.report.promote.soup.enabled='yes': must be true or false"),
+        ({"topk": 3}, "hydra.sweeper.callbacks.report.promote.soup: unknown key(s) ['topk']"),
+        (True, "hydra.sweeper.callbacks.report.promote.soup=True: must be a mapping"),
+    ]
+    for soup, start in cases:
+        with pytest.raises(ConfigError) as err:
+            sweep_report.PromotionRule.from_spec({"soup": soup})
+        assert str(err.value).startswith(start) and "\n" not in str(err.value), str(err.value)
+
+
+def _soup_sweep(tmp_path: Path, minilm: Any, recorded_mrr: float, method: str) -> tuple[optuna.Study, Any, Any]:
+    """A finished 2-trial sweep on the fixture whose trial dirs hold real small fine-tunes of MiniLM (seeded
+    perturbations), the config.yaml their jobs ran with and an MLflow run each, with val MRR@10 `recorded_mrr`
+    (trial 0) and 0.01 lower (trial 1) recorded; its report (tracking on, soup promotion by `method`) has ended."""
+    from conftest import compose_config, perturbed_checkpoint
+
+    from contrastive import tracking
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tcfg = OmegaConf.create({"enabled": True, "tracking_uri": store, "experiment": "soup", "registered_model": "m"})
+    job = compose_config(
+        "train",
+        "data=fixture",
+        "eval.n_boot=20",
+        "eval.umap.enabled=false",
+        f"paths.output_dir={tmp_path / 'job'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    sweep_dir = tmp_path / "sweep"
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for number in range(2):
+        out = sweep_dir / f"trial_{number}"
+        out.mkdir(parents=True)
+        perturbed_checkpoint(minilm, out / "model", 0.01 * (number + 1), number)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(job, resolve=True))
+        with tracking.run(tcfg, f"trial {number}") as run_id:
+            pass
+        mrr, ap = recorded_mrr - 0.01 * number, 0.8
+        metrics = {
+            "objective": {"name": ["mrr_at_10", "pair_ap"], "value": [mrr, ap]},
+            "finetuned": {"mrr_at_10": mrr, "pair_ap": ap},
+            "baseline": {"mrr_at_10": 0.9, "pair_ap": 0.7},
+            "delta": {"mrr_at_10": {"delta": mrr - 0.9}, "pair_ap": {"delta": ap - 0.7}},
+        }
+        trial = study.ask()
+        for key, value in sweep_report.result_attrs(metrics).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("output_dir", str(out))
+        trial.set_user_attr("mlflow_run_id", run_id)
+        study.tell(trial, [mrr, ap])
+    rule = {
+        "pick": "mrr_at_10",
+        "floor_metric": "pair_ap",
+        "floor_delta": -1.0,
+        "soup": {"enabled": True, "method": method},
+    }
+    report = sweep_report.SweepReport(tracking=tcfg, promote=rule)
+    report.on_sweep_start(study, _info(sweep_dir, 2))
+    report.on_sweep_end(study, _info(sweep_dir, 2))
+    return study, report, tcfg
+
+
+def _one_version(tcfg: Any) -> Any:
+    """The one version of the registered model `m` (the test fails on none or several)."""
+    from mlflow.tracking import MlflowClient
+
+    (version,) = MlflowClient(tracking_uri=tcfg.tracking_uri).search_model_versions("name='m'")
+    return version
+
+
+def test_a_soup_that_beats_the_best_trial_is_promoted_and_registered_naming_its_ingredients(tmp_path, minilm):
+    """Trials recorded MRR@10 0.5 / 0.49: the uniform soup of both, scored on their val protocol, beats trial 0
+    on the rule, so it is best/, the one registered version and the parent run's soup; its card names both."""
+    from mlflow.tracking import MlflowClient
+
+    study, report, tcfg = _soup_sweep(tmp_path, minilm, 0.5, "uniform")
+    sweep_dir = tmp_path / "sweep"
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    soup = summary["soup"]
+    assert soup["promoted"] is True and soup["kept_trials"] == [0, 1], soup.get("why")
+    assert [(i["trial"], i["path"], i["weight"]) for i in soup["ingredients"]] == [
+        (0, str(sweep_dir / "trial_0" / "model"), 0.5),
+        (1, str(sweep_dir / "trial_1" / "model"), 0.5),
+    ]
+    mine = soup["val"]["soup"]["finetuned"]["mrr_at_10"]
+    assert soup["val"]["best_trial"]["trial"] == 0 and soup["val"]["best_trial"]["finetuned"]["mrr_at_10"] == 0.5
+    assert mine > 0.5 and soup["why"] == f"the soup's mrr_at_10 {mine:.4f} beats the best trial's 0.5000"
+    best = sweep_dir / "best"
+    assert summary["promoted_dir"] == str(best) and json.loads((best / "merge.json").read_text())["kept"] == [0, 1]
+    assert json.loads((best / "sweep_best.json").read_text())["soup"]["kept_trials"] == [0, 1]
+    assert json.loads((best / "metrics.json").read_text())["finetuned"]["mrr_at_10"] == mine  # the app's thresholds
+    card = (best / "README.md").read_text()
+    assert "## Merge" in card and str(sweep_dir / "trial_1" / "model") in card and "trials 0, 1" in card
+    version = _one_version(tcfg)
+    assert version.run_id == soup["mlflow_run_id"] != study.trials[0].user_attrs["mlflow_run_id"]
+    assert version.source == str(best.resolve()) and summary["registered"]["alias"] == "best"
+    assert float(version.tags["metric.mrr_at_10"]) == pytest.approx(mine)
+    client = MlflowClient(tracking_uri=tcfg.tracking_uri)
+    parent = client.get_run(report.parent_run_id)
+    assert parent.data.tags["soup_promoted"] == "true" and parent.data.tags["soup_kept_trials"] == "0,1"
+    assert parent.data.tags["soup_ingredients"] == "trial 0 (weight 0.5), trial 1 (weight 0.5)"
+    assert parent.data.metrics["soup/finetuned/mrr_at_10"] == pytest.approx(mine)
+    assert (
+        parent.data.params["soup.method"] == "uniform" and "the soup of trials [0, 1]" in parent.data.tags["promotion"]
+    )
+    run = client.get_run(soup["mlflow_run_id"])  # the soup's own run: the parent's child, kind=merge
+    assert run.data.tags["mlflow.parentRunId"] == report.parent_run_id and run.data.tags["kind"] == "merge"
+    assert run.data.tags["eval_protocol"].startswith("split=val,")  # scored on the trials' val protocol
+    assert study.user_attrs[sweep_report.PROMOTED_ATTR]["soup"] == [0, 1]
+
+
+def test_a_soup_that_does_not_beat_the_best_trial_leaves_it_promoted_and_says_why(tmp_path, minilm):
+    """Trial 0 recorded MRR@10 1.0, which no soup beats: the greedy soup is made and reported, but trial 0 is
+    best/ and the one registered version."""
+    study, report, tcfg = _soup_sweep(tmp_path, minilm, 1.0, "greedy")
+    sweep_dir = tmp_path / "sweep"
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    soup = summary["soup"]
+    assert soup["promoted"] is False and soup["candidates"] == [0, 1] and (sweep_dir / "soup" / "merge.json").is_file()
+    mine = soup["val"]["soup"]["finetuned"]["mrr_at_10"]
+    alone = [f"greedy kept trial {n} alone: no mix of two or more scored higher" for n in (0, 1)]
+    assert soup["why"] in (f"the soup's mrr_at_10 {mine:.4f} does not beat the best trial's 1.0000", *alone)
+    assert all(i["score_alone"] is not None for i in soup["ingredients"])  # greedy scored each on its own
+    assert not (sweep_dir / "best" / "merge.json").exists()
+    assert json.loads((sweep_dir / "best" / "sweep_best.json").read_text())["trial"] == 0
+    version = _one_version(tcfg)
+    assert version.run_id == study.trials[0].user_attrs["mlflow_run_id"]
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(tracking_uri=tcfg.tracking_uri).get_run(report.parent_run_id)
+    assert parent.data.tags["soup_promoted"] == "false" and parent.data.tags["soup_why"] == soup["why"]
