@@ -645,7 +645,7 @@ class TeacherSettings:
     weight_decay: float = 0.01
     seed: int = 0
     symmetric: bool = True
-    score_batch_size: int = 256
+    score_batch_size: int = 32
     cache_dir: str = MISSING
     device: str | None = None
 
