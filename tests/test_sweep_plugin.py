@@ -509,3 +509,39 @@ def test_url_passwords_never_reach_configs_or_logs(tmp_path):
     assert "http://user:***@mlflow-host:5000/" in done.stdout + done.stderr  # the launcher's line, hidden
     multirun = (tmp_path / "sweeps" / "toy" / "multirun.yaml").read_text()
     assert "s3cret" not in multirun and "user:***@mlflow-host" in multirun
+
+
+def test_a_stopped_sweep_cancels_the_submitit_jobs_it_left_running(tmp_path, caplog):
+    """SIGTERM / SIGINT while trial jobs run (here: submitit's local executor, as SLURM jobs are run): the sweep
+    cancels them on its way out instead of leaving them running."""
+    import threading
+    import time
+
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.contrastive_sweeper import jobs as cluster_jobs
+    from hydra_plugins.contrastive_sweeper._errors import SweepStopped
+
+    submitted: list = []
+
+    class Launcher:  # what hydra-submitit-launcher's launch does: submit through an executor, wait for the results
+        def launch(self, job_overrides, initial_job_idx):
+            jobs = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local").map_array(time.sleep, [600])
+            submitted.extend(jobs)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # the stop reaches the sweep now
+            return [j.results()[0] for j in jobs]
+
+    def stop(signum, frame):
+        raise SweepStopped("SIGTERM")
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        with pytest.raises(SweepStopped):
+            cluster_jobs.launch_each(Launcher(), [["x=1"]], 0)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    (job,) = submitted
+    assert f"cancelled job(s) {job.job_id}: the sweep was stopped (interrupted by SIGTERM)" in caplog.text
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.done()  # cancelled: its process ended, long before its 600 s sleep
