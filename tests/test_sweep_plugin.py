@@ -379,7 +379,8 @@ def test_the_study_names_its_objectives_and_stores_its_space_as_a_structure(tmp_
 
 
 def test_the_plugin_runs_without_the_projects_callbacks(tmp_path):
-    run_toy(tmp_path, "hydra.sweeper.callbacks.report=null", "make_model=true", "hydra.sweeper.n_trials=2")
+    off = ("hydra.sweeper.callbacks.report=null", "hydra.sweeper.callbacks.resume=null")
+    run_toy(tmp_path, *off, "make_model=true", "hydra.sweeper.n_trials=2")
     trials = load_toy_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert trials[0].user_attrs["objective"]["value"] == pytest.approx(toy_objective(trials[0].params["x"]))
