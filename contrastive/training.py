@@ -210,19 +210,29 @@ def newest_checkpoint(folder: Path) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
+def run_checkpoint(out: Path) -> str | None:
+    """The newest complete checkpoint a run dir holds (in its trainer/, where `training_args` saves them)."""
+    return newest_checkpoint(Path(out) / "trainer")
+
+
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The optimiser step a `checkpoint-N` directory was saved at (N)."""
+    return int(Path(checkpoint).name.removeprefix("checkpoint-"))
+
+
 def resume_checkpoint(resume: str | None, out: Path) -> str | None:
     """The Trainer checkpoint `trainer.resume` names: None (start fresh), `auto` (this run dir's newest, None when
     it has none), or a directory: a checkpoint-N itself, a run dir (its trainer/) or a trainer/ dir (its newest)."""
     if resume is None:
         return None
     if resume == "auto":
-        found = newest_checkpoint(out / "trainer")
+        found = run_checkpoint(out)
         log.info("trainer.resume=auto: %s", f"resuming from {found}" if found else "no checkpoint, starting fresh")
         return found
     path = Path(resume).expanduser()
     if (path / "trainer_state.json").is_file():
         return str(path)
-    found = newest_checkpoint(path / "trainer") or newest_checkpoint(path)
+    found = run_checkpoint(path) or newest_checkpoint(path)
     if not found:
         raise ConfigError(f"trainer.resume={resume!r}: no complete checkpoint-N there (nor under its trainer/)")
     return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import warnings
 from pathlib import Path
 
 import optuna
@@ -198,6 +199,28 @@ def test_multi_objective_trials_are_pruned_on_their_first_objective(tmp_path):
     assert optuna.load_study(study_name="s", storage=url).trials[3].intermediate_values == {1: 0.5}
 
 
+@pytest.mark.parametrize("directions", [["maximize"], ["maximize", "maximize"]])
+def test_a_step_reported_again_is_judged_without_an_error(tmp_path, directions):
+    """A resumed retry may report a step its trial already holds (e.g. intermediate values it was given): the pruner
+    judges it as any other report (single objective: Optuna keeps the first value, with a warning)."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, directions=directions)
+    for value in (0.8, 0.9):
+        done = study.ask()
+        done.storage.set_trial_intermediate_value(done._trial_id, 16, value)
+        study.tell(done, [value] * len(directions))
+    trial = study.ask()
+    trial.set_user_attr(job.PRUNER_ATTR, {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    trial.storage.set_trial_intermediate_value(trial._trial_id, 16, 0.95)  # already there when the job starts
+    cfg = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": trial.number}})
+    reporter = job.reporter_from_cfg(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's "already reported" note
+        reporter.report(0.95, 16)  # above the median: goes on
+        reporter.report(0.95, 32)
+    assert optuna.load_study(study_name="s", storage=url).trials[2].intermediate_values == {16: 0.95, 32: 0.95}
+
+
 def test_reporter_records_the_jobs_results_as_user_attributes(tmp_path):
     url, number = _study_with_running_trial(tmp_path, None)
     cfg = OmegaConf.create({"optuna": {"storage": url, "study_name": "s", "trial_number": number}})
@@ -320,6 +343,8 @@ def test_rerun_after_a_kill_resumes_and_retries_the_killed_trial(tmp_path):
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
+    assert killed.user_attrs["output_dir"] == str(tmp_path / "sweeps" / "toy" / "trial_1")  # recorded as it started
+    assert retries[0].user_attrs["resumed_from"] is None  # the toy saves no checkpoint: its retry starts over
     counted = budget.budget_trials(trials)
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
     assert trials[0].value == before[0].value  # the finished trial was kept, not rerun
@@ -354,7 +379,8 @@ def test_the_study_names_its_objectives_and_stores_its_space_as_a_structure(tmp_
 
 
 def test_the_plugin_runs_without_the_projects_callbacks(tmp_path):
-    run_toy(tmp_path, "hydra.sweeper.callbacks.report=null", "make_model=true", "hydra.sweeper.n_trials=2")
+    off = ("hydra.sweeper.callbacks.report=null", "hydra.sweeper.callbacks.resume=null")
+    run_toy(tmp_path, *off, "make_model=true", "hydra.sweeper.n_trials=2")
     trials = load_toy_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert trials[0].user_attrs["objective"]["value"] == pytest.approx(toy_objective(trials[0].params["x"]))
@@ -484,3 +510,39 @@ def test_url_passwords_never_reach_configs_or_logs(tmp_path):
     assert "http://user:***@mlflow-host:5000/" in done.stdout + done.stderr  # the launcher's line, hidden
     multirun = (tmp_path / "sweeps" / "toy" / "multirun.yaml").read_text()
     assert "s3cret" not in multirun and "user:***@mlflow-host" in multirun
+
+
+def test_a_stopped_sweep_cancels_the_submitit_jobs_it_left_running(tmp_path, caplog):
+    """SIGTERM / SIGINT while trial jobs run (here: submitit's local executor, as SLURM jobs are run): the sweep
+    cancels them on its way out instead of leaving them running."""
+    import threading
+    import time
+
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.contrastive_sweeper import jobs as cluster_jobs
+    from hydra_plugins.contrastive_sweeper._errors import SweepStopped
+
+    submitted: list = []
+
+    class Launcher:  # what hydra-submitit-launcher's launch does: submit through an executor, wait for the results
+        def launch(self, job_overrides, initial_job_idx):
+            jobs = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local").map_array(time.sleep, [600])
+            submitted.extend(jobs)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # the stop reaches the sweep now
+            return [j.results()[0] for j in jobs]
+
+    def stop(signum, frame):
+        raise SweepStopped("SIGTERM")
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        with pytest.raises(SweepStopped):
+            cluster_jobs.launch_each(Launcher(), [["x=1"]], 0)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    (job,) = submitted
+    assert f"cancelled job(s) {job.job_id}: the sweep was stopped (interrupted by SIGTERM)" in caplog.text
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.done()  # cancelled: its process ended, long before its 600 s sleep

@@ -9,7 +9,8 @@
   RetryHeartbeatStaleTrialCallback); the re-queued trial takes the killed one's place in the budget.
 - Several sweep processes pointed at one storage share the study: the budget is checked against the
   storage before each ask and again after it (by trial number), so no process over-runs `n_trials`.
-- The hooks of `hydra.sweeper.callbacks` (callbacks.py) run at the start, after each trial and at the end.
+- The hooks of `hydra.sweeper.callbacks` (callbacks.py) run at the start, before and after each trial and at the
+  end; `on_trial_start` may add overrides to one trial's job (the project's resumes a retry from its checkpoint).
 - With the submitit launcher (SLURM) each trial is its own job (jobs.py); a job that ends without a result
   (`scancel`, a lost node) fails its trial, which is re-queued with the same params (`max_retry`).
 """
@@ -395,6 +396,7 @@ class OptunaSweeperImpl(Sweeper):
                 *trial_overrides(trial, space),
                 *job.address_overrides(url, name, trial.number),
                 *self.job_overrides,
+                *self._trial_start_overrides(study, trial),
             ]
             trial.set_user_attr(job.OVERRIDES_ATTR, overrides)
             if self.pruner_spec:
@@ -426,6 +428,16 @@ class OptunaSweeperImpl(Sweeper):
             except Exception as exc:  # noqa: BLE001 - e.g. another process failed the trial as stale meanwhile
                 log.error("trial %d: could not record the result: %s", trial.number, exc)
         return results
+
+    def _trial_start_overrides(self, study: optuna.Study, trial: optuna.Trial) -> list[str]:
+        """The callbacks' `on_trial_start` overrides for this trial's job; a failing hook is logged and skipped."""
+        overrides: list[str] = []
+        for hook in self._hooks("on_trial_start"):
+            try:
+                overrides.extend(hook(study, trial) or [])
+            except Exception as exc:  # noqa: BLE001 - e.g. an unreadable checkpoint dir: the job runs without them
+                log.warning("trial %d: %s failed: %s", trial.number, getattr(hook, "__qualname__", hook), exc)
+        return overrides
 
     def _launch(self, job_overrides: list[list[str]]) -> Sequence[JobReturn]:
         """The batch through the launcher: as one call, or one job per trial for the submitit launcher."""

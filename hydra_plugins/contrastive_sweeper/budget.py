@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hydra_plugins.contrastive_sweeper.trial import OVER_BUDGET_ATTR, WARM_ATTR
+from hydra_plugins.contrastive_sweeper.trial import OVER_BUDGET_ATTR, WARM_ATTR, retry_history
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
     """Numbers of stale trials that were re-queued (their retry takes their place in the budget)."""
-    return {int(n) for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return {n for t in trials for n in retry_history(t)}
 
 
 def budget_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:

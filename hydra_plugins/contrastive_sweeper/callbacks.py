@@ -56,6 +56,9 @@ class SweepCallback:
 
     - `on_sweep_start`: after the study is opened, before the first ask; returns extra overrides for every job.
       An error stops the sweep.
+    - `on_trial_start`: a trial's params are sampled and its job is about to launch; gets the live trial (a retry of
+      a killed one carries Optuna's `retry_history` in its system attrs) and returns extra overrides for its job
+      alone (e.g. resume the killed trial's checkpoint). An error is logged and the job runs without them.
     - `on_trial_end`: after a trial's final state was told (COMPLETE, PRUNED or FAIL, with `reason` for the
       last two); an error is logged and the sweep goes on.
     - `on_sweep_end`: when the budget is spent and no trial of this process runs.
@@ -63,6 +66,9 @@ class SweepCallback:
     """
 
     def on_sweep_start(self, study: optuna.Study, info: SweepInfo) -> list[str]:
+        return []
+
+    def on_trial_start(self, study: optuna.Study, trial: optuna.Trial) -> list[str]:
         return []
 
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial, reason: str | None) -> None:

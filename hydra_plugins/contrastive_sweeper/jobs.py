@@ -8,14 +8,17 @@ own SLURM job, waited for on its own thread, and a job that ends without a resul
 for a trial of a killed sweep worker.
 
 Only the launcher's public `launch` is used, so its executor, resources (`hydra.launcher.*`) and job folder
-(`submitit_folder`, on a disk the jobs share) stay the library's.
+(`submitit_folder`, on a disk the jobs share) stay the library's. The jobs it submits are noted on their way out
+of submitit's `Executor.map_array` (`noting_jobs`), so a sweep stopped by SIGTERM / SIGINT cancels those still
+queued or running (`job.cancel()`: `scancel` on SLURM) instead of leaving them on the cluster.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -53,9 +56,54 @@ def launch_one(launcher: Launcher, overrides: Sequence[str], job_idx: int) -> Jo
         return ret
 
 
+@contextmanager
+def noting_jobs() -> Iterator[list[Any]]:
+    """The submitit jobs that `Executor.map_array` returns while inside (the launcher submits through it)."""
+    from submitit.core.core import Executor
+
+    noted: list[Any] = []
+    original = Executor.map_array
+
+    def map_array(executor: Any, fn: Any, *iterable: Any) -> list[Any]:
+        jobs = original(executor, fn, *iterable)
+        noted.extend(jobs)
+        return jobs
+
+    Executor.map_array = map_array
+    try:
+        yield noted
+    finally:
+        Executor.map_array = original
+
+
+def cancel_jobs(jobs: Sequence[Any], why: str) -> list[str]:
+    """Cancel the jobs not done yet (`scancel` on SLURM, SIGINT for local ones); the ids of those cancelled."""
+    cancelled = []
+    for submitted in jobs:
+        with suppress(Exception):  # a job that ended meanwhile, or a cluster that is gone: nothing more to do
+            if not submitted.done():
+                submitted.cancel(check=False)
+                cancelled.append(str(submitted.job_id))
+    if cancelled:
+        log.warning("cancelled job(s) %s: %s", ", ".join(cancelled), why)
+    return cancelled
+
+
 def launch_each(launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Every trial of a batch as its own job, all submitted at once; their JobReturns in order. A submission
-    error (sbatch refused the job) is raised once every thread is back."""
+    error (sbatch refused the job) is raised once every thread is back; a stop (SIGTERM / SIGINT) while the jobs
+    run cancels them."""
+    with noting_jobs() as submitted:
+        try:
+            return _launch_each(launcher, job_overrides, initial_job_idx)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # stopped, not broken: nothing may keep running on the cluster
+                cancel_jobs(submitted, f"the sweep was stopped ({exc})")
+            raise
+
+
+def _launch_each(launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """`launch_each` without the stop handling."""
     results: list[Any] = [None] * len(job_overrides)
 
     def run(i: int) -> None:

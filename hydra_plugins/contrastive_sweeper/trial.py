@@ -37,7 +37,7 @@ PG_CONNECT_TIMEOUT_S = 10  # give up connecting to a PostgreSQL storage after th
 
 # user attributes the sweeper records on a trial
 PRUNER_ATTR = "pruner"  # the pruner spec the job rebuilds
-OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory
+OUTPUT_DIR_ATTR = "output_dir"  # the job's output directory (recorded as the job starts, again when it ends)
 OVERRIDES_ATTR = "overrides"  # the job's overrides
 FAIL_ATTR = "fail_reason"  # why a trial failed
 OVER_BUDGET_ATTR = "over_budget"  # asked after another process filled the budget (not run)
@@ -212,6 +212,14 @@ class Reporter:
             log.warning("trial %d: results not recorded: %s", self.trial.number, exc)
 
 
+def retry_history(trial: optuna.Trial | optuna.trial.FrozenTrial) -> list[int]:
+    """The numbers of the killed attempts a re-queued trial retries (Optuna's system attr, oldest first); [] if none."""
+    from optuna.trial import FrozenTrial
+
+    frozen = trial if isinstance(trial, FrozenTrial) else trial.storage.get_trial(trial._trial_id)
+    return [int(n) for n in frozen.system_attrs.get("retry_history") or []]
+
+
 def load_trial(storage: str, study_name: str, number: int) -> optuna.Trial:
     """The live trial `number` of a study, found through the storage (works from any process)."""
     import optuna
@@ -225,9 +233,19 @@ def load_trial(storage: str, study_name: str, number: int) -> optuna.Trial:
 
 
 def reporter_from_cfg(cfg: Any) -> Reporter | None:
-    """The reporter of this job when it runs as an Optuna trial (`optuna.*` set in its config), else None."""
+    """The reporter of this job when it runs as an Optuna trial (`optuna.*` set in its config), else None; records
+    the job's output dir on the trial (user attr `output_dir`) as the job starts."""
     block = cfg.get(TRIAL_KEY) if cfg is not None else None
     if not block or block.get("trial_number") is None:
         return None
     trial = load_trial(str(block["storage"]), str(block["study_name"]), int(block["trial_number"]))
-    return Reporter(trial)
+    reporter = Reporter(trial)
+    reporter.record(**{OUTPUT_DIR_ATTR: job_output_dir()})  # now, not at the end: a killed trial's retry finds it
+    return reporter
+
+
+def job_output_dir() -> str | None:
+    """This Hydra job's output directory (None outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
