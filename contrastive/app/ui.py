@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from contrastive.app.checkpoints import Checkpoint, Thresholds
-from contrastive.app.engine import Engine
+from contrastive.app.engine import Engine, Progress
 from contrastive.app.index import Examples
 from contrastive.errors import UserError
 from contrastive.search import CorpusIndex
@@ -327,6 +327,11 @@ def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv", max_age_s
     return str(path)
 
 
+def progress_bar(progress: Any) -> Progress:
+    """The Engine's progress reports as a Gradio progress bar (`gr.Progress`): what, and done / total questions."""
+    return lambda done, total, what: progress((done, total), desc=what, unit="questions")
+
+
 def build_ui(
     engine: Engine, header: str, title: str = "contrastive: duplicate questions", examples: Examples | None = None
 ):
@@ -435,20 +440,22 @@ def build_ui(
             )
 
             @_ui_errors
-            def on_search(text: str, top: float, corpus: CorpusIndex | None) -> tuple[pd.DataFrame, str]:
+            def on_search(
+                text: str, top: float, corpus: CorpusIndex | None, progress: Any = gr.Progress()
+            ) -> tuple[pd.DataFrame, str]:
                 if corpus is None and not engine.index.ready:
                     gr.Info(
                         f"Encoding the corpus ({engine.index.size or 0:,} questions) for the first time; "
                         "the search runs as soon as it is ready."
                     )
-                table, timing = engine.search(text, top, corpus)
+                table, timing = engine.search(text, top, corpus, progress_bar(progress))
                 return search_rows(table, thr), render_search_info(timing)
 
             @_ui_errors
-            def on_upload(path: str | None) -> tuple[CorpusIndex | None, str]:
+            def on_upload(path: str | None, progress: Any = gr.Progress()) -> tuple[CorpusIndex | None, str]:
                 if not path:
                     return None, f"Corpus: **{engine.index.description}** ({size})."
-                index = engine.index_upload(path)
+                index = engine.index_upload(path, progress_bar(progress))
                 return index, f"Corpus: **{index.description}** ({len(index):,} distinct questions)."
 
             gr.on(
@@ -462,8 +469,8 @@ def build_ui(
             corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
 
             @_ui_errors
-            def api_search(query: str, k: float) -> dict[str, Any]:
-                table, timing = engine.search(query, k)
+            def api_search(query: str, k: float, progress: Any = gr.Progress()) -> dict[str, Any]:
+                table, timing = engine.search(query, k, progress=progress_bar(progress))
                 return {"query": query, "results": records(table), "thresholds": thresholds_json(thr), "timing": timing}
 
             search_json = gr.JSON(label="search results", visible=False)
@@ -519,9 +526,9 @@ def build_ui(
             )
             download = gr.DownloadButton("Download CSV (every question)", visible=False, elem_id="dedup-download")
 
-            def deduplicate(text: str, path: str | None, cut: float) -> tuple[pd.DataFrame, str]:
+            def deduplicate(text: str, path: str | None, cut: float, progress: Any) -> tuple[pd.DataFrame, str]:
                 texts, origin = engine.questions_from(text, path)
-                table, groups = engine.dedup(texts, cut)
+                table, groups = engine.dedup(texts, cut, progress_bar(progress))
                 beside = (int(table["baseline_group"].max()), thr.baseline) if "baseline_group" in table else None
                 info = render_dedup_info(texts, groups, float(cut), origin, beside)
                 if with_baseline and beside is None:
@@ -532,8 +539,8 @@ def build_ui(
                 return table, info
 
             @_ui_errors
-            def on_dedup(text: str, path: str | None, cut: float):
-                table, info = deduplicate(text, path, cut)
+            def on_dedup(text: str, path: str | None, cut: float, progress: Any = gr.Progress()):
+                table, info = deduplicate(text, path, cut, progress)
                 return info, dedup_rows(table, float(cut), thr), gr.DownloadButton(value=write_csv(table), visible=True)
 
             dedup_btn.click(
@@ -545,8 +552,10 @@ def build_ui(
             )
 
             @_ui_errors
-            def api_dedup(questions: str, file: str | None, threshold: float) -> tuple[dict[str, Any], str]:
-                table, _ = deduplicate(questions, file, threshold)
+            def api_dedup(
+                questions: str, file: str | None, threshold: float, progress: Any = gr.Progress()
+            ) -> tuple[dict[str, Any], str]:
+                table, _ = deduplicate(questions, file, threshold, progress)
                 summary = {
                     "questions": len(table),
                     "groups": int(table["group"].max()) if len(table) else 0,
