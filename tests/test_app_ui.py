@@ -333,3 +333,32 @@ def test_a_search_waiting_for_the_first_corpus_encode_shows_how_far_it_is():
     table, info = _handlers(build_ui(eng, "# test"))["on_search"]("lose weight", 2, None, bar)
     assert bar.calls[0] == ((2, 4), "encoding the search corpus (first start)", "questions")
     assert table.iloc[0, -1] == "How can I lose weight?" and "slow corpus" in info
+
+
+@pytest.mark.slow
+def test_the_served_page_links_its_api_page_and_types_k_as_an_integer(tmp_path):
+    """Seen: README says "Use via API" at the page's foot, but footer_links=["gradio"] had removed the link and
+    `?view=api` showed nothing (the page draws it only with the link), and the API typed k as a float. The app's
+    own launch options (`launch_options`) are served here."""
+    import requests
+    from conftest import compose_config
+    from gradio_client import Client
+
+    from contrastive.app.server import launch_options
+    from contrastive.app.settings import load_app
+
+    demo = build_ui(engine(["How do I learn Python?", "How can I lose weight?", "What is AI?"]), "# test")
+    port = free_port()
+    demo.launch(**launch_options(load_app(compose_config("app")).app, port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert "api" in requests.get(url + "/config", timeout=30).json()["footer_links"]
+        info = requests.get(url + "/gradio_api/info", timeout=30).json()["named_endpoints"]
+        assert set(info) == {"/compare", "/search", "/dedup"}
+        types = {p["parameter_name"]: p["type"]["type"] for p in info["/search"]["parameters"]}
+        assert types == {"query": "string", "k": "integer"}
+        assert info["/dedup"]["parameters"][2]["type"]["type"] == "number"  # the threshold stays a cosine
+        out = Client(url + "/", verbose=False).predict(query="lose weight", k=2, api_name="/search")
+        assert len(out["results"]) == 2
+    finally:
+        demo.close()

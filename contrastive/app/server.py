@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
 from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
-from contrastive.app.settings import AppSettings, load_app
+from contrastive.app.settings import AppBlock, AppSettings, load_app
 from contrastive.app.ui import CSS, build_ui, header_markdown, remove_csv_dirs, threshold_label
 from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
@@ -162,33 +162,40 @@ def configure_queue(demo: Any, queue: Any) -> Any:
     return demo.queue(max_size=int(queue.max_size), default_concurrency_limit=int(queue.concurrency))
 
 
+FOOTER_LINKS = ["api", "gradio"]  # "Use via API" (its page is ?view=api, shown only with this link) and the credit
+
+
+def launch_options(app: AppBlock, port: int) -> dict[str, Any]:
+    """`demo.launch`'s arguments from the `app` block: bind, limits (upload size, request body), page look."""
+    import gradio as gr
+    from starlette.middleware import Middleware
+
+    limit = int(float(app.limits.max_request_mb) * 1_000_000)
+    return {
+        "app_kwargs": {"middleware": [Middleware(BodyLimit, max_bytes=limit)]},
+        "server_name": str(app.host),
+        "server_port": port,
+        "share": bool(app.share),
+        "inbrowser": False,
+        "ssr_mode": False,
+        "max_file_size": int(float(app.limits.max_upload_mb) * 1_000_000),
+        "show_error": True,
+        "quiet": True,
+        "prevent_thread_lock": True,
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "footer_links": FOOTER_LINKS,
+    }
+
+
 def serve(settings: AppSettings) -> None:
     """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
-    import gradio as gr
-
     app = settings.app
     port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
     demo, _ = create_app(settings)
     configure_queue(demo, app.queue)
-    from starlette.middleware import Middleware
-
-    limit = int(float(app.limits.max_request_mb) * 1_000_000)
     try:
-        demo.launch(
-            app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=limit)]},
-            server_name=str(app.host),
-            server_port=port,
-            share=bool(app.share),
-            inbrowser=False,
-            ssr_mode=False,
-            max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
-            show_error=True,
-            quiet=True,
-            prevent_thread_lock=True,
-            theme=gr.themes.Soft(),
-            css=CSS,
-            footer_links=["gradio"],
-        )
+        demo.launch(**launch_options(app, port))
     except OSError as exc:  # taken between the check and the launch
         raise ConfigError(f"app.port={port}: cannot listen on {app.host}:{port} ({str(exc).splitlines()[0]})") from None
     print(f"app: http://{app.host}:{port}", flush=True)

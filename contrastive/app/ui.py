@@ -408,8 +408,15 @@ def build_ui(
                 query = gr.Textbox(
                     label="Question", scale=4, elem_id="query", placeholder="How can I lose weight fast?"
                 )
-                k = gr.Slider(
-                    1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1, elem_id="top-k"
+                k = gr.Slider(  # precision 0: an int in the handler and "integer" in the API's schema
+                    1,
+                    engine.max_top_k,
+                    value=engine.top_k,
+                    step=1,
+                    precision=0,
+                    label="number of results",
+                    scale=1,
+                    elem_id="top-k",
                 )
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
             if examples.queries:
@@ -441,7 +448,7 @@ def build_ui(
 
             @_ui_errors
             def on_search(
-                text: str, top: float, corpus: CorpusIndex | None, progress: Any = gr.Progress()
+                text: str, top: int, corpus: CorpusIndex | None, progress: Any = gr.Progress()
             ) -> tuple[pd.DataFrame, str]:
                 if corpus is None and not engine.index.ready:
                     gr.Info(
@@ -469,7 +476,7 @@ def build_ui(
             corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
 
             @_ui_errors
-            def api_search(query: str, k: float, progress: Any = gr.Progress()) -> dict[str, Any]:
+            def api_search(query: str, k: int, progress: Any = gr.Progress()) -> dict[str, Any]:
                 table, timing = engine.search(query, k, progress=progress_bar(progress))
                 return {"query": query, "results": records(table), "thresholds": thresholds_json(thr), "timing": timing}
 
