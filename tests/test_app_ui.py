@@ -344,12 +344,13 @@ def test_the_served_page_links_its_api_page_and_types_k_as_an_integer(tmp_path):
     from conftest import compose_config
     from gradio_client import Client
 
-    from contrastive.app.server import launch_options
+    from contrastive.app.server import bound_shutdown, launch_options
     from contrastive.app.settings import load_app
 
     demo = build_ui(engine(["How do I learn Python?", "How can I lose weight?", "What is AI?"]), "# test")
     port = free_port()
     demo.launch(**launch_options(load_app(compose_config("app")).app, port))
+    bound_shutdown(demo, 0.5)
     url = f"http://127.0.0.1:{port}"
     try:
         assert "api" in requests.get(url + "/config", timeout=30).json()["footer_links"]

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from contrastive.errors import ConfigError, DataError
+from contrastive import stop
+from contrastive.errors import ConfigError, DataError, Interrupted
 from contrastive.search import CorpusIndex, Limits, corpus_fingerprint, read_questions_file, unique_questions
 
 if TYPE_CHECKING:
@@ -145,11 +146,18 @@ class BackgroundIndex:
     def _run(self) -> None:
         try:
             self._index = self._build(self._advance)
+        except Interrupted as exc:  # SIGTERM / Ctrl-C: the encode stopped at a batch (contrastive.stop)
+            log.info("building the search index stopped: %s", exc)
+            self._error = f"building the search index stopped: {exc}"
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged with its traceback
             log.exception("building the search index failed")
             self._error = f"building the search index failed: {exc}"
         finally:
             self._ready.set()
+
+    def idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the build thread to end (built, failed or stopped); whether it has."""
+        return self._ready.wait(timeout)
 
     @property
     def ready(self) -> bool:
@@ -166,6 +174,7 @@ class BackgroundIndex:
             if progress is not None:
                 progress(self.encoded, self.size or 0, "encoding the search corpus (first start)")
             self._ready.wait(self.POLL_S if left is None else min(self.POLL_S, left))
+            stop.check()  # a SIGTERM ends the wait too
         if self._error:
             raise DataError(self._error)
         assert self._index is not None

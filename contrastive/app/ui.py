@@ -3,6 +3,7 @@ Compare, Search and Deduplicate tabs to `Engine` (gradio is imported only when t
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -10,8 +11,9 @@ import math
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pandas as pd
 from contrastive.app.checkpoints import Checkpoint, Thresholds
 from contrastive.app.engine import Engine, Progress
 from contrastive.app.index import Examples
-from contrastive.errors import UserError
+from contrastive.errors import Interrupted, UserError
 from contrastive.search import CorpusIndex
 
 log = logging.getLogger(__name__)
@@ -217,9 +219,40 @@ def public_message(text: str) -> str:
     return re.sub(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+([^\s/:'\"]+)", r"\1", text)
 
 
+class InFlight:
+    """How many requests are being handled now, so the shutdown can wait for them: a SIGTERM stops a running encode
+    at its next batch (contrastive.stop), and a process that exits with a thread still inside the model aborts
+    ("terminate called without an active exception", SIGABRT)."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Counts the request handled inside."""
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for no request to be running; whether none is."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+in_flight = InFlight()  # every handler of the page and the API (through _ui_errors)
+
+
 def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a UserError into a Gradio error toast with its one-line message (server paths left out); anything
-    else is logged here and the page gets a generic line, never internal error text."""
+    else is logged here and the page gets a generic line, never internal error text. The request is counted in
+    `in_flight`; one stopped by a SIGTERM (Interrupted) tells its client that the app is stopping."""
     import functools
 
     import gradio as gr
@@ -227,7 +260,10 @@ def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with in_flight.request():
+                return fn(*args, **kwargs)
+        except Interrupted:
+            raise gr.Error("the app is stopping; try again once it is back", print_exception=False) from None
         except UserError as exc:
             raise gr.Error(public_message(str(exc)), title="Input problem", print_exception=False) from None
         except gr.Error:
