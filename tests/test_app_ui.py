@@ -363,3 +363,22 @@ def test_the_served_page_links_its_api_page_and_types_k_as_an_integer(tmp_path):
         assert len(out["results"]) == 2
     finally:
         demo.close()
+
+
+def test_examples_fill_the_boxes_in_the_page_without_a_server_round_trip():
+    """Seen once under load: Compare 1.5 s after picking an example said "question 1: empty" while the box showed
+    the example: gr.Examples fills the boxes through the server, and the Compare click had read them before that
+    answer landed. The examples are a js-only event now: the page fills the boxes itself, at the click."""
+    import json
+
+    demo = build_ui(engine(), "# test", examples=Examples([["A?", "B?"], ["C?", "D?"]], ["A?"], ["A?\nB?"]))
+    config = demo.get_config_file()
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    for elem_id, boxes, samples in (
+        ("compare-examples", ["q1", "q2"], [["A?", "B?"], ["C?", "D?"]]),
+        ("search-examples", ["query"], [["A?"]]),
+        ("dedup-examples", ["dedup-text"], [["A?\nB?"]]),
+    ):
+        (fill,) = [d for d in config["dependencies"] if (ids[elem_id], "click") in map(tuple, d["targets"])]
+        assert not fill["backend_fn"] and fill["outputs"] == [ids[b] for b in boxes]
+        assert fill["js"] == f"(i) => {json.dumps(samples)}[i]"

@@ -368,6 +368,23 @@ def progress_bar(progress: Any) -> Progress:
     return lambda done, total, what: progress((done, total), desc=what, unit="questions")
 
 
+def example_picker(samples: Sequence[Sequence[str]], inputs: Sequence[Any], label: str, elem_id: str) -> Any:
+    """Clickable examples that fill `inputs` in the browser, with no round trip to the server (a js-only event).
+
+    gr.Examples fills the boxes through a server request; under CPU load that answer can land after the user has
+    already clicked the tab's button, whose request then carries the boxes' old, empty values ("question 1: empty"
+    with the example shown a moment later). Filled in the page itself, the boxes hold the example before any
+    later click can read them."""
+    import gradio as gr
+
+    rows = [list(map(str, sample)) for sample in samples]
+    dataset = gr.Dataset(
+        components=list(inputs), samples=rows, label=label, elem_id=elem_id, samples_per_page=max(len(rows), 1)
+    )
+    dataset.click(None, dataset, list(inputs), js=f"(i) => {json.dumps(rows)}[i]", queue=False)
+    return dataset
+
+
 def build_ui(
     engine: Engine, header: str, title: str = "contrastive: duplicate questions", examples: Examples | None = None
 ):
@@ -377,7 +394,7 @@ def build_ui(
 
     thr = engine.thresholds
     thr_label = threshold_label(thr)
-    examples = examples or Examples()
+    shown = examples or Examples()
     with_baseline = engine.embed_baseline is not None
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(header, elem_id="header")
@@ -399,13 +416,12 @@ def build_ui(
                 )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             compare_out = gr.HTML(elem_id="compare-result", min_height=40)
-            if examples.pairs:
-                gr.Examples(
-                    examples.pairs,
+            if shown.pairs:
+                example_picker(
+                    shown.pairs,
                     [q1, q2],
-                    label="Pairs from the data (labelled duplicates first, then non-duplicates): click one",
-                    elem_id="compare-examples",
-                    examples_per_page=len(examples.pairs),
+                    "Pairs from the data (labelled duplicates first, then non-duplicates): click one",
+                    "compare-examples",
                 )
 
             @_ui_errors
@@ -455,12 +471,12 @@ def build_ui(
                     elem_id="top-k",
                 )
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-            if examples.queries:
-                gr.Examples(
-                    [[q] for q in examples.queries],
+            if shown.queries:
+                example_picker(
+                    [[q] for q in shown.queries],
                     [query],
-                    label="Questions from the data (each has a labelled duplicate in the corpus): click one",
-                    elem_id="search-examples",
+                    "Questions from the data (each has a labelled duplicate in the corpus): click one",
+                    "search-examples",
                 )
             with gr.Accordion(
                 "Search your own questions instead (a CSV with a 'question' column, or a TXT "
@@ -549,12 +565,12 @@ def build_ui(
                         elem_id="dedup-threshold",
                     )
             dedup_btn = gr.Button("Find duplicate groups", variant="primary", elem_id="dedup-btn")
-            if examples.lists:
-                gr.Examples(
-                    [[text] for text in examples.lists],
+            if shown.lists:
+                example_picker(
+                    [[text] for text in shown.lists],
                     [pasted],
-                    label="A list from the data (two labelled duplicate pairs, two other questions): click it",
-                    elem_id="dedup-examples",
+                    "A list from the data (two labelled duplicate pairs, two other questions): click it",
+                    "dedup-examples",
                 )
             dedup_info = gr.Markdown(elem_id="dedup-info")
             headers = dedup_columns(thr.finetuned, thr, with_baseline)
