@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -309,8 +309,15 @@ def _dimension(model: Model) -> int:
     raise TypeError(f"cannot tell the embedding dimension of {type(model).__name__}")
 
 
-def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: bool = True) -> np.ndarray:
-    """Embeddings of `texts` as float32 rows of unit length, in input order.
+def encode(
+    model: Model,
+    texts: Sequence[str],
+    batch_size: int,
+    show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Embeddings of `texts` as float32 rows of unit length, in input order; `progress` (if given) is told
+    (texts encoded, texts in all) after each batch, e.g. for the app's progress bar.
 
     Batched longest first by token count (the model's tokenizer, truncated at its max_seq_length), at most
     `batch_size` texts and about `batch_size` x the median token count in padded tokens per batch, so the
@@ -338,6 +345,7 @@ def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: b
             batches.append(current := [])
         current.append(int(i))
     out: np.ndarray | None = None
+    done = 0
     with tqdm(total=len(texts), desc="encode", unit="q", disable=not show_progress, leave=False) as bar:
         for rows in batches:
             stop.check()  # a SIGTERM / SIGINT whose exception was swallowed elsewhere
@@ -353,6 +361,9 @@ def encode(model: Model, texts: Sequence[str], batch_size: int, show_progress: b
                 out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
             out[rows] = emb
             bar.update(len(rows))
+            done += len(rows)
+            if progress is not None:
+                progress(done, len(texts))
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
 

@@ -22,19 +22,24 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bag_of_words(texts) -> np.ndarray:
+BATCH = 2  # the stand-in's "batch": it reports progress after every BATCH texts, as encode does per batch
+
+
+def bag_of_words(texts, progress=None) -> np.ndarray:
     """A model stand-in: hashed bag of lower-cased words, L2-normalized (shared words -> higher cosine)."""
     out = np.zeros((len(texts), DIM), dtype=np.float32)
     for row, text in enumerate(texts):
         for word in re.findall(r"\w+", text.lower()):
             out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % DIM] += 1.0
+        if progress is not None and (row + 1 == len(texts) or (row + 1) % BATCH == 0):
+            progress(row + 1, len(texts))
     out[~out.any(axis=1), 0] = 1.0
     return unit(out)
 
 
 def ready_index(texts, description="test corpus") -> BackgroundIndex:
     return BackgroundIndex(
-        lambda: CorpusIndex(list(texts), bag_of_words(texts), description), description, len(texts)
+        lambda _: CorpusIndex(list(texts), bag_of_words(texts), description), description, len(texts)
     ).start()
 
 

@@ -96,7 +96,7 @@ def test_a_dedup_list_over_the_baseline_limit_is_encoded_once():
     """Above `baseline_max_questions` the baseline encoder is not called (its columns would double the time)."""
     calls = []
     eng = engine(ft=0.6, baseline_max_questions=3)
-    eng.embed_baseline = lambda texts: calls.append(len(texts)) or bag_of_words(texts)
+    eng.embed_baseline = lambda texts, progress=None: calls.append(len(texts)) or bag_of_words(texts)
     texts = ["How do I learn Python?", "how do i learn python?", "What is love?", "Why is the sky blue?"]
     table, groups = eng.dedup(texts)
     assert calls == [] and "baseline_group" not in table and groups[0] == [0, 1]

@@ -37,7 +37,7 @@ def test_corpus_texts_from_the_data_splits_or_a_file(compose_cfg, tmp_path):
 def test_build_index_caches_by_model_and_corpus(tmp_path):
     calls = []
 
-    def embed(texts):
+    def embed(texts, progress=None):
         calls.append(len(texts))
         return bag_of_words(texts)
 
@@ -63,14 +63,14 @@ def test_background_index_reports_failures_and_waits():
     with pytest.raises(DataError, match="offline"):
         failed.get(0)
 
-    def boom():
+    def boom(_):
         raise RuntimeError("disk full")
 
     broken = BackgroundIndex(boom, "x", 3).start()
     with pytest.raises(DataError, match="disk full"):
         broken.get(5)
 
-    def slow():
+    def slow(_):
         time.sleep(0.3)
         return CorpusIndex(["a"], bag_of_words(["a"]))
 

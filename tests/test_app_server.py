@@ -96,3 +96,56 @@ def test_the_app_on_a_busy_port_exits_2_before_loading_anything(tmp_path):
         "stop what uses it, or pass app.port=0 for a free port"
     ]
     assert "http://" not in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_dedup_stops_the_app_cleanly(tmp_path):
+    """Seen: SIGTERM took > 10 s to end the app while a request ran (uvicorn waited on its stream, which checks for a
+    stop every 10 s). The running dedup's progress reaches the client; SIGTERM then ends the app at once with
+    `stopped: ...` and 143, no traceback, the port free. How fast is measured by hand (README), not asserted here."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    from contrastive import PROJECT_ROOT
+    from contrastive.app.server import check_port
+
+    port = free_port()
+    args = [sys.executable, "-m", "contrastive.app", f"app.port={port}", "data=fixture", "model.backend=torch"]
+    args += [f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args += [f"paths.output_root={tmp_path / 'outputs'}"]  # no checkpoint there: the baseline alone, one model load
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'no-registry.db'}"}
+    out, err = open(tmp_path / "out.log", "w+"), open(tmp_path / "err.log", "w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=out, stderr=err, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        lines = "\n".join(f"How do I learn about subject number {i} quickly and well?" for i in range(3000))
+        job = Client(url, verbose=False).submit(lines, None, 0.9, api_name="/dedup")
+        while not (job.status().progress_data or job.done()):  # the dedup is encoding, and says how far it is
+            assert time.monotonic() < deadline, "no progress from the dedup"
+            time.sleep(0.2)
+        unit = job.status().progress_data[0]
+        assert (unit.desc, unit.unit, unit.length) == ("encoding", "questions", 3000)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # a hang guard, not a speed check
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out.close(), err.close()
+    stderr = (tmp_path / "err.log").read_text()
+    assert "stopped: interrupted by SIGTERM" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert check_port("127.0.0.1", port) == port  # the port is free again: the app can start on it at once

@@ -264,3 +264,121 @@ def test_bad_request_values_get_one_line_without_exception_text_and_big_bodies_g
         assert ok.status_code == 200
     finally:
         demo.close()
+
+
+# ---------------------------------------------------------------- progress, the API page, integer k
+class RecordedProgress:
+    """A stand-in for gr.Progress: records each call the way Gradio's progress bar receives it."""
+
+    def __init__(self, on_call=None) -> None:
+        self.calls: list[tuple] = []
+        self.on_call = on_call
+
+    def __call__(self, progress, desc=None, total=None, unit="steps") -> None:
+        self.calls.append((progress, desc, unit))
+        if self.on_call is not None:
+            self.on_call()
+
+
+def _handlers(demo) -> dict:
+    """The Blocks' event handlers by function name (on_dedup, on_upload, on_search, api_dedup, ...)."""
+    return {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+
+
+def test_dedup_and_uploads_report_progress_per_encode_batch(tmp_path):
+    """Seen: a 3,000-question dedup showed only a spinner with a stale estimate. Each encode batch now moves the
+    page's bar: the fine-tuned encode, then the baseline's (the stand-in's batches are 2 texts)."""
+    handlers = _handlers(build_ui(engine(), "# test"))
+    texts = "How do I learn Python?\nhow do i learn python?\nWhat is love?\nWhy is the sky blue?\nZ?"
+    bar = RecordedProgress()
+    info, table, _ = handlers["on_dedup"](texts, None, 0.9, bar)
+    assert "5 questions" in info and len(table) == 2
+    fine, base = "encoding (fine-tuned)", "encoding (untuned baseline)"
+    assert bar.calls == [((n, 5), what, "questions") for what in (fine, base) for n in (2, 4, 5)]
+
+    bar = RecordedProgress()
+    handlers["api_dedup"](texts, None, 0.9, bar)
+    assert [c[0] for c in bar.calls] == [(2, 5), (4, 5), (5, 5)] * 2
+
+    upload = tmp_path / "mine.txt"
+    upload.write_text("Best pizza in Rome?\nWhere to eat pizza in Naples?\nWhy is the sky blue?\n")
+    bar = RecordedProgress()
+    index, corpus_line = handlers["on_upload"](str(upload), bar)
+    assert len(index) == 3 and "upload mine.txt" in corpus_line
+    assert bar.calls == [((2, 3), "indexing mine.txt", "questions"), ((3, 3), "indexing mine.txt", "questions")]
+
+
+def test_a_search_waiting_for_the_first_corpus_encode_shows_how_far_it_is():
+    """The default corpus is encoded on a thread at start; a search meanwhile shows that encode's progress."""
+    import threading
+
+    from app_helpers import bag_of_words
+
+    from contrastive.app.index import BackgroundIndex
+    from contrastive.search import CorpusIndex
+
+    corpus = ["How do I learn Python?", "How can I lose weight?", "What is AI?", "Why is the sky blue?"]
+    reported, release = threading.Event(), threading.Event()
+
+    def build(report):
+        report(2, 4)  # half the corpus encoded, then the build waits until the search has shown it
+        reported.set()
+        release.wait(10)
+        return CorpusIndex(corpus, bag_of_words(corpus), "slow corpus")
+
+    eng = engine(corpus)
+    eng.index = BackgroundIndex(build, "slow corpus", 4).start()
+    assert reported.wait(10)
+    bar = RecordedProgress(on_call=release.set)
+    table, info = _handlers(build_ui(eng, "# test"))["on_search"]("lose weight", 2, None, bar)
+    assert bar.calls[0] == ((2, 4), "encoding the search corpus (first start)", "questions")
+    assert table.iloc[0, -1] == "How can I lose weight?" and "slow corpus" in info
+
+
+@pytest.mark.slow
+def test_the_served_page_links_its_api_page_and_types_k_as_an_integer(tmp_path):
+    """Seen: README says "Use via API" at the page's foot, but footer_links=["gradio"] had removed the link and
+    `?view=api` showed nothing (the page draws it only with the link), and the API typed k as a float. The app's
+    own launch options (`launch_options`) are served here."""
+    import requests
+    from conftest import compose_config
+    from gradio_client import Client
+
+    from contrastive.app.server import bound_shutdown, launch_options
+    from contrastive.app.settings import load_app
+
+    demo = build_ui(engine(["How do I learn Python?", "How can I lose weight?", "What is AI?"]), "# test")
+    port = free_port()
+    demo.launch(**launch_options(load_app(compose_config("app")).app, port))
+    bound_shutdown(demo, 0.5)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert "api" in requests.get(url + "/config", timeout=30).json()["footer_links"]
+        info = requests.get(url + "/gradio_api/info", timeout=30).json()["named_endpoints"]
+        assert set(info) == {"/compare", "/search", "/dedup"}
+        types = {p["parameter_name"]: p["type"]["type"] for p in info["/search"]["parameters"]}
+        assert types == {"query": "string", "k": "integer"}
+        assert info["/dedup"]["parameters"][2]["type"]["type"] == "number"  # the threshold stays a cosine
+        out = Client(url + "/", verbose=False).predict(query="lose weight", k=2, api_name="/search")
+        assert len(out["results"]) == 2
+    finally:
+        demo.close()
+
+
+def test_examples_fill_the_boxes_in_the_page_without_a_server_round_trip():
+    """Seen once under load: Compare 1.5 s after picking an example said "question 1: empty" while the box showed
+    the example: gr.Examples fills the boxes through the server, and the Compare click had read them before that
+    answer landed. The examples are a js-only event now: the page fills the boxes itself, at the click."""
+    import json
+
+    demo = build_ui(engine(), "# test", examples=Examples([["A?", "B?"], ["C?", "D?"]], ["A?"], ["A?\nB?"]))
+    config = demo.get_config_file()
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    for elem_id, boxes, samples in (
+        ("compare-examples", ["q1", "q2"], [["A?", "B?"], ["C?", "D?"]]),
+        ("search-examples", ["query"], [["A?"]]),
+        ("dedup-examples", ["dedup-text"], [["A?\nB?"]]),
+    ):
+        (fill,) = [d for d in config["dependencies"] if (ids[elem_id], "click") in map(tuple, d["targets"])]
+        assert not fill["backend_fn"] and fill["outputs"] == [ids[b] for b in boxes]
+        assert fill["js"] == f"(i) => {json.dumps(samples)}[i]"

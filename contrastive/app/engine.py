@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,17 +28,29 @@ from contrastive.search import (
     unique_questions,
 )
 
-Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, d) float32, L2-normalized rows
+Report = Callable[[int, int], None]  # (texts encoded so far, texts in all), told after each encode batch
+Progress = Callable[[int, int, str], None]  # (done, total, what is being done): a long request's progress bar
+
+
+class Embed(Protocol):
+    """texts -> (n, d) float32, L2-normalized rows; `progress`, if given, is told after each batch."""
+
+    def __call__(self, texts: Sequence[str], progress: Report | None = None) -> np.ndarray: ...
+
+
+def stage(progress: Progress | None, what: str) -> Report | None:
+    """An encode's batch reports as one stage of `progress`, described by `what`."""
+    return None if progress is None else lambda done, total: progress(done, total, what)
 
 
 def encoder(model: Any, batch_size: int, progress_from: int = 1000) -> Embed:
     """texts -> normalized float32 embeddings through contrastive.model.encode; a progress bar on the
-    console for lists of at least `progress_from` texts (corpus indexing)."""
+    console for lists of at least `progress_from` texts (corpus indexing), and `progress` told per batch."""
     from contrastive.model import encode
 
-    def embed(texts: Sequence[str]) -> np.ndarray:
+    def embed(texts: Sequence[str], progress: Report | None = None) -> np.ndarray:
         texts = list(texts)
-        out = encode(model, texts, batch_size, show_progress=len(texts) >= progress_from)
+        out = encode(model, texts, batch_size, show_progress=len(texts) >= progress_from, progress=progress)
         return np.asarray(out, dtype=np.float32)
 
     return embed
@@ -84,19 +96,25 @@ class Engine:
         return rows
 
     # -- Search
-    def index_upload(self, path: str | os.PathLike) -> CorpusIndex:
-        """An in-memory index of an uploaded CSV/TXT of questions (repeats removed)."""
+    def index_upload(self, path: str | os.PathLike, progress: Progress | None = None) -> CorpusIndex:
+        """An in-memory index of an uploaded CSV/TXT of questions (repeats removed), `progress` told per batch."""
         texts = unique_questions(read_questions_file(path, self.limits))
-        return CorpusIndex(texts, self.embed(texts), f"upload {Path(path).name}")
+        name = Path(path).name
+        return CorpusIndex(texts, self.embed(texts, stage(progress, f"indexing {name}")), f"upload {name}")
 
     def search(
-        self, query: str | None, k: int | float | None, corpus: CorpusIndex | None = None
+        self,
+        query: str | None,
+        k: int | float | None,
+        corpus: CorpusIndex | None = None,
+        progress: Progress | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Top-k corpus questions for a query with cosine scores and at-threshold flags (`duplicate`), under the
-        baseline too where there is one (`baseline_cosine`, `baseline_duplicate`), and timings in ms."""
+        baseline too where there is one (`baseline_cosine`, `baseline_duplicate`), and timings in ms; a search
+        that waits for the default corpus's first encode tells `progress` how far it is."""
         text = check_question(query, self.limits, "query")
         k = results_wanted(k, self.top_k, self.max_top_k)
-        index = corpus if corpus is not None else self.index.get(self.index_wait_s)
+        index = corpus if corpus is not None else self.index.get(self.index_wait_s, progress)
         if not len(index):
             raise DataError("the search corpus is empty")
         t0 = time.perf_counter()
@@ -136,19 +154,22 @@ class Engine:
         """Whether a dedup of `n_texts` questions also encodes them with the baseline (its columns)."""
         return self.embed_baseline is not None and n_texts <= self.baseline_max_questions
 
-    def dedup(self, texts: Sequence[str], threshold: float | None = None) -> tuple[pd.DataFrame, list[list[int]]]:
+    def dedup(
+        self, texts: Sequence[str], threshold: float | None = None, progress: Progress | None = None
+    ) -> tuple[pd.DataFrame, list[list[int]]]:
         """Groups of duplicates (connected components of pairs with cosine >= threshold), one row per question;
         with a baseline and at most `baseline_max_questions` texts, each row's baseline cosine to its group's first
         and its group under the baseline at the baseline's threshold (`baseline_cosine_to_first`,
-        `baseline_group`)."""
+        `baseline_group`). `progress` is told each encode batch (the time a long list takes)."""
         threshold = self.thresholds.finetuned if threshold is None else float(threshold)
         if not -1.0 <= threshold <= 1.0:
             raise DataError(f"threshold: {threshold} is not a cosine in [-1, 1]")
-        emb = self.embed(list(texts))
+        with_baseline = self.baseline_in_dedup(len(texts))
+        emb = self.embed(list(texts), stage(progress, "encoding" + (" (fine-tuned)" if with_baseline else "")))
         groups = duplicate_groups(emb, threshold, self.chunk_size)
         table = groups_table(texts, groups, emb)
-        if self.baseline_in_dedup(len(texts)):  # the same rows under the baseline, at its own threshold
-            base = self.embed_baseline(list(texts))
+        if with_baseline:  # the same rows under the baseline, at its own threshold
+            base = self.embed_baseline(list(texts), stage(progress, "encoding (untuned baseline)"))
             mine = np.array([i for group in groups for i in group])  # groups_table's row order
             first = np.array([group[0] for group in groups for _ in group])
             table["baseline_cosine_to_first"] = np.round(np.sum(base[mine] * base[first], axis=1).astype(float), 4)

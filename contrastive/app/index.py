@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from contrastive.errors import ConfigError, DataError
+from contrastive import stop
+from contrastive.errors import ConfigError, DataError, Interrupted
 from contrastive.search import CorpusIndex, Limits, corpus_fingerprint, read_questions_file, unique_questions
 
 if TYPE_CHECKING:
-    from contrastive.app.engine import Embed
+    from contrastive.app.engine import Embed, Progress, Report
     from contrastive.app.settings import AppCorpus
     from contrastive.settings import DataSettings
 
@@ -83,17 +84,22 @@ def corpus_texts(corpus: AppCorpus, data_settings: DataSettings) -> tuple[list[s
 
 
 def build_index(
-    embed: Embed, texts: list[str], description: str, cache_dir: str, model_key: dict[str, Any]
+    embed: Embed,
+    texts: list[str],
+    description: str,
+    cache_dir: str,
+    model_key: dict[str, Any],
+    progress: Report | None = None,
 ) -> CorpusIndex:
-    """Encode the corpus, or read its embeddings from the on-disk cache (written atomically) keyed by the
-    model (weights fingerprint, max_seq_length) and the corpus (content fingerprint)."""
+    """Encode the corpus (`progress` told per batch), or read its embeddings from the on-disk cache (written
+    atomically) keyed by the model (weights fingerprint, max_seq_length) and the corpus (content fingerprint)."""
     from contrastive.evaluation.cache import cache_path, cached_embeddings
 
     key = {"split": "app-corpus", **model_key, "corpus": corpus_fingerprint(texts), "n": len(texts)}
     path = cache_path(cache_dir, key)
     started = time.perf_counter()
     log.info("search index: %d questions (%s), cache %s", len(texts), description, path)
-    embeddings, hit = cached_embeddings(path, key, len(texts), partial(embed, texts))
+    embeddings, hit = cached_embeddings(path, key, len(texts), partial(embed, texts, progress))
     log.info(
         "search index ready: %d questions %s in %.1f s",
         len(texts),
@@ -105,11 +111,15 @@ def build_index(
 
 # ---------------------------------------------------------------- indexed in the background
 class BackgroundIndex:
-    """A CorpusIndex built on a thread at start-up, so the page is up while the corpus is encoded."""
+    """A CorpusIndex built on a thread at start-up, so the page is up while the corpus is encoded; `build` is
+    given a Report of its encode batches, which a request waiting for the index shows (`get`)."""
 
-    def __init__(self, build: Callable[[], CorpusIndex], description: str, size: int | None) -> None:
+    POLL_S = 0.5  # how often a waiting request's progress is told how far the encode is
+
+    def __init__(self, build: Callable[[Report], CorpusIndex], description: str, size: int | None) -> None:
         self.description = description
         self.size = size
+        self.encoded = 0  # questions encoded so far (0 when read from the cache)
         self._build = build
         self._ready = threading.Event()
         self._index: CorpusIndex | None = None
@@ -120,7 +130,7 @@ class BackgroundIndex:
     @classmethod
     def failed(cls, message: str) -> BackgroundIndex:
         """An index that reports `message` on use (e.g. the data could not be loaded)."""
-        index = cls(lambda: CorpusIndex([], np.zeros((0, 1), np.float32)), "no default corpus", None)
+        index = cls(lambda _: CorpusIndex([], np.zeros((0, 1), np.float32)), "no default corpus", None)
         index._error = message
         index._ready.set()
         return index
@@ -130,23 +140,41 @@ class BackgroundIndex:
             self._thread.start()
         return self
 
+    def _advance(self, done: int, total: int) -> None:
+        self.encoded = done
+
     def _run(self) -> None:
         try:
-            self._index = self._build()
+            self._index = self._build(self._advance)
+        except Interrupted as exc:  # SIGTERM / Ctrl-C: the encode stopped at a batch (contrastive.stop)
+            log.info("building the search index stopped: %s", exc)
+            self._error = f"building the search index stopped: {exc}"
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged with its traceback
             log.exception("building the search index failed")
             self._error = f"building the search index failed: {exc}"
         finally:
             self._ready.set()
 
+    def idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the build thread to end (built, failed or stopped); whether it has."""
+        return self._ready.wait(timeout)
+
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def get(self, timeout: float | None = None) -> CorpusIndex:
-        """The index, waiting up to `timeout` seconds for the build; a DataError if it failed or is not ready."""
-        if not self._ready.wait(timeout):
-            raise DataError(f"the search index ({self.size:,} questions) is still being built; try again shortly")
+    def get(self, timeout: float | None = None, progress: Progress | None = None) -> CorpusIndex:
+        """The index, waiting up to `timeout` seconds for the build (telling `progress` how many questions are
+        encoded, every POLL_S); a DataError if it failed or is not ready."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise DataError(f"the search index ({self.size:,} questions) is still being built; try again shortly")
+            if progress is not None:
+                progress(self.encoded, self.size or 0, "encoding the search corpus (first start)")
+            self._ready.wait(self.POLL_S if left is None else min(self.POLL_S, left))
+            stop.check()  # a SIGTERM ends the wait too
         if self._error:
             raise DataError(self._error)
         assert self._index is not None

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import os
 import socket
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,8 @@ from omegaconf import DictConfig
 from contrastive.app.checkpoints import find_checkpoint, load_thresholds
 from contrastive.app.engine import Engine, encoder
 from contrastive.app.index import BackgroundIndex, Examples, build_index, corpus_and_examples
-from contrastive.app.settings import AppSettings, load_app
-from contrastive.app.ui import CSS, build_ui, header_markdown, remove_csv_dirs, threshold_label
+from contrastive.app.settings import AppBlock, AppSettings, load_app
+from contrastive.app.ui import CSS, build_ui, header_markdown, in_flight, remove_csv_dirs, threshold_label
 from contrastive.errors import ConfigError, UserError
 from contrastive.search import Limits
 
@@ -35,7 +38,8 @@ def check_port(host: str, port: int | None) -> int:
     if not port:
         return free_port(host)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a just-stopped app's
+        try:  # connections in TIME_WAIT do not make the port busy, a listening server does
             sock.bind((host, int(port)))
         except OSError as exc:
             raise ConfigError(
@@ -162,41 +166,79 @@ def configure_queue(demo: Any, queue: Any) -> Any:
     return demo.queue(max_size=int(queue.max_size), default_concurrency_limit=int(queue.concurrency))
 
 
-def serve(settings: AppSettings) -> None:
-    """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
-    import gradio as gr
+FOOTER_LINKS = ["api", "gradio"]  # "Use via API" (its page is ?view=api, shown only with this link) and the credit
 
-    app = settings.app
-    port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
-    demo, _ = create_app(settings)
-    configure_queue(demo, app.queue)
+
+def launch_options(app: AppBlock, port: int) -> dict[str, Any]:
+    """`demo.launch`'s arguments from the `app` block: bind, limits (upload size, request body), page look."""
+    import gradio as gr
     from starlette.middleware import Middleware
 
     limit = int(float(app.limits.max_request_mb) * 1_000_000)
+    return {
+        "app_kwargs": {"middleware": [Middleware(BodyLimit, max_bytes=limit)]},
+        "server_name": str(app.host),
+        "server_port": port,
+        "share": bool(app.share),
+        "inbrowser": False,
+        "ssr_mode": False,
+        "max_file_size": int(float(app.limits.max_upload_mb) * 1_000_000),
+        "show_error": True,
+        "quiet": True,
+        "prevent_thread_lock": True,
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "footer_links": FOOTER_LINKS,
+    }
+
+
+class QuietCut(logging.Filter):
+    """Drops uvicorn's traceback of a request that `bound_shutdown` cut (its task cancelled): the cut is meant, and
+    uvicorn's one line "Cancel N running task(s), timeout graceful shutdown exceeded" already says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+def bound_shutdown(demo: Any, grace_s: float) -> None:
+    """A launched demo's server stops within `grace_s` of closing, cutting requests still running: uvicorn otherwise
+    waits for each open connection, and Gradio's stream of a running request checks for a stop only every 10 s
+    (Gradio gives up on the server thread after 5 s), so SIGTERM during a dedup took > 10 s."""
+    demo.server.config.timeout_graceful_shutdown = grace_s  # read by uvicorn's shutdown, after the launch
+    cut = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietCut) for f in cut.filters):
+        cut.addFilter(QuietCut())
+
+
+def stop_work(engine: Engine, grace_s: float) -> bool:
+    """Wait, up to `grace_s` in all, for the requests running and the corpus encode to stop: after a SIGTERM each
+    encode stops at its next batch (contrastive.stop), and a process that exits with a thread still inside the
+    model aborts (SIGABRT, "terminate called without an active exception"). Whether all stopped."""
+    deadline = time.monotonic() + grace_s
+    stopped = in_flight.wait_idle(grace_s) and engine.index.idle(max(0.0, deadline - time.monotonic()))
+    if not stopped:
+        log.warning("stopping with work still running after app.shutdown_grace_s=%s", grace_s)
+    return stopped
+
+
+def serve(settings: AppSettings) -> None:
+    """Build the app and serve it (blocking) on app.host:app.port, with Gradio's public link only if app.share."""
+    app = settings.app
+    port = check_port(str(app.host), app.port)  # before any model is loaded: a busy port fails in a second
+    demo, engine = create_app(settings)
+    configure_queue(demo, app.queue)
     try:
-        demo.launch(
-            app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=limit)]},
-            server_name=str(app.host),
-            server_port=port,
-            share=bool(app.share),
-            inbrowser=False,
-            ssr_mode=False,
-            max_file_size=int(float(app.limits.max_upload_mb) * 1_000_000),
-            show_error=True,
-            quiet=True,
-            prevent_thread_lock=True,
-            theme=gr.themes.Soft(),
-            css=CSS,
-            footer_links=["gradio"],
-        )
+        demo.launch(**launch_options(app, port))
     except OSError as exc:  # taken between the check and the launch
         raise ConfigError(f"app.port={port}: cannot listen on {app.host}:{port} ({str(exc).splitlines()[0]})") from None
+    bound_shutdown(demo, float(app.shutdown_grace_s))
     print(f"app: http://{app.host}:{port}", flush=True)
     try:
         demo.block_thread()
     finally:  # Ctrl-C, SIGTERM (unwound by contrastive.cli) or a crash: this process's download dirs go
         remove_csv_dirs()
-        demo.close()
+        stop_work(engine, float(app.shutdown_grace_s))
+        demo.close()  # uvicorn cuts a connection still open after the grace (bound_shutdown)
 
 
 def main() -> None:
@@ -209,4 +251,7 @@ def main() -> None:
         with user_errors():
             serve(load_app(cfg))  # every config check, before any model or data is loaded
 
-    _main()
+    try:
+        _main()
+    finally:  # the process ends here: exempt every object from the interpreter's final garbage collection, which
+        gc.freeze()  # walks torch's, transformers' and gradio's millions (~1.5 s of a SIGTERM's exit) to free nothing

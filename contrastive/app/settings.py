@@ -54,6 +54,7 @@ class AppBlock:
     max_top_k: int = 50
     chunk_size: int = 1024
     dedup_baseline_max: int = 1000
+    shutdown_grace_s: float = 10.0
     cache_dir: str = MISSING
     corpus: AppCorpus = field(default_factory=AppCorpus)
     queue: AppQueue = field(default_factory=AppQueue)
@@ -79,6 +80,7 @@ class AppBlock:
         ):
             need_int(value, f"app.{key}", 1)
         need_int(self.dedup_baseline_max, "app.dedup_baseline_max", 0)
+        need_finite(self.shutdown_grace_s, "app.shutdown_grace_s", "must be >= 0", lambda v: v >= 0)
         need(self.top_k <= self.max_top_k, "app.top_k", self.top_k, f"must be <= app.max_top_k ({self.max_top_k})")
         need_finite(self.limits.max_upload_mb, "app.limits.max_upload_mb", "must be > 0", lambda v: v > 0)
         need_finite(

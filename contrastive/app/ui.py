@@ -3,6 +3,7 @@ Compare, Search and Deduplicate tabs to `Engine` (gradio is imported only when t
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -10,17 +11,18 @@ import math
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from contrastive.app.checkpoints import Checkpoint, Thresholds
-from contrastive.app.engine import Engine
+from contrastive.app.engine import Engine, Progress
 from contrastive.app.index import Examples
-from contrastive.errors import UserError
+from contrastive.errors import Interrupted, UserError
 from contrastive.search import CorpusIndex
 
 log = logging.getLogger(__name__)
@@ -217,9 +219,40 @@ def public_message(text: str) -> str:
     return re.sub(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+([^\s/:'\"]+)", r"\1", text)
 
 
+class InFlight:
+    """How many requests are being handled now, so the shutdown can wait for them: a SIGTERM stops a running encode
+    at its next batch (contrastive.stop), and a process that exits with a thread still inside the model aborts
+    ("terminate called without an active exception", SIGABRT)."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Counts the request handled inside."""
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for no request to be running; whether none is."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+in_flight = InFlight()  # every handler of the page and the API (through _ui_errors)
+
+
 def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a UserError into a Gradio error toast with its one-line message (server paths left out); anything
-    else is logged here and the page gets a generic line, never internal error text."""
+    else is logged here and the page gets a generic line, never internal error text. The request is counted in
+    `in_flight`; one stopped by a SIGTERM (Interrupted) tells its client that the app is stopping."""
     import functools
 
     import gradio as gr
@@ -227,7 +260,10 @@ def _ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with in_flight.request():
+                return fn(*args, **kwargs)
+        except Interrupted:
+            raise gr.Error("the app is stopping; try again once it is back", print_exception=False) from None
         except UserError as exc:
             raise gr.Error(public_message(str(exc)), title="Input problem", print_exception=False) from None
         except gr.Error:
@@ -327,6 +363,28 @@ def write_csv(table: pd.DataFrame, name: str = "duplicate_groups.csv", max_age_s
     return str(path)
 
 
+def progress_bar(progress: Any) -> Progress:
+    """The Engine's progress reports as a Gradio progress bar (`gr.Progress`): what, and done / total questions."""
+    return lambda done, total, what: progress((done, total), desc=what, unit="questions")
+
+
+def example_picker(samples: Sequence[Sequence[str]], inputs: Sequence[Any], label: str, elem_id: str) -> Any:
+    """Clickable examples that fill `inputs` in the browser, with no round trip to the server (a js-only event).
+
+    gr.Examples fills the boxes through a server request; under CPU load that answer can land after the user has
+    already clicked the tab's button, whose request then carries the boxes' old, empty values ("question 1: empty"
+    with the example shown a moment later). Filled in the page itself, the boxes hold the example before any
+    later click can read them."""
+    import gradio as gr
+
+    rows = [list(map(str, sample)) for sample in samples]
+    dataset = gr.Dataset(
+        components=list(inputs), samples=rows, label=label, elem_id=elem_id, samples_per_page=max(len(rows), 1)
+    )
+    dataset.click(None, dataset, list(inputs), js=f"(i) => {json.dumps(rows)}[i]", queue=False)
+    return dataset
+
+
 def build_ui(
     engine: Engine, header: str, title: str = "contrastive: duplicate questions", examples: Examples | None = None
 ):
@@ -336,7 +394,7 @@ def build_ui(
 
     thr = engine.thresholds
     thr_label = threshold_label(thr)
-    examples = examples or Examples()
+    shown = examples or Examples()
     with_baseline = engine.embed_baseline is not None
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(header, elem_id="header")
@@ -358,13 +416,12 @@ def build_ui(
                 )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             compare_out = gr.HTML(elem_id="compare-result", min_height=40)
-            if examples.pairs:
-                gr.Examples(
-                    examples.pairs,
+            if shown.pairs:
+                example_picker(
+                    shown.pairs,
                     [q1, q2],
-                    label="Pairs from the data (labelled duplicates first, then non-duplicates): click one",
-                    elem_id="compare-examples",
-                    examples_per_page=len(examples.pairs),
+                    "Pairs from the data (labelled duplicates first, then non-duplicates): click one",
+                    "compare-examples",
                 )
 
             @_ui_errors
@@ -403,16 +460,23 @@ def build_ui(
                 query = gr.Textbox(
                     label="Question", scale=4, elem_id="query", placeholder="How can I lose weight fast?"
                 )
-                k = gr.Slider(
-                    1, engine.max_top_k, value=engine.top_k, step=1, label="number of results", scale=1, elem_id="top-k"
+                k = gr.Slider(  # precision 0: an int in the handler and "integer" in the API's schema
+                    1,
+                    engine.max_top_k,
+                    value=engine.top_k,
+                    step=1,
+                    precision=0,
+                    label="number of results",
+                    scale=1,
+                    elem_id="top-k",
                 )
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-            if examples.queries:
-                gr.Examples(
-                    [[q] for q in examples.queries],
+            if shown.queries:
+                example_picker(
+                    [[q] for q in shown.queries],
                     [query],
-                    label="Questions from the data (each has a labelled duplicate in the corpus): click one",
-                    elem_id="search-examples",
+                    "Questions from the data (each has a labelled duplicate in the corpus): click one",
+                    "search-examples",
                 )
             with gr.Accordion(
                 "Search your own questions instead (a CSV with a 'question' column, or a TXT "
@@ -435,20 +499,22 @@ def build_ui(
             )
 
             @_ui_errors
-            def on_search(text: str, top: float, corpus: CorpusIndex | None) -> tuple[pd.DataFrame, str]:
+            def on_search(
+                text: str, top: int, corpus: CorpusIndex | None, progress: Any = gr.Progress()
+            ) -> tuple[pd.DataFrame, str]:
                 if corpus is None and not engine.index.ready:
                     gr.Info(
                         f"Encoding the corpus ({engine.index.size or 0:,} questions) for the first time; "
                         "the search runs as soon as it is ready."
                     )
-                table, timing = engine.search(text, top, corpus)
+                table, timing = engine.search(text, top, corpus, progress_bar(progress))
                 return search_rows(table, thr), render_search_info(timing)
 
             @_ui_errors
-            def on_upload(path: str | None) -> tuple[CorpusIndex | None, str]:
+            def on_upload(path: str | None, progress: Any = gr.Progress()) -> tuple[CorpusIndex | None, str]:
                 if not path:
                     return None, f"Corpus: **{engine.index.description}** ({size})."
-                index = engine.index_upload(path)
+                index = engine.index_upload(path, progress_bar(progress))
                 return index, f"Corpus: **{index.description}** ({len(index):,} distinct questions)."
 
             gr.on(
@@ -462,8 +528,8 @@ def build_ui(
             corpus_file.change(on_upload, corpus_file, [uploaded, corpus_md], api_name=False)
 
             @_ui_errors
-            def api_search(query: str, k: float) -> dict[str, Any]:
-                table, timing = engine.search(query, k)
+            def api_search(query: str, k: int, progress: Any = gr.Progress()) -> dict[str, Any]:
+                table, timing = engine.search(query, k, progress=progress_bar(progress))
                 return {"query": query, "results": records(table), "thresholds": thresholds_json(thr), "timing": timing}
 
             search_json = gr.JSON(label="search results", visible=False)
@@ -499,12 +565,12 @@ def build_ui(
                         elem_id="dedup-threshold",
                     )
             dedup_btn = gr.Button("Find duplicate groups", variant="primary", elem_id="dedup-btn")
-            if examples.lists:
-                gr.Examples(
-                    [[text] for text in examples.lists],
+            if shown.lists:
+                example_picker(
+                    [[text] for text in shown.lists],
                     [pasted],
-                    label="A list from the data (two labelled duplicate pairs, two other questions): click it",
-                    elem_id="dedup-examples",
+                    "A list from the data (two labelled duplicate pairs, two other questions): click it",
+                    "dedup-examples",
                 )
             dedup_info = gr.Markdown(elem_id="dedup-info")
             headers = dedup_columns(thr.finetuned, thr, with_baseline)
@@ -519,9 +585,9 @@ def build_ui(
             )
             download = gr.DownloadButton("Download CSV (every question)", visible=False, elem_id="dedup-download")
 
-            def deduplicate(text: str, path: str | None, cut: float) -> tuple[pd.DataFrame, str]:
+            def deduplicate(text: str, path: str | None, cut: float, progress: Any) -> tuple[pd.DataFrame, str]:
                 texts, origin = engine.questions_from(text, path)
-                table, groups = engine.dedup(texts, cut)
+                table, groups = engine.dedup(texts, cut, progress_bar(progress))
                 beside = (int(table["baseline_group"].max()), thr.baseline) if "baseline_group" in table else None
                 info = render_dedup_info(texts, groups, float(cut), origin, beside)
                 if with_baseline and beside is None:
@@ -532,8 +598,8 @@ def build_ui(
                 return table, info
 
             @_ui_errors
-            def on_dedup(text: str, path: str | None, cut: float):
-                table, info = deduplicate(text, path, cut)
+            def on_dedup(text: str, path: str | None, cut: float, progress: Any = gr.Progress()):
+                table, info = deduplicate(text, path, cut, progress)
                 return info, dedup_rows(table, float(cut), thr), gr.DownloadButton(value=write_csv(table), visible=True)
 
             dedup_btn.click(
@@ -545,8 +611,10 @@ def build_ui(
             )
 
             @_ui_errors
-            def api_dedup(questions: str, file: str | None, threshold: float) -> tuple[dict[str, Any], str]:
-                table, _ = deduplicate(questions, file, threshold)
+            def api_dedup(
+                questions: str, file: str | None, threshold: float, progress: Any = gr.Progress()
+            ) -> tuple[dict[str, Any], str]:
+                table, _ = deduplicate(questions, file, threshold, progress)
                 summary = {
                     "questions": len(table),
                     "groups": int(table["group"].max()) if len(table) else 0,

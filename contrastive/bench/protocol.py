@@ -84,7 +84,7 @@ def mining_run(inp: Inputs, result: EvalResult, cache: Path) -> dict[str, Any]:
 def dedup_run(inp: Inputs, texts: list[str], threshold: float, backend: str) -> dict[str, Any]:
     """Engine.dedup of `texts` on one backend (the app's code path, no baseline columns): wall, encode, groups."""
     from contrastive.app.checkpoints import Thresholds
-    from contrastive.app.engine import Engine, encoder
+    from contrastive.app.engine import Engine, Report, encoder
     from contrastive.app.index import BackgroundIndex
     from contrastive.search import Limits
 
@@ -94,9 +94,9 @@ def dedup_run(inp: Inputs, texts: list[str], threshold: float, backend: str) -> 
     embed(texts[:8])  # warm-up: first-call allocations
     timed: dict[str, float] = {}
 
-    def timed_embed(batch: list[str]) -> np.ndarray:
+    def timed_embed(batch: list[str], progress: Report | None = None) -> np.ndarray:
         start = time.perf_counter()
-        out = embed(batch)
+        out = embed(batch, progress)
         timed["encode_s"] = time.perf_counter() - start
         return out
 
