@@ -602,8 +602,21 @@ def log_sweep_summary(parent_run_id: str, summary: Mapping[str, Any], artifacts:
         known = client.get_run(parent_run_id).data.params  # params cannot change: a resumed sweep keeps the first
         log_params({k: v for k, v in soup_params(soup).items() if k not in known}, parent_run_id)
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+    if summary.get("best_mlflow_run_id"):
+        copy_inputs(client, str(summary["best_mlflow_run_id"]), parent_run_id)
     for path in artifacts:
         client.log_artifact(parent_run_id, str(path))
+
+
+def copy_inputs(client: MlflowClient, source_run_id: str, run_id: str) -> None:
+    """The datasets a trial's run logged (its training data, by fingerprint) as the sweep's parent run's inputs
+    too, once: the parent's Dataset column names what the sweep trained on."""
+    have = {(i.dataset.name, i.dataset.digest) for i in client.get_run(run_id).inputs.dataset_inputs}
+    new = [
+        i for i in client.get_run(source_run_id).inputs.dataset_inputs if (i.dataset.name, i.dataset.digest) not in have
+    ]
+    if new:
+        client.log_inputs(run_id, datasets=new)
 
 
 def soup_summary(soup: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:

@@ -124,12 +124,18 @@ def test_real_train_sweep_on_the_fixture(tmp_path):
     parent = tracking.run_info(child["tags"]["mlflow.parentRunId"])
     assert parent["status"] == "FINISHED" and parent["tags"]["best_trial"] == str(best.number)
     assert "param_importances.png" in parent["artifacts"]
+    from mlflow.tracking import MlflowClient
+
+    def datasets(run_id: str) -> set[tuple[str, str]]:
+        return {(i.dataset.name, i.dataset.digest) for i in MlflowClient(uri).get_run(run_id).inputs.dataset_inputs}
+
+    parent_id = child["tags"]["mlflow.parentRunId"]
+    assert datasets(parent_id) == datasets(best.user_attrs["mlflow_run_id"]) != set()  # the data the sweep trained on
     assert (
         parent["tags"]["soup_promoted"] == str(soup["promoted"]).lower()
         and "trial 0" in parent["tags"]["soup_ingredients"]
     )
     assert summary["registered"]["name"] == "contrastive-fixture" and summary["registered"]["alias"] == "best"
-    from mlflow.tracking import MlflowClient
 
     (version,) = MlflowClient(tracking_uri=uri).search_model_versions("name='contrastive-fixture'")
     assert version.run_id == (soup["mlflow_run_id"] if soup["promoted"] else best.user_attrs["mlflow_run_id"])
