@@ -24,7 +24,7 @@ train: install                        ## the recipe `make reproduce` promoted (c
 	$(PY) -m contrastive.train +recipe=best $(ARGS)   # ARGS="loss.aux_weight=0.3 ..." changes it
 
 test: install                         ## the whole suite (unit + end-to-end on the fixture + browser)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=25 $(ARGS)  # the 25 slowest tests printed: the suite must stay well under 20 min
 
 test-fast: install                    ## unit tests only
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
