@@ -354,8 +354,6 @@ def run(cfg: Any) -> dict[str, Any]:
     print(format_metrics(entry), flush=True)
     print(f"teacher: {teacher.path} ({'cache hit' if teacher.cache_hit else 'trained'})", flush=True)
     if settings.json:
-        from contrastive.utils import write_json
-
         record = {"digest": teacher.digest, "path": str(teacher.path), "training": teacher.info.get("training")}
         write_json(entry | record, Path(settings.json).expanduser().resolve())
     return entry

@@ -124,14 +124,19 @@ def same_training(rp: ReproduceBlock, a: Sequence[str], b: Sequence[str]) -> boo
     the typed settings composed from each, `loss.directions` compared as names."""
     import dataclasses
 
-    from contrastive.cli import compose_config
-    from contrastive.settings import load_train
-
     def settings(overrides: Sequence[str]) -> Any:
-        s = load_train(compose_config([*rp.data, *rp.extra, *overrides]))
+        s = row_settings(rp, overrides)
         return dataclasses.replace(s, loss=dataclasses.replace(s.loss, directions=list(s.loss.direction_names)))
 
     return settings(a) == settings(b)
+
+
+def row_settings(rp: ReproduceBlock, overrides: Sequence[str]) -> Any:
+    """The typed training settings a row's overrides compose (with the stages' data and extra)."""
+    from contrastive.cli import compose_config
+    from contrastive.settings import load_train
+
+    return load_train(compose_config([*rp.data, *rp.extra, *overrides]))
 
 
 def unmixed_metrics(mixed: dict[str, Any], shared_with: str) -> dict[str, Any]:
@@ -186,18 +191,22 @@ def row_stage(rp: ReproduceBlock, work: Path, name: str, overrides: list[str]) -
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def evaluate_overrides(extra: Sequence[str]) -> list[str]:
-    """The `reproduce.extra` overrides that conf/evaluate.yaml knows (its groups, `device`, hydra); training-only
-    ones (tracking.*, trainer.*, ...) are left out, `trainer.device` becomes evaluate's `device`."""
+def known_overrides(extra: Sequence[str], heads: Sequence[str], device_key: str) -> list[str]:
+    """The `reproduce.extra` overrides whose top-level key is in `heads` (the ones another entry point's config
+    knows); training-only ones are left out and `trainer.device` becomes `device_key`."""
     out = []
     for item in extra:
         key, _, value = str(item).lstrip("+~").partition("=")
-        head = key.split(".", 1)[0]
         if key == "trainer.device":
-            out.append(f"device={value}")
-        elif head in ("model", "data", "eval", "paths", "device", "hydra"):
+            out.append(f"{device_key}={value}")
+        elif key.split(".", 1)[0] in heads:
             out.append(str(item))
     return out
+
+
+def evaluate_overrides(extra: Sequence[str]) -> list[str]:
+    """The `reproduce.extra` overrides that conf/evaluate.yaml knows (its groups, `device`, hydra)."""
+    return known_overrides(extra, ("model", "data", "eval", "paths", "device", "hydra"), "device")
 
 
 def own_corpus_stage(rp: ReproduceBlock, work: Path, model_dir: Path) -> dict[str, Any]:
@@ -261,22 +270,13 @@ def merge_stage(rp: ReproduceBlock, work: Path, final_model: Path) -> dict[str, 
 
 def teacher_overrides(extra: Sequence[str]) -> list[str]:
     """The `reproduce.extra` overrides that conf/teacher.yaml knows; `trainer.device` becomes `teacher.device`."""
-    out = []
-    for item in extra:
-        key, _, value = str(item).lstrip("+~").partition("=")
-        if key == "trainer.device":
-            out.append(f"teacher.device={value}")
-        elif key.split(".", 1)[0] in ("model", "data", "eval", "paths", "teacher", "tracking", "hydra"):
-            out.append(str(item))
-    return out
+    heads = ("model", "data", "eval", "paths", "teacher", "tracking", "hydra")
+    return known_overrides(extra, heads, "teacher.device")
 
 
 def uses_teacher(rp: ReproduceBlock, overrides: Sequence[str]) -> bool:
     """Whether a row's training asks for the teacher (a loss lever or silver pairs)."""
-    from contrastive.cli import compose_config
-    from contrastive.settings import load_train
-
-    s = load_train(compose_config([*rp.data, *rp.extra, *overrides]))
+    s = row_settings(rp, overrides)
     return bool(s.loss.uses_teacher or s.data.silver.enabled)
 
 
