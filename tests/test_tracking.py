@@ -245,3 +245,12 @@ def test_a_reused_pid_is_not_taken_for_the_runs_process():
     assert tracking.holder_alive(mine)
     assert not tracking.holder_alive(mine | {"pid_start": "1"})  # same pid, another start: the run's process died
     assert tracking.holder_alive({})  # a run that names no process is not judged
+
+
+def test_logged_models_pin_the_installed_flavor_requirements_without_local_labels():
+    import sentence_transformers
+    import torch
+
+    reqs = tracking.pinned_requirements()
+    assert f"sentence-transformers=={sentence_transformers.__version__}" in reqs
+    assert f"torch=={torch.__version__.split('+')[0]}" in reqs and not any("+" in r for r in reqs)
